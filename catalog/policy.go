@@ -1,0 +1,209 @@
+// Package catalog describes what the hospital holds and who may use it: datasets
+// with their grade (Art. 5), the role of every column, people and their roles,
+// access requests and the grants they become, and the metadata store that keeps
+// all of it (SQLite embedded by default, PostgreSQL in production).
+//
+// The column policy is the contract between a data steward and the query path:
+// sandbox reads it to refuse queries that touch identifiers, privacy reads it to
+// bound each patient's contribution and calibrate noise.
+package catalog
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Grade is a dataset's classification under Art. 5 of the 2026 Measures.
+type Grade string
+
+// The three grades, from most to least protected.
+const (
+	Core      Grade = "core"
+	Important Grade = "important"
+	General   Grade = "general"
+)
+
+// rank orders grades so that mixed data takes the highest one.
+func (g Grade) rank() int {
+	switch g {
+	case Core:
+		return 3
+	case Important:
+		return 2
+	case General:
+		return 1
+	}
+	return 0
+}
+
+// Valid reports whether g is one of the three grades.
+func (g Grade) Valid() bool { return g.rank() > 0 }
+
+// Highest returns the most protected grade among gs (Art. 5, 8: mixed and
+// derived data take the highest grade of their sources).
+func Highest(gs ...Grade) Grade {
+	var best Grade
+	for _, g := range gs {
+		if g.rank() > best.rank() {
+			best = g
+		}
+	}
+	return best
+}
+
+// Role is what a column is, for privacy purposes.
+type Role string
+
+// Column roles a steward can declare.
+const (
+	// Unit is the privacy unit (the patient): never released, usable only to
+	// join tables and in COUNT(DISTINCT unit).
+	Unit Role = "unit"
+	// Identifier columns (names, ID numbers, phones) never appear in a query.
+	Identifier Role = "identifier"
+	// QuasiIdentifier columns (age, sex, province) may be grouped on, under k.
+	QuasiIdentifier Role = "quasi_identifier"
+	// Sensitive columns (diagnoses) may be grouped and filtered on.
+	Sensitive Role = "sensitive"
+	// SpecialGroup flags (pregnancy, HIV, mental disorder, deceased) raise the
+	// minimum group size and shrink the budget share of queries that use them.
+	SpecialGroup Role = "special_group"
+	// Attribute is any other column.
+	Attribute Role = "attribute"
+)
+
+var roles = []Role{Unit, Identifier, QuasiIdentifier, Sensitive, SpecialGroup, Attribute}
+
+// Column is one column's policy.
+type Column struct {
+	Name string `json:"name" yaml:"name"`
+	Type string `json:"type" yaml:"type"`
+	Role Role   `json:"role" yaml:"role"`
+	// Public lists the column's categories when the domain is public
+	// knowledge (sex, province): grouping on it then needs no partition
+	// selection and every category appears in the answer.
+	Public []string `json:"public,omitempty" yaml:"public,omitempty"`
+	// Min and Max bound numeric values: required for SUM, AVG, variance and
+	// quantiles over the column; values are clamped to them.
+	Min *float64 `json:"min,omitempty" yaml:"min,omitempty"`
+	Max *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+}
+
+// Bounded reports whether the column has declared numeric bounds.
+func (c Column) Bounded() bool { return c.Min != nil && c.Max != nil }
+
+// Table is one table's policy.
+type Table struct {
+	Name    string   `json:"name" yaml:"name"`
+	Columns []Column `json:"columns" yaml:"columns"`
+	// OneRowPerUnit declares that each patient has at most one row (the
+	// patients table), which lets queries over it use tighter noise.
+	OneRowPerUnit bool `json:"one_row_per_unit,omitempty" yaml:"one_row_per_unit,omitempty"`
+}
+
+// Column returns the named column's policy.
+func (t Table) Column(name string) (Column, bool) {
+	for _, c := range t.Columns {
+		if strings.EqualFold(c.Name, name) {
+			return c, true
+		}
+	}
+	return Column{}, false
+}
+
+// UnitColumn returns the table's privacy unit column.
+func (t Table) UnitColumn() (Column, bool) {
+	for _, c := range t.Columns {
+		if c.Role == Unit {
+			return c, true
+		}
+	}
+	return Column{}, false
+}
+
+// Contribution bounds how much one patient can add to a result.
+type Contribution struct {
+	// MaxGroups is how many output groups one patient may contribute to.
+	MaxGroups int `json:"max_groups" yaml:"max_groups"`
+	// MaxRows is how many rows one patient may contribute to one group.
+	MaxRows int `json:"max_rows" yaml:"max_rows"`
+}
+
+// Policy is a dataset's full column policy.
+type Policy struct {
+	Tables       []Table      `json:"tables" yaml:"tables"`
+	Contribution Contribution `json:"contribution" yaml:"contribution"`
+	// K is the minimum number of distinct patients in a released group.
+	K int `json:"k" yaml:"k"`
+	// SpecialK replaces K when a query touches a special-group column.
+	SpecialK int `json:"special_k" yaml:"special_k"`
+	// SpecialShare (0 < s <= 1) is the share of a query's epsilon that
+	// calibrates the noise when it touches a special-group column: the full
+	// epsilon is charged, the noise is that of epsilon*SpecialShare.
+	SpecialShare float64 `json:"special_share" yaml:"special_share"`
+}
+
+// Table returns the named table's policy.
+func (p Policy) Table(name string) (Table, bool) {
+	for _, t := range p.Tables {
+		if strings.EqualFold(t.Name, name) {
+			return t, true
+		}
+	}
+	return Table{}, false
+}
+
+// Validate reports the first problem that would make the policy unsafe or
+// unusable, in words a steward can act on.
+func (p Policy) Validate() error {
+	if len(p.Tables) == 0 {
+		return fmt.Errorf("policy declares no tables")
+	}
+	if p.Contribution.MaxGroups < 1 || p.Contribution.MaxRows < 1 {
+		return fmt.Errorf("contribution limits must be at least 1 (max_groups %d, max_rows %d)",
+			p.Contribution.MaxGroups, p.Contribution.MaxRows)
+	}
+	if p.K < 2 {
+		return fmt.Errorf("k is %d; the minimum group size must be at least 2", p.K)
+	}
+	if p.SpecialK < p.K {
+		return fmt.Errorf("special_k %d is below k %d; special groups need at least the same protection", p.SpecialK, p.K)
+	}
+	if p.SpecialShare <= 0 || p.SpecialShare > 1 {
+		return fmt.Errorf("special_share %g must be in (0, 1]", p.SpecialShare)
+	}
+	seen := map[string]bool{}
+	for _, t := range p.Tables {
+		key := strings.ToLower(t.Name)
+		if seen[key] {
+			return fmt.Errorf("table %s is declared twice", t.Name)
+		}
+		seen[key] = true
+		units := 0
+		cols := map[string]bool{}
+		for _, c := range t.Columns {
+			ck := strings.ToLower(c.Name)
+			if cols[ck] {
+				return fmt.Errorf("table %s: column %s is declared twice", t.Name, c.Name)
+			}
+			cols[ck] = true
+			if !slices.Contains(roles, c.Role) {
+				return fmt.Errorf("table %s: column %s has unknown role %q (one of %v)", t.Name, c.Name, c.Role, roles)
+			}
+			if c.Role == Unit {
+				units++
+			}
+			if (c.Min == nil) != (c.Max == nil) {
+				return fmt.Errorf("table %s: column %s declares only one bound; give both min and max", t.Name, c.Name)
+			}
+			if c.Bounded() && *c.Min > *c.Max {
+				return fmt.Errorf("table %s: column %s has bounds reversed (min %g > max %g)", t.Name, c.Name, *c.Min, *c.Max)
+			}
+		}
+		if units != 1 {
+			return fmt.Errorf("table %s declares %d privacy unit columns; declare exactly one (role: unit)", t.Name, units)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,393 @@
+package catalog
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/emmansun/gmsm/sm3"
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
+	_ "modernc.org/sqlite"             // SQLite driver "sqlite"
+
+	"github.com/hospital/gateway/fault"
+)
+
+// Dialect is the SQL flavour of a metadata store.
+type Dialect int
+
+// The supported metadata stores.
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+// Store is the metadata store: people, tokens, datasets, requests, grants,
+// budgets and the answer cache. All SQL is written once, with $N
+// placeholders, for both SQLite and PostgreSQL.
+type Store struct {
+	db      *sql.DB
+	dialect Dialect
+	now     func() time.Time
+}
+
+// Open opens the store at dsn: a postgres:// or postgresql:// URL, or a
+// path to an SQLite file (created if missing). It applies pending
+// migrations.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	var (
+		db      *sql.DB
+		err     error
+		dialect Dialect
+	)
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		dialect = Postgres
+		db, err = sql.Open("pgx", dsn)
+		if err == nil {
+			db.SetMaxOpenConns(16)
+		}
+	} else {
+		path := strings.TrimPrefix(dsn, "sqlite:")
+		q := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(FULL)", "foreign_keys(ON)"} {
+			q.Add("_pragma", p)
+		}
+		q.Set("_txlock", "immediate")
+		db, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+		if err == nil {
+			// One writer at a time is SQLite's rule; one connection keeps
+			// writers queued in Go instead of spinning on SQLITE_BUSY.
+			db.SetMaxOpenConns(1)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open metadata store: %w", err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to metadata store: %w", err)
+	}
+	s := &Store{db: db, dialect: dialect, now: func() time.Time { return time.Now().UTC() }}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// DB is the underlying database, shared with the audit log so that a change
+// and its audit entry can commit together.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Dialect is the store's SQL flavour.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// migrations are applied in order, each once; never edit one that has
+// shipped, add a new one.
+var migrations = []string{
+	`CREATE TABLE orgs (
+		id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
+		export_assessment BOOLEAN NOT NULL DEFAULT FALSE)`,
+	`CREATE TABLE people (
+		id TEXT PRIMARY KEY, name TEXT NOT NULL, org_id TEXT NOT NULL REFERENCES orgs(id),
+		roles TEXT NOT NULL, active BOOLEAN NOT NULL DEFAULT TRUE, created_at TEXT NOT NULL)`,
+	`CREATE TABLE tokens (
+		id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), hash TEXT NOT NULL UNIQUE,
+		label TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT)`,
+	`CREATE TABLE datasets (
+		name TEXT PRIMARY KEY, grade TEXT NOT NULL, info TEXT NOT NULL, policy TEXT NOT NULL,
+		rows_total BIGINT NOT NULL, units BIGINT NOT NULL, needs_regrade BOOLEAN NOT NULL DEFAULT FALSE,
+		registered_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+	`CREATE TABLE grade_history (
+		dataset TEXT NOT NULL, grade TEXT NOT NULL, changed_by TEXT NOT NULL, reason TEXT NOT NULL, changed_at TEXT NOT NULL)`,
+	`CREATE TABLE access_requests (
+		id TEXT PRIMARY KEY, researcher TEXT NOT NULL REFERENCES people(id), datasets TEXT NOT NULL,
+		columns_json TEXT NOT NULL, purpose TEXT NOT NULL, method TEXT NOT NULL,
+		epsilon DOUBLE PRECISION NOT NULL, delta DOUBLE PRECISION NOT NULL, expires_at TEXT NOT NULL,
+		state TEXT NOT NULL, steward TEXT, approver TEXT, reason TEXT, grant_id TEXT, created_at TEXT NOT NULL)`,
+	`CREATE TABLE grants (
+		id TEXT PRIMARY KEY, request_id TEXT NOT NULL, researcher TEXT NOT NULL REFERENCES people(id),
+		datasets TEXT NOT NULL, columns_json TEXT NOT NULL, purpose TEXT NOT NULL,
+		epsilon_total DOUBLE PRECISION NOT NULL, epsilon_spent DOUBLE PRECISION NOT NULL DEFAULT 0,
+		delta_total DOUBLE PRECISION NOT NULL, delta_spent DOUBLE PRECISION NOT NULL DEFAULT 0,
+		default_epsilon DOUBLE PRECISION NOT NULL, expires_at TEXT NOT NULL, revoked_at TEXT, created_at TEXT NOT NULL)`,
+	`CREATE TABLE answers (
+		grant_id TEXT NOT NULL, cache_key TEXT NOT NULL, query_id TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
+		PRIMARY KEY (grant_id, cache_key))`,
+	`CREATE TABLE queries (
+		id TEXT PRIMARY KEY, grant_id TEXT NOT NULL, researcher TEXT NOT NULL, datasets TEXT NOT NULL,
+		sql_text TEXT NOT NULL, epsilon DOUBLE PRECISION NOT NULL, delta DOUBLE PRECISION NOT NULL,
+		outcome TEXT NOT NULL, cached BOOLEAN NOT NULL, created_at TEXT NOT NULL)`,
+	`CREATE INDEX queries_grant ON queries (grant_id, created_at)`,
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		component TEXT NOT NULL, version BIGINT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))`); err != nil {
+		return fmt.Errorf("create migrations table: %w", err)
+	}
+	return s.Migrate(ctx, "catalog", migrations)
+}
+
+// Migrate applies, in order and each once, the schema changes of one
+// component of the gateway (catalog, quota, ...). Never edit a migration
+// that has shipped; append a new one.
+func (s *Store) Migrate(ctx context.Context, component string, stmts []string) error {
+	for i, m := range stmts {
+		version := i + 1
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			if s.dialect == Postgres {
+				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7426001)`); err != nil {
+					return err
+				}
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE component = $1 AND version = $2`, component, version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, m); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (component, version, applied_at) VALUES ($1, $2, $3)`, component, version, ts(s.now()))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("apply %s migration %d: %w", component, version, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Tx runs fn in one transaction of the store.
+func (s *Store) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.tx(ctx, fn) }
+
+func ts(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func parseTS(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}
+
+// NewID returns a random identifier with a readable prefix.
+func NewID(prefix string) string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err))
+	}
+	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("marshal %T: %v", v, err)) // only our own plain types are stored
+	}
+	return string(b)
+}
+
+// --- organisations and people ---
+
+// PutOrg creates or updates an organisation.
+func (s *Store) PutOrg(ctx context.Context, o Org) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO orgs (id, name, kind, export_assessment) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, export_assessment = excluded.export_assessment`,
+		o.ID, o.Name, string(o.Kind), o.ExportAssessment)
+	if err != nil {
+		return fmt.Errorf("store org %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// CreatePerson stores a new person; p.Org.ID must exist.
+func (s *Store) CreatePerson(ctx context.Context, p Person) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO people (id, name, org_id, roles, active, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+		p.ID, p.Name, p.Org.ID, jsonText(p.Roles), p.Active, ts(s.now()))
+	if err != nil {
+		return fmt.Errorf("store person %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+const personCols = `p.id, p.name, p.roles, p.active, o.id, o.name, o.kind, o.export_assessment`
+
+func scanPerson(row interface{ Scan(...any) error }) (Person, error) {
+	var p Person
+	var roles, kind string
+	if err := row.Scan(&p.ID, &p.Name, &roles, &p.Active, &p.Org.ID, &p.Org.Name, &kind, &p.Org.ExportAssessment); err != nil {
+		return Person{}, err
+	}
+	p.Org.Kind = OrgKind(kind)
+	if err := json.Unmarshal([]byte(roles), &p.Roles); err != nil {
+		return Person{}, fmt.Errorf("decode roles of %s: %w", p.ID, err)
+	}
+	return p, nil
+}
+
+// Person returns a person by id.
+func (s *Store) Person(ctx context.Context, id string) (Person, error) {
+	p, err := scanPerson(s.db.QueryRowContext(ctx, `SELECT `+personCols+` FROM people p JOIN orgs o ON o.id = p.org_id WHERE p.id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Person{}, fault.E(fault.NotFound, "no person %s", id)
+	}
+	if err != nil {
+		return Person{}, fmt.Errorf("load person %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// HashToken is how tokens are stored: SM3 of the token, hex. Tokens are
+// 256-bit random values, so a fast hash is enough.
+func HashToken(token string) string {
+	h := sm3.Sum([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// IssueToken creates a new bearer token for a person and returns it; only its
+// hash is kept, so it cannot be shown again.
+func (s *Store) IssueToken(ctx context.Context, personID, label string) (id, token string, err error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", "", fmt.Errorf("generate token: %w", err)
+	}
+	token = "gw_" + hex.EncodeToString(b[:])
+	id = NewID("tok")
+	_, err = s.db.ExecContext(ctx, `INSERT INTO tokens (id, person_id, hash, label, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		id, personID, HashToken(token), label, ts(s.now()))
+	if err != nil {
+		return "", "", fmt.Errorf("store token for %s: %w", personID, err)
+	}
+	return id, token, nil
+}
+
+// Authenticate returns the active person holding token.
+func (s *Store) Authenticate(ctx context.Context, token string) (Person, error) {
+	p, err := scanPerson(s.db.QueryRowContext(ctx, `SELECT `+personCols+` FROM tokens t JOIN people p ON p.id = t.person_id
+		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1 AND t.revoked_at IS NULL`, HashToken(token)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Person{}, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
+	}
+	if err != nil {
+		return Person{}, fmt.Errorf("authenticate: %w", err)
+	}
+	if !p.Active {
+		return Person{}, fault.E(fault.Unauthenticated, "the account of %s is deactivated", p.ID)
+	}
+	return p, nil
+}
+
+// --- datasets ---
+
+type datasetInfo struct {
+	Source, Category, Purpose, Method, Responsible, CrossBorder, Protection string
+}
+
+// PutDataset registers or updates a dataset's description and policy.
+func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
+	if !d.Grade.Valid() {
+		return fault.E(fault.Invalid, "grade %q is not one of core, important, general", d.Grade)
+	}
+	if err := d.Policy.Validate(); err != nil {
+		return fault.Wrap(fault.Invalid, err, "policy of %s is not valid", d.Name)
+	}
+	now := s.now()
+	info := jsonText(datasetInfo{d.Source, d.Category, d.Purpose, d.Method, d.Responsible, d.CrossBorder, d.Protection})
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var old string
+		err := tx.QueryRowContext(ctx, `SELECT grade FROM datasets WHERE name = $1`, d.Name).Scan(&old)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("load dataset %s: %w", d.Name, err)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO datasets (name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (name) DO UPDATE SET grade = excluded.grade, info = excluded.info, policy = excluded.policy,
+				rows_total = excluded.rows_total, units = excluded.units, needs_regrade = excluded.needs_regrade, updated_at = excluded.updated_at`,
+			d.Name, string(d.Grade), info, jsonText(d.Policy), d.Rows, d.Units, d.NeedsRegrade, ts(now), ts(now))
+		if err != nil {
+			return fmt.Errorf("store dataset %s: %w", d.Name, err)
+		}
+		if old != string(d.Grade) {
+			_, err = tx.ExecContext(ctx, `INSERT INTO grade_history (dataset, grade, changed_by, reason, changed_at) VALUES ($1, $2, $3, $4, $5)`,
+				d.Name, string(d.Grade), by, "registered or re-graded", ts(now))
+			if err != nil {
+				return fmt.Errorf("record grade of %s: %w", d.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func scanDataset(row interface{ Scan(...any) error }) (Dataset, error) {
+	var d Dataset
+	var grade, info, policy, reg, upd string
+	if err := row.Scan(&d.Name, &grade, &info, &policy, &d.Rows, &d.Units, &d.NeedsRegrade, &reg, &upd); err != nil {
+		return Dataset{}, err
+	}
+	d.Grade = Grade(grade)
+	var in datasetInfo
+	if err := json.Unmarshal([]byte(info), &in); err != nil {
+		return Dataset{}, fmt.Errorf("decode dataset %s: %w", d.Name, err)
+	}
+	d.Source, d.Category, d.Purpose, d.Method, d.Responsible, d.CrossBorder, d.Protection =
+		in.Source, in.Category, in.Purpose, in.Method, in.Responsible, in.CrossBorder, in.Protection
+	if err := json.Unmarshal([]byte(policy), &d.Policy); err != nil {
+		return Dataset{}, fmt.Errorf("decode policy of %s: %w", d.Name, err)
+	}
+	d.RegisteredAt, d.UpdatedAt = parseTS(reg), parseTS(upd)
+	return d, nil
+}
+
+const datasetCols = `name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at`
+
+// Dataset returns a registered dataset.
+func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
+	d, err := scanDataset(s.db.QueryRowContext(ctx, `SELECT `+datasetCols+` FROM datasets WHERE name = $1`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Dataset{}, fault.E(fault.NotFound, "no dataset %s", name)
+	}
+	if err != nil {
+		return Dataset{}, fmt.Errorf("load dataset %s: %w", name, err)
+	}
+	return d, nil
+}
+
+// Datasets lists every registered dataset.
+func (s *Store) Datasets(ctx context.Context) ([]Dataset, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+datasetCols+` FROM datasets ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list datasets: %w", err)
+	}
+	defer rows.Close()
+	var out []Dataset
+	for rows.Next() {
+		d, err := scanDataset(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list datasets: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}

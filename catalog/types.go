@@ -1,0 +1,157 @@
+package catalog
+
+import "time"
+
+// Dataset is a registered dataset: its Article 6 description and its policy.
+type Dataset struct {
+	Name        string `json:"name"`
+	Grade       Grade  `json:"grade"`
+	Source      string `json:"source"`
+	Category    string `json:"category"`
+	Purpose     string `json:"purpose"`
+	Method      string `json:"processing_method"`
+	Responsible string `json:"responsible_party"`
+	// CrossBorder states whether and where the dataset is transmitted
+	// abroad; for this gateway it is "none" unless an export assessment is
+	// recorded.
+	CrossBorder string `json:"cross_border"`
+	// Protection lists the protection measures applied.
+	Protection string `json:"protection_measures"`
+	Policy     Policy `json:"policy"`
+	// Rows and Units are the dataset's scale: rows over all tables and
+	// distinct privacy units (patients).
+	Rows  int64 `json:"rows"`
+	Units int64 `json:"units"`
+	// NeedsRegrade is set when a reload changed the scale materially
+	// (Art. 7) and cleared when a steward confirms the grade.
+	NeedsRegrade bool      `json:"needs_regrade"`
+	RegisteredAt time.Time `json:"registered_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// Role of a person. A person may hold several.
+type PersonRole string
+
+// The roles.
+const (
+	Admin      PersonRole = "admin"
+	Steward    PersonRole = "steward"
+	Approver   PersonRole = "approver"
+	Researcher PersonRole = "researcher"
+	Auditor    PersonRole = "auditor"
+)
+
+// OrgKind says where an organisation stands for Art. 11 and Art. 22(4).
+type OrgKind string
+
+// The organisation kinds.
+const (
+	// Internal is the hospital itself: its use does not count toward the
+	// Article 11 quota.
+	Internal OrgKind = "internal"
+	// Domestic is another legal entity inside China.
+	Domestic OrgKind = "domestic"
+	// Overseas is an organisation outside China.
+	Overseas OrgKind = "overseas"
+)
+
+// Org is a legal entity that people belong to.
+type Org struct {
+	ID   string  `json:"id"`
+	Name string  `json:"name"`
+	Kind OrgKind `json:"kind"`
+	// ExportAssessment is true when an approved cross-border export
+	// assessment is recorded for this organisation (Art. 22(4)).
+	ExportAssessment bool `json:"export_assessment"`
+}
+
+// Person is someone with a token.
+type Person struct {
+	ID     string       `json:"id"`
+	Name   string       `json:"name"`
+	Org    Org          `json:"org"`
+	Roles  []PersonRole `json:"roles"`
+	Active bool         `json:"active"`
+}
+
+// Has reports whether p holds role r.
+func (p Person) Has(r PersonRole) bool {
+	for _, x := range p.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// RequestState is where an access request stands.
+type RequestState string
+
+// The states of an access request: pending, approved by a steward, granted
+// after a leadership approver's verification, or rejected.
+const (
+	Pending  RequestState = "pending"
+	Approved RequestState = "approved"
+	Granted  RequestState = "granted"
+	Rejected RequestState = "rejected"
+)
+
+// AccessRequest is a researcher's application for access (Art. 10, 13).
+type AccessRequest struct {
+	ID         string       `json:"id"`
+	Researcher string       `json:"researcher"`
+	Datasets   []string     `json:"datasets"`
+	Columns    []string     `json:"columns,omitempty"`
+	Purpose    string       `json:"purpose"`
+	Method     string       `json:"processing_method,omitempty"`
+	Epsilon    float64      `json:"epsilon"`
+	Delta      float64      `json:"delta"`
+	ExpiresAt  time.Time    `json:"expires_at"`
+	State      RequestState `json:"state"`
+	Steward    string       `json:"approved_by,omitempty"`
+	Approver   string       `json:"verified_by,omitempty"`
+	Reason     string       `json:"reason,omitempty"`
+	GrantID    string       `json:"grant_id,omitempty"`
+	CreatedAt  time.Time    `json:"created_at"`
+}
+
+// Grant is a live permission with its privacy budget.
+type Grant struct {
+	ID             string     `json:"grant_id"`
+	RequestID      string     `json:"request_id"`
+	Researcher     string     `json:"researcher"`
+	Datasets       []string   `json:"datasets"`
+	Columns        []string   `json:"columns,omitempty"`
+	Purpose        string     `json:"purpose"`
+	EpsilonTotal   float64    `json:"epsilon_total"`
+	EpsilonSpent   float64    `json:"epsilon_spent"`
+	DeltaTotal     float64    `json:"delta_total"`
+	DeltaSpent     float64    `json:"delta_spent"`
+	DefaultEpsilon float64    `json:"default_epsilon"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+	RevokedAt      *time.Time `json:"revoked_at,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+}
+
+// Dataset returns the grant's single dataset, or "" when it covers several.
+func (g Grant) Dataset() string {
+	if len(g.Datasets) == 1 {
+		return g.Datasets[0]
+	}
+	return ""
+}
+
+// Live reports whether the grant may be used at now.
+func (g Grant) Live(now time.Time) bool {
+	return g.RevokedAt == nil && now.Before(g.ExpiresAt)
+}
+
+// Covers reports whether the grant includes dataset.
+func (g Grant) Covers(dataset string) bool {
+	for _, d := range g.Datasets {
+		if d == dataset {
+			return true
+		}
+	}
+	return false
+}

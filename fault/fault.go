@@ -1,0 +1,112 @@
+// Package fault is the gateway's one error type. Every refusal the gateway makes
+// carries a Kind, and each Kind has exactly one stable code and HTTP status, so
+// that researchers' scripts can branch on the code and the API layer turns
+// kinds into responses in one place.
+package fault
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Kind classifies an error by what the caller can do about it.
+type Kind int
+
+// The kinds. Internal is the zero value so that an unclassified error is never
+// mistaken for the caller's fault.
+const (
+	Internal        Kind = iota // a fault of the gateway; the caller can retry later
+	Unauthenticated             // no or unknown credentials
+	Forbidden                   // authenticated, but not allowed
+	Invalid                     // the request is malformed
+	QueryRejected               // the SQL breaks a privacy or sandbox rule
+	BudgetExhausted             // the grant's privacy budget cannot pay for the query
+	QuotaExceeded               // the Article 11 line for a core dataset is reached
+	Timeout                     // the query ran past its wall-clock limit
+	ResourceLimit               // the query needs more memory, groups or rows than allowed
+	NotFound                    // no such object, or not visible to the caller
+	Conflict                    // the object is in a state that does not allow the action
+	TooLarge                    // the request body is over the size limit
+)
+
+var kinds = map[Kind]struct {
+	code   string
+	status int
+}{
+	Internal:        {"internal", http.StatusInternalServerError},
+	Unauthenticated: {"unauthenticated", http.StatusUnauthorized},
+	Forbidden:       {"forbidden", http.StatusForbidden},
+	Invalid:         {"invalid_request", http.StatusBadRequest},
+	QueryRejected:   {"query_rejected", http.StatusBadRequest},
+	BudgetExhausted: {"budget_exhausted", http.StatusForbidden},
+	QuotaExceeded:   {"quota_exceeded", http.StatusForbidden},
+	Timeout:         {"query_timeout", http.StatusRequestTimeout},
+	ResourceLimit:   {"resource_limit", http.StatusUnprocessableEntity},
+	NotFound:        {"not_found", http.StatusNotFound},
+	Conflict:        {"conflict", http.StatusConflict},
+	TooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge},
+}
+
+// Code is the stable machine-readable code of k, as listed in CONTRACT.md.
+func (k Kind) Code() string { return kinds[k].code }
+
+// Status is the HTTP status that k maps to.
+func (k Kind) Status() int { return kinds[k].status }
+
+func (k Kind) String() string { return k.Code() }
+
+// Error is an error with a Kind. Msg is written for the caller: it says what
+// was wrong and, where the caller can fix it, how.
+type Error struct {
+	Kind Kind
+	Msg  string
+	Err  error // underlying cause, kept for logs; never shown to the caller
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Msg == "" && e.Err != nil:
+		return e.Err.Error()
+	case e.Err != nil:
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// E builds an error of kind k with a formatted message for the caller.
+func E(k Kind, format string, args ...any) error {
+	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Wrap builds an error of kind k whose cause is err.
+func Wrap(k Kind, err error, format string, args ...any) error {
+	return &Error{Kind: k, Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// KindOf returns the kind of the first *Error in err's chain, or Internal.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return Internal
+}
+
+// Message returns what the caller may be shown about err: the message of the
+// first *Error in its chain, or a generic text for internal errors so that no
+// internal detail leaks.
+func Message(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Kind != Internal {
+		if e.Msg != "" {
+			return e.Msg
+		}
+	}
+	return "internal error; the incident is logged, retry later or contact the gateway operator"
+}
+
+// Is reports whether err has kind k.
+func Is(err error, k Kind) bool { return err != nil && KindOf(err) == k }

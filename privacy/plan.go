@@ -1,0 +1,283 @@
+// Package privacy turns an accepted query into a protected answer. It applies
+// user-level differential privacy with the patient as the privacy unit:
+//
+//  1. Plan wraps the sandbox's base query (one row per input row: the patient,
+//     the group keys, the aggregated values) in SQL that bounds each patient's
+//     contribution (at most MaxRows rows in a group, at most MaxGroups
+//     groups, both chosen at random), clamps values to their declared bounds,
+//     and computes the bounded aggregates inside DuckDB. Rows never reach Go.
+//  2. Release adds noise to each output cell with Google's differential
+//     privacy library (Laplace by default, Gaussian when delta > 0), selects
+//     which non-public groups may appear (DP partition selection), suppresses
+//     groups with fewer than k distinct patients, and reports the noise scale
+//     and a 95% interval per column.
+//
+// Sensitivities are as tight as the policy allows: when every table read has
+// one row per patient, a patient adds at most one row to one group, and when
+// every group key is a per-patient attribute (sex, province), a patient falls
+// in exactly one group however many rows they have.
+//
+// The k rule: a group is released only if it has at least k distinct patients
+// (exactly counted). For non-public keys the DP partition-selection threshold is
+// raised by k-1 so that the exact rule keeps the (epsilon, delta) guarantee. For
+// public keys (declared category lists) every category is answered, present
+// or not, so an absent category and one under k look the same: suppressed.
+// The exact k test on public categories is a deterministic rule outside the
+// DP guarantee that the hospital's policy promises patients; what it reveals
+// is only that a category is under k, which the suppression itself announces.
+package privacy
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/sandbox"
+)
+
+// Cost is what a query spends from a grant's budget.
+type Cost struct {
+	Epsilon float64 `json:"epsilon"`
+	Delta   float64 `json:"delta"`
+}
+
+// Limits are the gateway-wide bounds on what one query may ask.
+type Limits struct {
+	// MaxGroups caps the groups a query may compute before selection.
+	MaxGroups int
+	// MaxEpsilon caps one query's epsilon.
+	MaxEpsilon float64
+	// PartitionDelta is the delta spent on partition selection when a
+	// pure-epsilon query groups on non-public keys.
+	PartitionDelta float64
+	// Buckets is the histogram resolution used for quantiles.
+	Buckets int
+}
+
+// DefaultLimits are the limits used when a field of Limits is zero.
+var DefaultLimits = Limits{MaxGroups: 10000, MaxEpsilon: 1.0, PartitionDelta: 1e-6, Buckets: 128}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxGroups <= 0 {
+		l.MaxGroups = DefaultLimits.MaxGroups
+	}
+	if l.MaxEpsilon <= 0 {
+		l.MaxEpsilon = DefaultLimits.MaxEpsilon
+	}
+	if l.PartitionDelta <= 0 {
+		l.PartitionDelta = DefaultLimits.PartitionDelta
+	}
+	if l.Buckets <= 0 {
+		l.Buckets = DefaultLimits.Buckets
+	}
+	return l
+}
+
+// Mechanism names the noise distribution.
+type Mechanism string
+
+// The mechanisms.
+const (
+	Laplace  Mechanism = "laplace"
+	Gaussian Mechanism = "gaussian"
+)
+
+// Plan is a query ready to run: its SQL and how its answer will be noised.
+type Plan struct {
+	Query *sandbox.Query
+	// SQL computes the bounded per-group aggregates.
+	SQL string
+	// Cost is what the query spends.
+	Cost      Cost
+	Mechanism Mechanism
+	K         int
+	// MaxGroups is the row cap for the engine (the group cap plus one, so
+	// that an overflow is detected, not truncated).
+	MaxRows int
+
+	groupsPerUnit int64 // L0: groups one patient may touch
+	rowsPerGroup  int64 // Linf of counts: rows one patient may add to a group
+	selectGroups  bool  // partition selection needed
+	public        [][]string
+	quantities    int
+	epsEach       float64 // noise epsilon per noised quantity
+	deltaEach     float64 // Gaussian delta per noised quantity
+	psDelta       float64 // threshold delta of partition selection
+	buckets       int
+}
+
+// NewPlan plans q at the requested cost. Epsilon and delta come from the
+// researcher (or the grant's default); the plan fails with query_rejected
+// when they are out of range.
+func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
+	limits = limits.withDefaults()
+	if want.Epsilon <= 0 || math.IsNaN(want.Epsilon) || math.IsInf(want.Epsilon, 0) {
+		return nil, fault.E(fault.Invalid, "epsilon must be a positive number")
+	}
+	if want.Epsilon > limits.MaxEpsilon {
+		return nil, fault.E(fault.QueryRejected, "epsilon %g is above the per-query cap %g; ask for less", want.Epsilon, limits.MaxEpsilon)
+	}
+	if want.Delta < 0 || want.Delta >= 1e-3 || math.IsNaN(want.Delta) {
+		return nil, fault.E(fault.Invalid, "delta must be 0 (Laplace) or a small positive number below 0.001 (Gaussian)")
+	}
+	pol := q.Policy
+	p := &Plan{Query: q, Mechanism: Laplace, K: pol.K, buckets: limits.Buckets, MaxRows: limits.MaxGroups + 1}
+	if want.Delta > 0 {
+		p.Mechanism = Gaussian
+	}
+	noiseEps := want.Epsilon
+	if q.Special {
+		p.K = pol.SpecialK
+		noiseEps *= pol.SpecialShare
+	}
+
+	p.rowsPerGroup, p.groupsPerUnit = 1, 1
+	perUnitGroups := true
+	for _, g := range q.Groups {
+		perUnitGroups = perUnitGroups && g.PerUnit
+	}
+	if !q.PerUnitRows {
+		p.rowsPerGroup = int64(pol.Contribution.MaxRows)
+		if !perUnitGroups {
+			p.groupsPerUnit = int64(pol.Contribution.MaxGroups)
+		}
+	}
+
+	// Groups are public when every key has a declared category list and
+	// their product is small enough to answer in full.
+	if len(q.Groups) > 0 {
+		domain := 1
+		for _, g := range q.Groups {
+			if g.Public == nil {
+				domain = -1
+				break
+			}
+			domain *= len(g.Public)
+			p.public = append(p.public, g.Public)
+		}
+		if domain < 0 || domain > limits.MaxGroups {
+			p.selectGroups = true
+			p.public = nil
+		}
+	}
+
+	for _, a := range q.Aggs {
+		p.quantities += quantitiesOf(a.Kind)
+	}
+	cost := want
+	if p.selectGroups {
+		p.quantities++
+		if want.Delta == 0 {
+			cost.Delta = limits.PartitionDelta
+			p.psDelta = limits.PartitionDelta
+		}
+	}
+	p.epsEach = noiseEps / float64(p.quantities)
+	if want.Delta > 0 {
+		p.deltaEach = want.Delta / float64(p.quantities)
+		if p.selectGroups {
+			p.psDelta = p.deltaEach
+		}
+	}
+	p.Cost = cost
+	p.SQL = p.sql(randomSalt())
+	return p, nil
+}
+
+func quantitiesOf(k sandbox.AggKind) int {
+	switch k {
+	case sandbox.Avg:
+		return 2
+	case sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
+		return 3
+	}
+	return 1
+}
+
+func randomSalt() uint32 {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // the platform's randomness is gone; nothing is safe
+	}
+	return binary.LittleEndian.Uint32(b[:])
+}
+
+func num(f float64) string { return fmt.Sprintf("%.17g::DOUBLE", f) }
+
+// sql builds the bounded aggregation. See the package comment.
+func (p *Plan) sql(salt uint32) string {
+	q := p.Query
+	var groups []string
+	for i := range q.Groups {
+		groups = append(groups, fmt.Sprintf("__g%d", i))
+	}
+	gl := strings.Join(groups, ", ")
+
+	var windows []string
+	var where []string
+	if p.rowsPerGroup > 1 || !q.PerUnitRows {
+		part := "__pu"
+		if gl != "" {
+			part += ", " + gl
+		}
+		windows = append(windows, fmt.Sprintf("row_number() OVER (PARTITION BY %s ORDER BY random()) AS __rn", part))
+		where = append(where, fmt.Sprintf("__rn <= %d", p.rowsPerGroup))
+	}
+	if p.groupsPerUnit > 1 {
+		windows = append(windows, fmt.Sprintf("dense_rank() OVER (PARTITION BY __pu ORDER BY hash(%s, %d), %s) AS __gr", gl, salt, gl))
+		where = append(where, fmt.Sprintf("__gr <= %d", p.groupsPerUnit))
+	}
+
+	users := "count(*)"
+	if len(windows) > 0 && strings.Contains(windows[0], "__rn") {
+		users = "count(*) FILTER (WHERE __rn = 1)"
+	}
+	cols := append([]string{}, groups...)
+	cols = append(cols, users+" AS __users")
+	for j, a := range q.Aggs {
+		arg := fmt.Sprintf("__a%d", j)
+		clamped := fmt.Sprintf("least(greatest(%s::DOUBLE, %s), %s)", arg, num(a.Min), num(a.Max))
+		mid := (a.Min + a.Max) / 2
+		switch a.Kind {
+		case sandbox.Count:
+			cols = append(cols, fmt.Sprintf("count(%s) AS __c%d", arg, j))
+		case sandbox.CountUnits:
+			cols = append(cols, fmt.Sprintf("%s AS __c%d", users, j))
+		case sandbox.Sum:
+			cols = append(cols, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clamped, j))
+		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
+			cols = append(cols, fmt.Sprintf("count(%s) AS __c%d", arg, j))
+			cols = append(cols, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __s%d", clamped, num(mid), j))
+			if a.Kind != sandbox.Avg {
+				cols = append(cols, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0) AS __q%d", clamped, num(mid), clamped, num(mid), j))
+			}
+		case sandbox.Quantile:
+			width := a.Max - a.Min
+			if width <= 0 {
+				width = 1
+			}
+			cols = append(cols, fmt.Sprintf("histogram(least(%d, floor((%s - %s) / %s * %d))::INTEGER) FILTER (WHERE %s IS NOT NULL) AS __h%d",
+				p.buckets-1, clamped, num(a.Min), num(width), p.buckets, arg, j))
+		}
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "WITH __base AS (%s)", q.Base)
+	from := "__base"
+	if len(windows) > 0 {
+		fmt.Fprintf(&b, ", __ranked AS (SELECT *, %s FROM __base)", strings.Join(windows, ", "))
+		from = "__ranked"
+	}
+	fmt.Fprintf(&b, " SELECT %s FROM %s", strings.Join(cols, ", "), from)
+	if len(where) > 0 {
+		fmt.Fprintf(&b, " WHERE %s", strings.Join(where, " AND "))
+	}
+	if gl != "" {
+		fmt.Fprintf(&b, " GROUP BY %s", gl)
+	}
+	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
+	return b.String()
+}

@@ -1,0 +1,493 @@
+package privacy
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/differential-privacy/go/v3/noise"
+
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/sandbox"
+)
+
+// ColumnReport says how noisy one output column is.
+type ColumnReport struct {
+	// NoiseScale is the Laplace scale b or the Gaussian sigma of the noise
+	// added to the column's underlying sum or count.
+	NoiseScale float64 `json:"noise_scale"`
+	// CI95 is the half-width of a 95% interval around a released value due
+	// to the noise; for derived statistics (means, variances, quantiles) it
+	// is simulated from the released values and is the largest over groups.
+	CI95 float64 `json:"ci95"`
+}
+
+// Report is the privacy part of a query response.
+type Report struct {
+	Mechanism        Mechanism               `json:"mechanism"`
+	Epsilon          float64                 `json:"epsilon"`
+	Delta            float64                 `json:"delta"`
+	K                int                     `json:"k"`
+	SuppressedGroups int                     `json:"suppressed_groups"`
+	Columns          map[string]ColumnReport `json:"columns"`
+	// ContributionBounds are the per-patient bounds applied.
+	MaxGroupsPerPatient int64 `json:"max_groups_per_patient"`
+	MaxRowsPerGroup     int64 `json:"max_rows_per_group"`
+	PartitionSelection  bool  `json:"partition_selection"`
+	SpecialGroups       bool  `json:"special_groups"`
+}
+
+// Answer is a protected answer.
+type Answer struct {
+	Columns []engine.Column `json:"columns"`
+	Rows    [][]any         `json:"rows"`
+	Privacy Report          `json:"privacy"`
+}
+
+type mech struct {
+	n     noise.Noise
+	delta float64
+}
+
+func (p *Plan) mech() mech {
+	if p.Mechanism == Gaussian {
+		return mech{noise.Gaussian(), p.deltaEach}
+	}
+	return mech{noise.Laplace(), 0}
+}
+
+// scale is the noise scale for a quantity with the given sensitivities.
+func (p *Plan) scale(l0 int64, linf float64) float64 {
+	if p.Mechanism == Gaussian {
+		return noise.SigmaForGaussian(l0, linf, p.epsEach, p.deltaEach)
+	}
+	return float64(l0) * linf / p.epsEach
+}
+
+func (m mech) float(x float64, l0 int64, linf, eps float64) float64 {
+	v, err := m.n.AddNoiseFloat64(x, l0, linf, eps, m.delta)
+	if err != nil {
+		// Parameters are validated by NewPlan; an error here is a bug, and
+		// releasing an un-noised value is never an option.
+		panic(fmt.Sprintf("add noise: %v", err))
+	}
+	return v
+}
+
+func (m mech) ci(noised float64, l0 int64, linf, eps float64) float64 {
+	ci, err := m.n.ComputeConfidenceIntervalFloat64(noised, l0, linf, eps, m.delta, 0.05)
+	if err != nil {
+		return math.NaN()
+	}
+	return (ci.UpperBound - ci.LowerBound) / 2
+}
+
+// aggColumns locates each aggregate's columns in the engine result.
+type aggCols struct{ c, s, q, h int }
+
+// Release noises res, the result of p.SQL, into the protected answer.
+func (p *Plan) Release(res *engine.Result) (*Answer, error) {
+	q := p.Query
+	idx := map[string]int{}
+	for i, c := range res.Columns {
+		idx[c.Name] = i
+	}
+	col := func(name string) int {
+		if i, ok := idx[name]; ok {
+			return i
+		}
+		return -1
+	}
+	ac := make([]aggCols, len(q.Aggs))
+	for j := range q.Aggs {
+		ac[j] = aggCols{col(fmt.Sprintf("__c%d", j)), col(fmt.Sprintf("__s%d", j)), col(fmt.Sprintf("__q%d", j)), col(fmt.Sprintf("__h%d", j))}
+	}
+	usersCol := col("__users")
+	if usersCol < 0 {
+		return nil, fmt.Errorf("release: result lacks the patient count")
+	}
+
+	rows := res.Rows
+	if p.public != nil {
+		rows = padPublic(rows, p.public, len(res.Columns), usersCol)
+	}
+
+	m := p.mech()
+	G, C := p.groupsPerUnit, p.rowsPerGroup
+	threshold := 0.0
+	if p.selectGroups {
+		t, err := noise.Laplace().Threshold(G, 1, p.epsEach, 0, p.psDelta)
+		if err != nil {
+			return nil, fmt.Errorf("partition selection threshold: %w", err)
+		}
+		threshold = t + float64(p.K-1)
+	}
+
+	report := Report{
+		Mechanism: p.Mechanism, Epsilon: p.Cost.Epsilon, Delta: p.Cost.Delta, K: p.K,
+		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: G, MaxRowsPerGroup: C,
+		PartitionSelection: p.selectGroups, SpecialGroups: q.Special,
+	}
+	sim := newSimulator()
+	var out [][]any
+	for _, r := range rows {
+		users := toFloat(r[usersCol])
+		if users < float64(p.K) {
+			report.SuppressedGroups++
+			continue
+		}
+		if p.selectGroups {
+			if noisyFloat(noise.Laplace(), users, G, 1, p.epsEach) < threshold {
+				report.SuppressedGroups++
+				continue
+			}
+		}
+		row := make([]any, len(q.Outputs))
+		for oi, o := range q.Outputs {
+			if o.Group >= 0 {
+				row[oi] = jsonValue(r[o.Group])
+				continue
+			}
+			a := q.Aggs[o.Agg]
+			v, cr := p.noiseAgg(m, sim, a, ac[o.Agg], r, G, C)
+			row[oi] = v
+			prev := report.Columns[o.Name]
+			report.Columns[o.Name] = ColumnReport{NoiseScale: cr.NoiseScale, CI95: math.Max(prev.CI95, cr.CI95)}
+		}
+		out = append(out, row)
+	}
+	for _, o := range q.Outputs {
+		if o.Agg >= 0 {
+			if _, ok := report.Columns[o.Name]; !ok {
+				_, cr := p.noiseAgg(m, sim, q.Aggs[o.Agg], ac[o.Agg], nil, G, C)
+				report.Columns[o.Name] = cr
+			}
+		}
+	}
+	p.order(out)
+	if q.Offset > 0 {
+		out = out[min(q.Offset, len(out)):]
+	}
+	if q.Limit >= 0 && q.Limit < len(out) {
+		out = out[:q.Limit]
+	}
+	return &Answer{Columns: p.columns(res), Rows: out, Privacy: report}, nil
+}
+
+func noisyFloat(n noise.Noise, x float64, l0 int64, linf, eps float64) float64 {
+	v, err := n.AddNoiseFloat64(x, l0, linf, eps, 0)
+	if err != nil {
+		panic(fmt.Sprintf("add noise: %v", err))
+	}
+	return v
+}
+
+// noiseAgg releases one aggregate of one group. With r nil it only reports
+// the column's noise scale (for answers where every group was suppressed).
+func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []any, G, C int64) (any, ColumnReport) {
+	eps := p.epsEach
+	half := (a.Max - a.Min) / 2
+	get := func(i int) float64 {
+		if r == nil || i < 0 {
+			return 0
+		}
+		return toFloat(r[i])
+	}
+	switch a.Kind {
+	case sandbox.Count, sandbox.CountUnits:
+		linf := float64(C)
+		if a.Kind == sandbox.CountUnits {
+			linf = 1
+		}
+		v := m.float(get(c.c), G, linf, eps)
+		return int64(math.Max(0, math.Round(v))), ColumnReport{p.scale(G, linf), m.ci(v, G, linf, eps)}
+	case sandbox.Sum:
+		linf := float64(C) * math.Max(math.Abs(a.Min), math.Abs(a.Max))
+		v := m.float(get(c.s), G, linf, eps)
+		return v, ColumnReport{p.scale(G, linf), m.ci(v, G, linf, eps)}
+	case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
+		cl, sl, ql := float64(C), float64(C)*half, float64(C)*half*half
+		nc := m.float(get(c.c), G, cl, eps)
+		ns := m.float(get(c.s), G, sl, eps)
+		nq := 0.0
+		if a.Kind != sandbox.Avg {
+			nq = m.float(get(c.q), G, ql, eps)
+		}
+		stat := func(nc, ns, nq float64) float64 { return moment(a, nc, ns, nq) }
+		v := stat(nc, ns, nq)
+		ci := sim.halfWidth(func(draw func(l0 int64, linf float64) float64) float64 {
+			return stat(nc+draw(G, cl), ns+draw(G, sl), nq+draw(G, ql))
+		}, p)
+		return v, ColumnReport{p.scale(G, sl), ci}
+	case sandbox.Quantile:
+		hist := make([]float64, p.buckets)
+		if r != nil && c.h >= 0 {
+			for k, n := range toMap(r[c.h]) {
+				if k >= 0 && k < p.buckets {
+					hist[k] = n
+				}
+			}
+		}
+		noisy := make([]float64, p.buckets)
+		for i := range hist {
+			noisy[i] = m.float(hist[i], G, float64(C), eps)
+		}
+		v := quantile(noisy, a)
+		ci := sim.halfWidth(func(draw func(l0 int64, linf float64) float64) float64 {
+			re := make([]float64, len(noisy))
+			for i := range noisy {
+				re[i] = noisy[i] + draw(G, float64(C))
+			}
+			return quantile(re, a)
+		}, p)
+		return v, ColumnReport{p.scale(G, float64(C)), ci}
+	}
+	return nil, ColumnReport{}
+}
+
+// moment derives a mean, variance or standard deviation from noisy count,
+// normalised sum (values minus the bounds' midpoint) and normalised sum of
+// squares, clamped to what the bounds allow.
+func moment(a sandbox.Agg, nc, ns, nq float64) float64 {
+	mid, half := (a.Min+a.Max)/2, (a.Max-a.Min)/2
+	n := math.Max(1, nc)
+	mean := ns / n
+	if a.Kind == sandbox.Avg {
+		return clamp(mid+mean, a.Min, a.Max)
+	}
+	v := clamp(nq/n-mean*mean, 0, half*half)
+	if (a.Kind == sandbox.VarSamp || a.Kind == sandbox.StddevSamp) && n > 1 {
+		v = v * n / (n - 1)
+	}
+	if a.Kind == sandbox.StddevSamp || a.Kind == sandbox.StddevPop {
+		return math.Sqrt(v)
+	}
+	return v
+}
+
+// quantile reads a quantile off a noisy histogram over [Min, Max].
+func quantile(hist []float64, a sandbox.Agg) float64 {
+	total := 0.0
+	for _, v := range hist {
+		total += math.Max(0, v)
+	}
+	width := (a.Max - a.Min) / float64(len(hist))
+	if total <= 0 {
+		return a.Min + (a.Max-a.Min)*a.Q
+	}
+	target := a.Q * total
+	cum := 0.0
+	for i, v := range hist {
+		v = math.Max(0, v)
+		if cum+v >= target && v > 0 {
+			frac := (target - cum) / v
+			if a.Disc {
+				frac = 0.5
+			}
+			return clamp(a.Min+(float64(i)+frac)*width, a.Min, a.Max)
+		}
+		cum += v
+	}
+	return a.Max
+}
+
+func clamp(v, lo, hi float64) float64 { return math.Min(hi, math.Max(lo, v)) }
+
+// simulator estimates intervals of derived statistics by redrawing the
+// mechanism's noise around the released values: post-processing of what is
+// released, so it costs no budget.
+type simulator struct{ rng *mrand.Rand }
+
+func newSimulator() *simulator {
+	return &simulator{rng: mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(randomSalt())))}
+}
+
+const simDraws = 200
+
+func (s *simulator) halfWidth(stat func(draw func(l0 int64, linf float64) float64) float64, p *Plan) float64 {
+	draw := func(l0 int64, linf float64) float64 {
+		sc := p.scale(l0, linf)
+		if p.Mechanism == Gaussian {
+			return s.rng.NormFloat64() * sc
+		}
+		return s.rng.ExpFloat64() * sc * float64(1-2*s.rng.IntN(2))
+	}
+	vals := make([]float64, simDraws)
+	for i := range vals {
+		vals[i] = stat(draw)
+	}
+	slices.Sort(vals)
+	return (vals[simDraws*975/1000-1] - vals[simDraws*25/1000]) / 2
+}
+
+// padPublic adds an empty row for every public category combination missing
+// from rows, so that an absent category is answered like a small one.
+func padPublic(rows [][]any, domains [][]string, width, usersCol int) [][]any {
+	have := map[string]bool{}
+	for _, r := range rows {
+		have[keyOf(r[:len(domains)])] = true
+	}
+	var out [][]any
+	for _, r := range rows {
+		if inDomain(r[:len(domains)], domains) {
+			out = append(out, r)
+		}
+	}
+	combo := make([]any, len(domains))
+	var walk func(d int)
+	walk = func(d int) {
+		if d == len(domains) {
+			if !have[keyOf(combo)] {
+				r := make([]any, width)
+				copy(r, combo)
+				r[usersCol] = int64(0)
+				out = append(out, r)
+			}
+			return
+		}
+		for _, v := range domains[d] {
+			combo[d] = v
+			walk(d + 1)
+		}
+	}
+	walk(0)
+	return out
+}
+
+func inDomain(keys []any, domains [][]string) bool {
+	for i, k := range keys {
+		s, ok := k.(string)
+		if !ok || !slices.Contains(domains[i], s) {
+			return false
+		}
+	}
+	return true
+}
+
+func keyOf(keys []any) string {
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%v\x00", k)
+	}
+	return b.String()
+}
+
+func (p *Plan) columns(res *engine.Result) []engine.Column {
+	var cols []engine.Column
+	for _, o := range p.Query.Outputs {
+		c := engine.Column{Name: o.Name, Type: "DOUBLE"}
+		if o.Group >= 0 {
+			c.Type = res.Columns[o.Group].Type
+		} else if k := p.Query.Aggs[o.Agg].Kind; k == sandbox.Count || k == sandbox.CountUnits {
+			c.Type = "BIGINT"
+		}
+		cols = append(cols, c)
+	}
+	return cols
+}
+
+// order applies ORDER BY, OFFSET and LIMIT to the protected rows; without
+// ORDER BY, rows are sorted by their group keys so that the order carries no
+// information about the data.
+func (p *Plan) order(rows [][]any) {
+	q := p.Query
+	keys := q.Order
+	if len(keys) == 0 {
+		for i, o := range q.Outputs {
+			if o.Group >= 0 {
+				keys = append(keys, sandbox.Order{Output: i})
+			}
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b []any) int {
+		for _, k := range keys {
+			c := compare(a[k.Output], b[k.Output])
+			if k.Desc {
+				c = -c
+			}
+			if c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+}
+
+func compare(a, b any) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
+	}
+	fa, aok := num64(a)
+	fb, bok := num64(b)
+	if aok && bok {
+		return cmp.Compare(fa, fb)
+	}
+	return cmp.Compare(fmt.Sprint(a), fmt.Sprint(b))
+}
+
+func num64(v any) (float64, bool) {
+	switch t := v.(type) {
+	case int64:
+		return float64(t), true
+	case int32:
+		return float64(t), true
+	case int:
+		return float64(t), true
+	case float64:
+		return t, true
+	case float32:
+		return float64(t), true
+	}
+	return 0, false
+}
+
+func toFloat(v any) float64 {
+	switch t := v.(type) {
+	case nil:
+		return 0
+	case int64:
+		return float64(t)
+	case int32:
+		return float64(t)
+	case int:
+		return float64(t)
+	case uint64:
+		return float64(t)
+	case float64:
+		return t
+	case float32:
+		return float64(t)
+	}
+	return 0
+}
+
+// toMap reads a DuckDB MAP(INTEGER, UBIGINT) histogram.
+func toMap(v any) map[int]float64 {
+	out := map[int]float64{}
+	if m, ok := v.(map[any]any); ok {
+		for k, n := range m {
+			out[int(toFloat(k))] = toFloat(n)
+		}
+	}
+	return out
+}
+
+// jsonValue makes a group key JSON-friendly.
+func jsonValue(v any) any {
+	if t, ok := v.(time.Time); ok {
+		if t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 && t.Nanosecond() == 0 {
+			return t.Format("2006-01-02")
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	return v
+}

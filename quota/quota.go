@@ -1,0 +1,454 @@
+// Package quota measures the Article 11 quota of core data: for each core
+// dataset and calendar year, the share of the dataset's static total (its
+// privacy units, patients, at the end of the previous year; at registration
+// for the first year) that has been provided to other legal entities.
+//
+// The share is measured, not estimated: every release to another legal entity
+// records which patients' rows entered the released aggregation, as a roaring
+// bitmap per dataset, year and recipient, and the cumulative share is the
+// size of the union of those bitmaps over the static total. The measure is a
+// conservative upper bound: a patient whose rows passed the query's WHERE
+// clause counts as provided even if their group was later suppressed.
+//
+// The line is checked before release ("may reach"): a release that would
+// take the share to the threshold (30%) or beyond is refused with
+// quota_exceeded, and so is every later one to another legal entity, until an
+// approved risk assessment is recorded, which raises the line for the rest of
+// the year. Internal use by the institution itself is recorded but does not
+// count. Warnings fire as the share crosses configurable lines below 30%.
+package quota
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/RoaringBitmap/roaring/v2/roaring64"
+
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/privacy"
+)
+
+// Threshold is the Article 11 line.
+const Threshold = 0.30
+
+var migrations = []string{
+	`CREATE TABLE quota_years (
+		dataset TEXT NOT NULL, year BIGINT NOT NULL, static_total BIGINT NOT NULL, threshold DOUBLE PRECISION NOT NULL,
+		blocked BOOLEAN NOT NULL DEFAULT FALSE, provided BIGINT NOT NULL DEFAULT 0, bitmap BYTEA, created_at TEXT NOT NULL,
+		PRIMARY KEY (dataset, year))`,
+	`CREATE TABLE quota_recipients (
+		dataset TEXT NOT NULL, year BIGINT NOT NULL, org TEXT NOT NULL, counted BOOLEAN NOT NULL,
+		provided BIGINT NOT NULL, bitmap BYTEA NOT NULL, PRIMARY KEY (dataset, year, org))`,
+	`CREATE TABLE quota_events (
+		query_id TEXT NOT NULL, dataset TEXT NOT NULL, year BIGINT NOT NULL, org TEXT NOT NULL, counted BOOLEAN NOT NULL,
+		units BIGINT NOT NULL, added BIGINT NOT NULL, provided_after BIGINT NOT NULL, at TEXT NOT NULL)`,
+	`CREATE TABLE quota_assessments (
+		dataset TEXT NOT NULL, year BIGINT NOT NULL, threshold DOUBLE PRECISION NOT NULL, reference TEXT NOT NULL,
+		approved_by TEXT NOT NULL, at TEXT NOT NULL)`,
+}
+
+// Config sets the warning lines.
+type Config struct {
+	// Warnings are shares below Threshold at which a warning fires.
+	Warnings []float64
+	Log      *slog.Logger
+	// Alert, when set, is told of every warning and refusal.
+	Alert func(ctx context.Context, dataset, kind, message string)
+}
+
+// Tracker measures and enforces the quota.
+type Tracker struct {
+	store  *catalog.Store
+	engine *engine.Engine
+	cfg    Config
+	mu     sync.Mutex // serialises commits in this process; the DB transaction does across processes
+	ranges sync.Map   // dataset -> [2]int64 unit range
+}
+
+// New prepares the quota tables and returns a tracker.
+func New(ctx context.Context, store *catalog.Store, eng *engine.Engine, cfg Config) (*Tracker, error) {
+	if err := store.Migrate(ctx, "quota", migrations); err != nil {
+		return nil, err
+	}
+	if len(cfg.Warnings) == 0 {
+		cfg.Warnings = []float64{0.20, 0.25}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Tracker{store: store, engine: eng, cfg: cfg}, nil
+}
+
+// Status is a dataset's quota this year, as GET /v1/quota answers it.
+type Status struct {
+	Dataset     string  `json:"dataset"`
+	Year        int     `json:"year"`
+	StaticTotal int64   `json:"static_total"`
+	Provided    int64   `json:"provided"`
+	Ratio       float64 `json:"ratio"`
+	Threshold   float64 `json:"threshold"`
+	State       string  `json:"state"`
+	// Recipients lists what each organisation received (distinct units).
+	Recipients []Recipient `json:"recipients"`
+	Events     []Event     `json:"recent_events"`
+}
+
+// Recipient is one organisation's received share.
+type Recipient struct {
+	Org      string `json:"org"`
+	Counted  bool   `json:"counted"`
+	Provided int64  `json:"provided"`
+}
+
+// Event is one release that moved the measure.
+type Event struct {
+	QueryID       string    `json:"query_id"`
+	Org           string    `json:"org"`
+	Counted       bool      `json:"counted"`
+	Units         int64     `json:"units"`
+	Added         int64     `json:"added"`
+	ProvidedAfter int64     `json:"provided_after"`
+	At            time.Time `json:"at"`
+}
+
+// Pending is a measured release waiting for commit.
+type Pending struct {
+	t        *Tracker
+	org      catalog.Org
+	year     int
+	datasets []string
+	units    *roaring64.Bitmap
+}
+
+// Prepare measures which patients a planned query draws on and, for
+// releases to other legal entities, refuses it when the share of a core
+// dataset could reach the line. It returns nil when nothing is measured.
+func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catalog.Dataset, plan *privacy.Plan) (*Pending, error) {
+	var core []string
+	for _, d := range datasets {
+		if d.Grade == catalog.Core {
+			core = append(core, d.Name)
+		}
+	}
+	if len(core) == 0 {
+		return nil, nil
+	}
+	units, err := t.contributors(ctx, core[0], plan)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: units}
+	if org.Kind == catalog.Internal {
+		return p, nil
+	}
+	for _, name := range core {
+		st, err := t.Status(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		union, err := t.union(ctx, name, p.year)
+		if err != nil {
+			return nil, err
+		}
+		union.Or(units)
+		if err := t.check(ctx, st, int64(union.GetCardinality())); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (t *Tracker) check(ctx context.Context, st Status, after int64) error {
+	if st.State == "blocked" {
+		return fault.E(fault.QuotaExceeded, "%s: the share provided to other legal entities this year is at the Article 11 line (%.1f%% of %d); no release until an approved risk assessment is recorded",
+			st.Dataset, 100*st.Ratio, st.StaticTotal)
+	}
+	if st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
+		if _, err := t.store.DB().ExecContext(ctx, `UPDATE quota_years SET blocked = TRUE WHERE dataset = $1 AND year = $2`, st.Dataset, st.Year); err != nil {
+			return fmt.Errorf("block quota of %s: %w", st.Dataset, err)
+		}
+		msg := fmt.Sprintf("%s: this release would take the share provided to other legal entities this year to %.1f%% of %d patients, at or over the %.0f%% line; apply for a risk assessment",
+			st.Dataset, 100*float64(after)/float64(st.StaticTotal), st.StaticTotal, 100*st.Threshold)
+		t.alert(ctx, st.Dataset, "quota.blocked", msg)
+		return fault.E(fault.QuotaExceeded, "%s", msg)
+	}
+	return nil
+}
+
+func (t *Tracker) alert(ctx context.Context, dataset, kind, msg string) {
+	t.cfg.Log.Warn("article 11 quota", "dataset", dataset, "kind", kind, "message", msg)
+	if t.cfg.Alert != nil {
+		t.cfg.Alert(ctx, dataset, kind, msg)
+	}
+}
+
+// Commit records the measured release. For other legal entities it checks
+// the line again inside the transaction, so that concurrent releases cannot
+// together pass it.
+func (p *Pending) Commit(ctx context.Context, queryID string) error {
+	t := p.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	counted := p.org.Kind != catalog.Internal
+	for _, name := range p.datasets {
+		st, err := t.Status(ctx, name)
+		if err != nil {
+			return err
+		}
+		var warn string
+		err = t.store.Tx(ctx, func(tx *sql.Tx) error {
+			union, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_years WHERE dataset = $1 AND year = $2`, name, p.year)
+			if err != nil {
+				return err
+			}
+			before := int64(union.GetCardinality())
+			if counted {
+				union.Or(p.units)
+			}
+			after := int64(union.GetCardinality())
+			if counted && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
+				return fault.E(fault.QuotaExceeded, "%s: a concurrent release reached the Article 11 line; apply for a risk assessment", name)
+			}
+			rec, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_recipients WHERE dataset = $1 AND year = $2 AND org = $3`, name, p.year, p.org.ID)
+			if err != nil {
+				return err
+			}
+			rec.Or(p.units)
+			rb, err := encode(rec)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO quota_recipients (dataset, year, org, counted, provided, bitmap) VALUES ($1, $2, $3, $4, $5, $6)
+				ON CONFLICT (dataset, year, org) DO UPDATE SET provided = excluded.provided, bitmap = excluded.bitmap`,
+				name, p.year, p.org.ID, counted, int64(rec.GetCardinality()), rb); err != nil {
+				return fmt.Errorf("store recipient measure: %w", err)
+			}
+			if counted {
+				ub, err := encode(union)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE quota_years SET provided = $1, bitmap = $2 WHERE dataset = $3 AND year = $4`,
+					after, ub, name, p.year); err != nil {
+					return fmt.Errorf("store quota measure: %w", err)
+				}
+				for _, w := range t.cfg.Warnings {
+					line := w * float64(st.StaticTotal)
+					if float64(before) < line && float64(after) >= line {
+						warn = fmt.Sprintf("%s: share provided to other legal entities this year crossed %.0f%% (%d of %d patients)", name, 100*w, after, st.StaticTotal)
+					}
+				}
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO quota_events (query_id, dataset, year, org, counted, units, added, provided_after, at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+				queryID, name, p.year, p.org.ID, counted, int64(p.units.GetCardinality()), after-before, after, t.store.Now().Format(time.RFC3339Nano))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if warn != "" {
+			t.alert(ctx, name, "quota.warning", warn)
+		}
+	}
+	return nil
+}
+
+// Status returns a dataset's quota this year, creating the year's record
+// with its static total on first use.
+func (t *Tracker) Status(ctx context.Context, dataset string) (Status, error) {
+	d, err := t.store.Dataset(ctx, dataset)
+	if err != nil {
+		return Status{}, err
+	}
+	year := t.store.Now().Year()
+	st := Status{Dataset: dataset, Year: year, Recipients: []Recipient{}, Events: []Event{}}
+	if d.Grade != catalog.Core {
+		st.StaticTotal, st.Threshold, st.State = d.Units, 0, "not_core"
+		return st, nil
+	}
+	// The static total is frozen on the year's first use: the dataset's
+	// units as recorded at the end of the previous year (or at
+	// registration, for the first year).
+	_, err = t.store.DB().ExecContext(ctx, `INSERT INTO quota_years (dataset, year, static_total, threshold, created_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (dataset, year) DO NOTHING`, dataset, year, d.Units, Threshold, t.store.Now().Format(time.RFC3339Nano))
+	if err != nil {
+		return Status{}, fmt.Errorf("open quota year of %s: %w", dataset, err)
+	}
+	var blocked bool
+	err = t.store.DB().QueryRowContext(ctx, `SELECT static_total, threshold, blocked, provided FROM quota_years WHERE dataset = $1 AND year = $2`,
+		dataset, year).Scan(&st.StaticTotal, &st.Threshold, &blocked, &st.Provided)
+	if err != nil {
+		return Status{}, fmt.Errorf("load quota of %s: %w", dataset, err)
+	}
+	if st.StaticTotal > 0 {
+		st.Ratio = float64(st.Provided) / float64(st.StaticTotal)
+	}
+	st.State = "ok"
+	if len(t.cfg.Warnings) > 0 && st.Ratio >= t.cfg.Warnings[0] {
+		st.State = "warning"
+	}
+	if blocked || st.Ratio >= st.Threshold {
+		st.State = "blocked"
+	}
+	rows, err := t.store.DB().QueryContext(ctx, `SELECT org, counted, provided FROM quota_recipients WHERE dataset = $1 AND year = $2 ORDER BY org`, dataset, year)
+	if err != nil {
+		return Status{}, fmt.Errorf("load quota recipients of %s: %w", dataset, err)
+	}
+	for rows.Next() {
+		var r Recipient
+		if err := rows.Scan(&r.Org, &r.Counted, &r.Provided); err != nil {
+			rows.Close()
+			return Status{}, err
+		}
+		st.Recipients = append(st.Recipients, r)
+	}
+	rows.Close()
+	rows, err = t.store.DB().QueryContext(ctx, `SELECT query_id, org, counted, units, added, provided_after, at FROM quota_events
+		WHERE dataset = $1 AND year = $2 ORDER BY at DESC LIMIT 50`, dataset, year)
+	if err != nil {
+		return Status{}, fmt.Errorf("load quota events of %s: %w", dataset, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e Event
+		var at string
+		if err := rows.Scan(&e.QueryID, &e.Org, &e.Counted, &e.Units, &e.Added, &e.ProvidedAfter, &at); err != nil {
+			return Status{}, err
+		}
+		e.At, _ = time.Parse(time.RFC3339Nano, at)
+		st.Events = append(st.Events, e)
+	}
+	return st, rows.Err()
+}
+
+// RecordAssessment records an approved risk assessment for this year: the
+// line moves to threshold and releases may resume.
+func (t *Tracker) RecordAssessment(ctx context.Context, dataset string, threshold float64, reference, approvedBy string) (Status, error) {
+	st, err := t.Status(ctx, dataset)
+	if err != nil {
+		return Status{}, err
+	}
+	if st.State == "not_core" {
+		return Status{}, fault.E(fault.Invalid, "%s is not core data; the Article 11 quota does not apply", dataset)
+	}
+	if threshold <= st.Threshold || threshold > 1 {
+		return Status{}, fault.E(fault.Invalid, "the new line %.2f must be above the current %.2f and at most 1", threshold, st.Threshold)
+	}
+	if strings.TrimSpace(reference) == "" {
+		return Status{}, fault.E(fault.Invalid, "give the reference of the approved risk assessment")
+	}
+	err = t.store.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE quota_years SET threshold = $1, blocked = FALSE WHERE dataset = $2 AND year = $3`, threshold, dataset, st.Year); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO quota_assessments (dataset, year, threshold, reference, approved_by, at) VALUES ($1, $2, $3, $4, $5, $6)`,
+			dataset, st.Year, threshold, reference, approvedBy, t.store.Now().Format(time.RFC3339Nano))
+		return err
+	})
+	if err != nil {
+		return Status{}, fmt.Errorf("record risk assessment for %s: %w", dataset, err)
+	}
+	return t.Status(ctx, dataset)
+}
+
+func (t *Tracker) union(ctx context.Context, dataset string, year int) (*roaring64.Bitmap, error) {
+	return loadBitmap(ctx, t.store.DB(), `SELECT bitmap FROM quota_years WHERE dataset = $1 AND year = $2`, dataset, year)
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func loadBitmap(ctx context.Context, q querier, query string, args ...any) (*roaring64.Bitmap, error) {
+	var b []byte
+	err := q.QueryRowContext(ctx, query, args...).Scan(&b)
+	bm := roaring64.New()
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && len(b) == 0) {
+		return bm, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load quota bitmap: %w", err)
+	}
+	if _, err := bm.ReadFrom(bytes.NewReader(b)); err != nil {
+		return nil, fmt.Errorf("decode quota bitmap: %w", err)
+	}
+	return bm, nil
+}
+
+func encode(bm *roaring64.Bitmap) ([]byte, error) {
+	bm.RunOptimize()
+	var buf bytes.Buffer
+	if _, err := bm.WriteTo(&buf); err != nil {
+		return nil, fmt.Errorf("encode quota bitmap: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// contributors returns the distinct patients whose rows pass the query's
+// filters, computed inside DuckDB as a bit string over the unit range.
+func (t *Tracker) contributors(ctx context.Context, dataset string, plan *privacy.Plan) (*roaring64.Bitmap, error) {
+	lo, hi, err := t.unitRange(ctx, dataset)
+	if err != nil {
+		return nil, err
+	}
+	bm := roaring64.New()
+	if hi < lo {
+		return bm, nil
+	}
+	q := fmt.Sprintf("WITH __base AS (%s) SELECT bitstring_agg(__pu::BIGINT, %d, %d)::VARCHAR FROM __base", plan.Query.Base, lo, hi)
+	res, err := t.engine.Query(ctx, q, 1)
+	if err != nil {
+		return nil, fmt.Errorf("measure contributors: %w", err)
+	}
+	if len(res.Rows) == 0 || res.Rows[0][0] == nil {
+		return bm, nil
+	}
+	bits, _ := res.Rows[0][0].(string)
+	for i := 0; i < len(bits); i++ {
+		if bits[i] == '1' {
+			bm.Add(uint64(lo) + uint64(i))
+		}
+	}
+	return bm, nil
+}
+
+// unitRange is the smallest and largest privacy unit id of a dataset.
+func (t *Tracker) unitRange(ctx context.Context, dataset string) (int64, int64, error) {
+	if r, ok := t.ranges.Load(dataset); ok {
+		rr := r.([2]int64)
+		return rr[0], rr[1], nil
+	}
+	d, err := t.store.Dataset(ctx, dataset)
+	if err != nil {
+		return 0, 0, err
+	}
+	var parts []string
+	for _, tb := range d.Policy.Tables {
+		u, _ := tb.UnitColumn()
+		parts = append(parts, fmt.Sprintf(`SELECT min("%s")::BIGINT AS lo, max("%s")::BIGINT AS hi FROM "%s"."%s"`, u.Name, u.Name, d.Name, tb.Name))
+	}
+	res, err := t.engine.Query(ctx, "SELECT min(lo), max(hi) FROM ("+strings.Join(parts, " UNION ALL ")+")", 1)
+	if err != nil {
+		return 0, 0, fmt.Errorf("unit range of %s (the Article 11 measure needs integer privacy units): %w", dataset, err)
+	}
+	lo, _ := res.Rows[0][0].(int64)
+	hi, _ := res.Rows[0][1].(int64)
+	if res.Rows[0][0] == nil {
+		lo, hi = 0, -1
+	}
+	t.ranges.Store(dataset, [2]int64{lo, hi})
+	return lo, hi, nil
+}
+
+// Forget drops cached facts about a dataset after it is reloaded.
+func (t *Tracker) Forget(dataset string) { t.ranges.Delete(dataset) }
