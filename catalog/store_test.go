@@ -1,0 +1,292 @@
+package catalog_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/fault"
+)
+
+// stores returns the stores to test: SQLite always, PostgreSQL when
+// GATEWAY_TEST_POSTGRES names a database (CI sets it).
+func stores(t *testing.T) map[string]func(t *testing.T) *catalog.Store {
+	out := map[string]func(t *testing.T) *catalog.Store{
+		"sqlite": func(t *testing.T) *catalog.Store {
+			s, err := catalog.Open(context.Background(), filepath.Join(t.TempDir(), "meta.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	}
+	if dsn := os.Getenv("GATEWAY_TEST_POSTGRES"); dsn != "" {
+		out["postgres"] = func(t *testing.T) *catalog.Store { return freshPostgres(t, dsn) }
+	}
+	return out
+}
+
+// freshPostgres gives each test its own schema so tests do not see each
+// other's rows.
+func freshPostgres(t *testing.T, dsn string) *catalog.Store {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := catalog.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := fmt.Sprintf("t_%d", time.Now().UnixNano())
+	if _, err := admin.DB().ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	sep := "?"
+	if containsQuery(dsn) {
+		sep = "&"
+	}
+	s, err := catalog.Open(ctx, dsn+sep+"search_path="+schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.DB().ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		s.Close()
+	})
+	return s
+}
+
+func containsQuery(s string) bool {
+	for _, c := range s {
+		if c == '?' {
+			return true
+		}
+	}
+	return false
+}
+
+func f(v float64) *float64 { return &v }
+
+func seed(t *testing.T, s *catalog.Store) {
+	t.Helper()
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.PutOrg(ctx, catalog.Org{ID: "h", Name: "Hospital", Kind: catalog.Internal}))
+	must(s.PutOrg(ctx, catalog.Org{ID: "x", Name: "Institute", Kind: catalog.Domestic}))
+	for _, p := range []catalog.Person{
+		{ID: "steward", Org: catalog.Org{ID: "h"}, Roles: []catalog.PersonRole{catalog.Steward}, Active: true},
+		{ID: "boss", Org: catalog.Org{ID: "h"}, Roles: []catalog.PersonRole{catalog.Approver}, Active: true},
+		{ID: "both", Org: catalog.Org{ID: "h"}, Roles: []catalog.PersonRole{catalog.Steward, catalog.Approver}, Active: true},
+		{ID: "res", Org: catalog.Org{ID: "x"}, Roles: []catalog.PersonRole{catalog.Researcher}, Active: true},
+	} {
+		must(s.CreatePerson(ctx, p))
+	}
+	must(s.PutDataset(ctx, catalog.Dataset{Name: "ds", Grade: catalog.Core, Units: 100, Policy: catalog.Policy{
+		Tables:       []catalog.Table{{Name: "t", Columns: []catalog.Column{{Name: "id", Role: catalog.Unit}, {Name: "v", Role: catalog.Attribute, Min: f(0), Max: f(1)}}}},
+		Contribution: catalog.Contribution{MaxGroups: 1, MaxRows: 1}, K: 5, SpecialK: 10, SpecialShare: 0.5,
+	}}, "steward"))
+}
+
+func grant(t *testing.T, s *catalog.Store, epsilon float64) catalog.Grant {
+	t.Helper()
+	ctx := context.Background()
+	r, err := s.CreateRequest(ctx, catalog.AccessRequest{Researcher: "res", Datasets: []string{"ds"}, Purpose: "study", Epsilon: epsilon, Delta: 1e-5, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Approve(ctx, r.ID, "steward", nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err = s.Verify(ctx, r.ID, "boss", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.Grant(ctx, r.GrantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestTwoStepApproval(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			ctx := context.Background()
+			r, err := s.CreateRequest(ctx, catalog.AccessRequest{Researcher: "res", Datasets: []string{"ds"}, Purpose: "p", Epsilon: 1, ExpiresAt: time.Now().Add(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Verify(ctx, r.ID, "boss", nil); fault.KindOf(err) != fault.Conflict {
+				t.Fatalf("verify before approval: %v", err)
+			}
+			if _, err := s.Approve(ctx, r.ID, "res", nil); fault.KindOf(err) != fault.Forbidden {
+				t.Fatalf("self-approval: %v", err)
+			}
+			if _, err := s.Approve(ctx, r.ID, "both", nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Verify(ctx, r.ID, "both", nil); fault.KindOf(err) != fault.Forbidden {
+				t.Fatalf("same person approving and verifying: %v", err)
+			}
+			r, err = s.Verify(ctx, r.ID, "boss", nil)
+			if err != nil || r.State != catalog.Granted || r.GrantID == "" {
+				t.Fatalf("verify: %+v %v", r, err)
+			}
+			if _, err := s.Reject(ctx, r.ID, "boss", "late", nil); fault.KindOf(err) != fault.Conflict {
+				t.Fatalf("reject after grant: %v", err)
+			}
+		})
+	}
+}
+
+func TestRevokeTakesEffect(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			g := grant(t, s, 1)
+			ctx := context.Background()
+			if _, err := s.Reserve(ctx, g.ID, 0.1, 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Revoke(ctx, g.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Reserve(ctx, g.ID, 0.1, 0); fault.KindOf(err) != fault.Forbidden {
+				t.Fatalf("spend on a revoked grant: %v", err)
+			}
+		})
+	}
+}
+
+// TestConcurrentReserve sends 50 concurrent reservations against a budget
+// with room for exactly 5: exactly 5 must succeed.
+func TestConcurrentReserve(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			g := grant(t, s, 0.5)
+			var ok, exhausted atomic.Int32
+			var wg sync.WaitGroup
+			for i := 0; i < 50; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := s.Reserve(context.Background(), g.ID, 0.1, 0)
+					switch fault.KindOf(err) {
+					case fault.Internal:
+						if err == nil {
+							ok.Add(1)
+							return
+						}
+						t.Error(err)
+					case fault.BudgetExhausted:
+						exhausted.Add(1)
+					default:
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if ok.Load() != 5 || exhausted.Load() != 45 {
+				t.Fatalf("%d reservations went through and %d were refused; want 5 and 45", ok.Load(), exhausted.Load())
+			}
+			g, err := s.Grant(context.Background(), g.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.EpsilonSpent > g.EpsilonTotal+1e-9 {
+				t.Fatalf("overspent: %g of %g", g.EpsilonSpent, g.EpsilonTotal)
+			}
+		})
+	}
+}
+
+func TestKeepAnswerFirstWins(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			g := grant(t, s, 1)
+			ctx := context.Background()
+			a, err := s.KeepAnswer(ctx, g.ID, "k", "q1", []byte(`{"v":1}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := s.KeepAnswer(ctx, g.ID, "k", "q2", []byte(`{"v":2}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(a) != `{"v":1}` || string(b) != `{"v":1}` {
+				t.Fatalf("got %s and %s", a, b)
+			}
+		})
+	}
+}
+
+func TestPolicyValidation(t *testing.T) {
+	good := func() catalog.Policy {
+		return catalog.Policy{
+			Tables:       []catalog.Table{{Name: "t", Columns: []catalog.Column{{Name: "id", Role: catalog.Unit}, {Name: "v", Role: catalog.Attribute, Min: f(0), Max: f(1)}}}},
+			Contribution: catalog.Contribution{MaxGroups: 1, MaxRows: 1}, K: 5, SpecialK: 10, SpecialShare: 0.5,
+		}
+	}
+	cases := []struct {
+		name   string
+		change func(p *catalog.Policy)
+		ok     bool
+	}{
+		{"valid", func(p *catalog.Policy) {}, true},
+		{"reversed bounds", func(p *catalog.Policy) { p.Tables[0].Columns[1].Min = f(2) }, false},
+		{"one bound", func(p *catalog.Policy) { p.Tables[0].Columns[1].Max = nil }, false},
+		{"no unit", func(p *catalog.Policy) { p.Tables[0].Columns[0].Role = catalog.Identifier }, false},
+		{"unknown role", func(p *catalog.Policy) { p.Tables[0].Columns[1].Role = "secret" }, false},
+		{"k too small", func(p *catalog.Policy) { p.K = 1 }, false},
+		{"special k below k", func(p *catalog.Policy) { p.SpecialK = 2 }, false},
+		{"no tables", func(p *catalog.Policy) { p.Tables = nil }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := good()
+			tc.change(&p)
+			if err := p.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestTokens(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			ctx := context.Background()
+			_, tok, err := s.IssueToken(ctx, "res", "laptop")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := s.Authenticate(ctx, tok)
+			if err != nil || p.ID != "res" || p.Org.Kind != catalog.Domestic {
+				t.Fatalf("authenticate: %+v %v", p, err)
+			}
+			if _, err := s.Authenticate(ctx, tok+"x"); fault.KindOf(err) != fault.Unauthenticated {
+				t.Fatalf("wrong token: %v", err)
+			}
+		})
+	}
+}
