@@ -142,14 +142,17 @@ func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catal
 	if len(core) == 0 {
 		return nil, nil
 	}
+	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: roaring64.New()}
+	if org.Kind == catalog.Internal {
+		// Internal use is recorded as an event, not measured: it never
+		// counts, and measuring it would double the work of every query.
+		return p, nil
+	}
 	units, err := t.contributors(ctx, core[0], plan)
 	if err != nil {
 		return nil, err
 	}
-	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: units}
-	if org.Kind == catalog.Internal {
-		return p, nil
-	}
+	p.units = units
 	for _, name := range core {
 		st, err := t.Status(ctx, name)
 		if err != nil {

@@ -143,6 +143,10 @@ type Query struct {
 	// Canonical is the query as DuckDB prints it back: the same question
 	// spelled differently maps to the same text (the answer cache key).
 	Canonical string
+	// Key identifies the question for the answer cache: the syntax tree
+	// without positions, with identifiers folded to lower case (DuckDB's
+	// identifiers are case-insensitive; string constants are not folded).
+	Key string
 	// Base selects, per input row after the WHERE clause, the privacy unit as
 	// __pu, each group key as __g0.., and each aggregate's argument as __a0..
 	Base     string
@@ -220,6 +224,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 		return nil, err
 	}
 	q.Canonical = canon
+	q.Key = cacheKey(sel)
 	if q.Base, err = deserialize(ctx, p, stmts[0], base); err != nil {
 		return nil, err
 	}

@@ -189,3 +189,45 @@ func withAlias(n node, alias string) node {
 	c["alias"] = alias
 	return c
 }
+
+// cacheKey renders a statement for the answer cache. See Query.Key.
+func cacheKey(sel node) string {
+	b, _ := json.Marshal(fold(sel))
+	return string(b)
+}
+
+func fold(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, c := range t {
+			switch k {
+			case "query_location":
+				continue
+			case "alias", "function_name", "table_name", "schema_name", "catalog_name":
+				if s, ok := c.(string); ok {
+					out[k] = strings.ToLower(s)
+					continue
+				}
+			case "column_names":
+				var names []any
+				for _, n := range list(t, k) {
+					if s, ok := n.(string); ok {
+						names = append(names, strings.ToLower(s))
+					}
+				}
+				out[k] = names
+				continue
+			}
+			out[k] = fold(c)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, c := range t {
+			out[i] = fold(c)
+		}
+		return out
+	}
+	return v
+}

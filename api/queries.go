@@ -1,0 +1,317 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/quota"
+	"github.com/hospital/gateway/sandbox"
+)
+
+type queryRequest struct {
+	SQL     string   `json:"sql"`
+	Epsilon *float64 `json:"epsilon"`
+	Delta   *float64 `json:"delta"`
+	GrantID string   `json:"grant_id"`
+}
+
+// queryResponse is the contract's query answer.
+type queryResponse struct {
+	QueryID string          `json:"query_id"`
+	GrantID string          `json:"grant_id"`
+	Grade   catalog.Grade   `json:"grade"`
+	Columns []engine.Column `json:"columns"`
+	Rows    [][]any         `json:"rows"`
+	Privacy privacy.Report  `json:"privacy"`
+	Budget  catalog.Balance `json:"budget"`
+	Cached  bool            `json:"cached"`
+}
+
+func detail(m map[string]any) json.RawMessage {
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func (s *Server) postQuery(c *gin.Context) {
+	ctx := c.Request.Context()
+	p := person(c)
+	var req queryRequest
+	if err := c.ShouldBindJSON(&req); err != nil {
+		s.refuse(c, p, "query", badJSON(err))
+		return
+	}
+	resp, err := s.runQuery(ctx, p, req)
+	if err != nil {
+		e := audit.Entry{Actor: p.ID, Role: roleText(p), Action: "query", Outcome: fault.KindOf(err).Code(),
+			Detail: detail(map[string]any{"sql": req.SQL, "grant_id": req.GrantID, "message": fault.Message(err)})}
+		if resp != nil {
+			e.Dataset, e.Grade = strings.Join(resp.datasets, ","), string(resp.Grade)
+		}
+		s.audit(ctx, e)
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, resp.queryResponse)
+}
+
+// queryResult carries the response and what the audit entry needs.
+type queryResult struct {
+	queryResponse
+	datasets []string
+}
+
+func badJSON(err error) error {
+	if strings.Contains(err.Error(), "too large") {
+		return fault.Wrap(fault.TooLarge, err, "request body is too large")
+	}
+	return fault.Wrap(fault.Invalid, err, "the body must be JSON like {\"sql\": \"SELECT ...\", \"epsilon\": 0.1}")
+}
+
+// runQuery is the query path: grant, analysis, plan, cache, quota, budget,
+// execution, noise, storage, audit. Nothing leaves it but a protected answer.
+func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryRequest) (*queryResult, error) {
+	st := s.cfg.Store
+	now := st.Now()
+	grants, err := st.Grants(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	var live []catalog.Grant
+	for _, g := range grants {
+		if req.GrantID != "" && g.ID != req.GrantID {
+			continue
+		}
+		if req.GrantID != "" && !g.Live(now) {
+			return nil, fault.E(fault.Forbidden, "grant %s is revoked or expired", g.ID)
+		}
+		if g.Live(now) {
+			live = append(live, g)
+		}
+	}
+	if len(live) == 0 {
+		if req.GrantID != "" {
+			return nil, fault.E(fault.Forbidden, "grant %s is not yours", req.GrantID)
+		}
+		return nil, fault.E(fault.Forbidden, "you have no live grant; file an access request at POST /v1/access-requests")
+	}
+
+	// The scope is every dataset of the candidate grants; the grant is then
+	// the one that covers what the query reads.
+	datasets := map[string]catalog.Dataset{}
+	var scope sandbox.Scope
+	for _, g := range live {
+		for _, name := range g.Datasets {
+			if _, ok := datasets[name]; ok {
+				continue
+			}
+			d, err := st.Dataset(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			datasets[name] = d
+		}
+	}
+	columnsOf := func(g catalog.Grant) map[string]bool {
+		if len(g.Columns) == 0 {
+			return nil
+		}
+		m := map[string]bool{}
+		for _, c := range g.Columns {
+			m[strings.ToLower(c)] = true
+		}
+		return m
+	}
+	if len(live) == 1 {
+		for _, name := range live[0].Datasets {
+			scope.Sources = append(scope.Sources, sources(datasets[name], columnsOf(live[0]))...)
+		}
+	} else {
+		for name, d := range datasets {
+			_ = name
+			scope.Sources = append(scope.Sources, sources(d, nil)...)
+		}
+	}
+	q, err := sandbox.Analyze(ctx, s.cfg.Engine, req.SQL, scope)
+	if err != nil {
+		return nil, err
+	}
+	res := &queryResult{datasets: q.Datasets}
+	res.Grade = q.Grade
+	var grant catalog.Grant
+	var cands []catalog.Grant
+	for _, g := range live {
+		if coversAll(g, q.Datasets) {
+			cands = append(cands, g)
+		}
+	}
+	switch {
+	case len(cands) == 0:
+		return res, fault.E(fault.Forbidden, "no single grant of yours covers %s", strings.Join(q.Datasets, ", "))
+	case len(cands) > 1:
+		return res, fault.E(fault.Invalid, "several of your grants cover %s; name one with \"grant_id\"", strings.Join(q.Datasets, ", "))
+	}
+	grant = cands[0]
+	if len(live) > 1 && len(grant.Columns) > 0 {
+		// Re-check the column scope against the chosen grant.
+		scope.Sources = nil
+		for _, name := range grant.Datasets {
+			scope.Sources = append(scope.Sources, sources(datasets[name], columnsOf(grant))...)
+		}
+		if q, err = sandbox.Analyze(ctx, s.cfg.Engine, req.SQL, scope); err != nil {
+			return res, err
+		}
+	}
+	res.GrantID = grant.ID
+	var used []catalog.Dataset
+	for _, name := range q.Datasets {
+		used = append(used, datasets[name])
+	}
+	if err := crossBorder(p.Org, q.Grade); err != nil {
+		return res, err
+	}
+
+	want := privacy.Cost{Epsilon: grant.DefaultEpsilon}
+	if req.Epsilon != nil {
+		want.Epsilon = *req.Epsilon
+	}
+	if req.Delta != nil {
+		want.Delta = *req.Delta
+	}
+	plan, err := privacy.NewPlan(q, want, s.cfg.Limits)
+	if err != nil {
+		return res, err
+	}
+
+	key := cacheKey(q.Key, want)
+	if body, ok, err := st.Answer(ctx, grant.ID, key); err != nil {
+		return res, err
+	} else if ok {
+		if err := json.Unmarshal(body, &res.queryResponse); err != nil {
+			return res, fmt.Errorf("decode stored answer: %w", err)
+		}
+		g, err := st.Grant(ctx, grant.ID)
+		if err != nil {
+			return res, err
+		}
+		res.Budget, res.Cached = catalog.BalanceOf(g), true
+		s.recordQuery(ctx, p, grant, q, res, "ok")
+		return res, nil
+	}
+
+	// One wall-clock limit covers everything the query makes DuckDB do:
+	// the quota measure and the bounded aggregation.
+	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	var measured *quota.Pending
+	if s.cfg.Quota != nil {
+		if measured, err = s.cfg.Quota.Prepare(runCtx, p.Org, used, plan); err != nil {
+			return res, err
+		}
+	}
+	bal, err := st.Reserve(ctx, grant.ID, plan.Cost.Epsilon, plan.Cost.Delta)
+	if err != nil {
+		return res, err
+	}
+	res.Budget = bal
+	res.QueryID = catalog.NewID("qry")
+
+	out, err := s.cfg.Engine.Query(runCtx, plan.SQL, plan.MaxRows)
+	if err != nil {
+		s.recordQuery(ctx, p, grant, q, res, fault.KindOf(err).Code())
+		return res, err
+	}
+	ans, err := plan.Release(out)
+	if err != nil {
+		return res, err
+	}
+	res.Columns, res.Rows, res.Privacy = ans.Columns, ans.Rows, ans.Privacy
+	if measured != nil {
+		if err := measured.Commit(ctx, res.QueryID); err != nil {
+			return res, err
+		}
+	}
+	body, err := json.Marshal(res.queryResponse)
+	if err != nil {
+		return res, fmt.Errorf("encode answer: %w", err)
+	}
+	stored, err := st.KeepAnswer(ctx, grant.ID, key, res.QueryID, body)
+	if err != nil {
+		return res, err
+	}
+	if err := json.Unmarshal(stored, &res.queryResponse); err != nil {
+		return res, fmt.Errorf("decode stored answer: %w", err)
+	}
+	res.Budget = bal
+	// The release is audited before it is returned: an answer whose audit
+	// entry cannot be written is not released.
+	if err := s.audit(ctx, audit.Entry{
+		Actor: p.ID, Role: roleText(p), Action: "query", Dataset: strings.Join(q.Datasets, ","), Grade: string(q.Grade), Outcome: "ok",
+		Detail: detail(map[string]any{"query_id": res.QueryID, "grant_id": grant.ID, "sql": req.SQL, "epsilon": plan.Cost.Epsilon,
+			"delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind, "groups": len(res.Rows), "suppressed": res.Privacy.SuppressedGroups}),
+	}); err != nil {
+		return res, fmt.Errorf("audit release: %w", err)
+	}
+	s.recordQuery(ctx, p, grant, q, res, "ok")
+	return res, nil
+}
+
+func (s *Server) recordQuery(ctx context.Context, p catalog.Person, g catalog.Grant, q *sandbox.Query, res *queryResult, outcome string) {
+	id := res.QueryID
+	if id == "" || res.Cached {
+		id = catalog.NewID("qry")
+	}
+	err := s.cfg.Store.RecordQuery(context.WithoutCancel(ctx), catalog.QueryRecord{
+		ID: id, GrantID: g.ID, Researcher: p.ID, Datasets: q.Datasets, SQL: q.Canonical,
+		Epsilon: res.Privacy.Epsilon, Delta: res.Privacy.Delta, Outcome: outcome, Cached: res.Cached, Time: time.Now().UTC(),
+	})
+	if err != nil {
+		s.cfg.Log.Error("record query history", "err", err)
+	}
+}
+
+// crossBorder applies Art. 22(4) and 29(7): overseas recipients get nothing
+// from core or important data, nor personal information, unless an approved
+// export assessment is recorded. Every dataset here holds patients' personal
+// information, so without an assessment they get nothing at all.
+func crossBorder(org catalog.Org, grade catalog.Grade) error {
+	if org.Kind != catalog.Overseas || org.ExportAssessment {
+		return nil
+	}
+	return fault.E(fault.Forbidden, "%s is an overseas organisation and the data is %s-grade personal health information; no answer can be provided abroad until an approved export assessment is recorded", org.Name, grade)
+}
+
+func coversAll(g catalog.Grant, datasets []string) bool {
+	for _, d := range datasets {
+		if !slices.Contains(g.Datasets, d) {
+			return false
+		}
+	}
+	return true
+}
+
+func sources(d catalog.Dataset, cols map[string]bool) []sandbox.Source {
+	var out []sandbox.Source
+	for _, t := range d.Policy.Tables {
+		out = append(out, sandbox.Source{Dataset: d.Name, Grade: d.Grade, Table: t, Policy: d.Policy, Columns: cols})
+	}
+	return out
+}
+
+func cacheKey(canonical string, c privacy.Cost) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%g\x00%g", canonical, c.Epsilon, c.Delta)))
+	return hex.EncodeToString(h[:])
+}

@@ -1,0 +1,113 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hospital/gateway/api/apitest"
+)
+
+// queries are the researcher questions of the benchmark.
+var queries = []struct {
+	name string
+	sql  string
+}{
+	{"count_group_by", "SELECT department, count(*) AS n FROM encounters GROUP BY department"},
+	{"sum_avg_join", "SELECT p.province, sum(e.cost_yuan) AS cost, avg(e.length_of_stay_days) AS los FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.province"},
+	{"quantile", "SELECT p.sex, median(e.cost_yuan) AS median_cost FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.sex"},
+}
+
+type size struct {
+	name     string
+	patients int
+}
+
+func sizes() []size {
+	s := []size{{"1M", 250000}}
+	if os.Getenv("GATEWAY_BENCH_10M") != "" {
+		s = append(s, size{"10M", 2500000})
+	}
+	return s
+}
+
+// raw qualifies the tables of sql with the dataset's schema, which is all
+// DuckDB needs to run the researcher's original SQL directly.
+func raw(sql string) string {
+	r := strings.NewReplacer(" encounters", " demo_hospital.encounters", " patients", " demo_hospital.patients")
+	return r.Replace(sql)
+}
+
+func BenchmarkGatewayVsDuckDB(b *testing.B) {
+	for _, sz := range sizes() {
+		env := apitest.New(b, apitest.Options{Patients: sz.patients, Epsilon: 1e9, Timeout: 10 * time.Minute})
+		for _, q := range queries {
+			b.Run(sz.name+"/"+q.name, func(b *testing.B) {
+				ctx := context.Background()
+				var rawTotal, gwTotal time.Duration
+				for i := 0; i < b.N; i++ {
+					start := time.Now()
+					if _, err := env.Engine.Query(ctx, raw(q.sql), 100000); err != nil {
+						b.Fatal(err)
+					}
+					rawTotal += time.Since(start)
+					start = time.Now()
+					var out map[string]any
+					// A distinct epsilon per iteration defeats the answer
+					// cache, so every iteration is a fresh, charged query.
+					status, err := env.Do("POST", "/v1/queries", "researcher_internal",
+						map[string]any{"sql": q.sql, "epsilon": 0.5 + float64(i)*1e-9}, &out)
+					if err != nil || status != 200 {
+						b.Fatalf("gateway: %d %v %v", status, err, out)
+					}
+					gwTotal += time.Since(start)
+				}
+				b.ReportMetric(float64(rawTotal.Microseconds())/float64(b.N)/1000, "raw-ms/op")
+				b.ReportMetric(float64(gwTotal.Microseconds())/float64(b.N)/1000, "gateway-ms/op")
+				b.ReportMetric(float64(gwTotal)/float64(rawTotal), "ratio")
+			})
+		}
+	}
+}
+
+// BenchmarkSmallQueriesQPS sends distinct small queries from 16 concurrent
+// clients and reports answered queries per second; every answer's budget
+// spend is committed durably before it is returned.
+func BenchmarkSmallQueriesQPS(b *testing.B) {
+	env := apitest.New(b, apitest.Options{Patients: 20000, Epsilon: 1e9})
+	const clients = 16
+	var next atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				var out map[string]any
+				sql := fmt.Sprintf("SELECT sex, count(*) AS n FROM patients WHERE age >= %d GROUP BY sex", i%100)
+				status, err := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": sql, "epsilon": 0.01 + float64(i)*1e-9}, &out)
+				if err != nil || status != 200 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if failed.Load() > 0 {
+		b.Fatalf("%d queries failed", failed.Load())
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "queries/s")
+}

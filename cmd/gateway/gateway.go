@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hospital/gateway/api"
+	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/engine/atrest"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/quota"
+)
+
+// options are the settings common to demo and serve.
+type options struct {
+	Addr         string        `yaml:"addr"`
+	Dir          string        `yaml:"dir"`
+	Metadata     string        `yaml:"metadata"`
+	MemoryLimit  string        `yaml:"memory_limit"`
+	Threads      int           `yaml:"threads"`
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	MaxBody      int64         `yaml:"max_body_bytes"`
+	Limits       privacy.Limits
+}
+
+func (o *options) defaults() {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:8080"
+	}
+	if o.Dir == "" {
+		o.Dir = "./gateway-data"
+	}
+	if o.Metadata == "" {
+		o.Metadata = filepath.Join(o.Dir, "metadata.db")
+	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 30 * time.Second
+	}
+}
+
+// gateway is every part of a running gateway.
+type gateway struct {
+	opts   options
+	store  *catalog.Store
+	engine *engine.Engine
+	audit  *audit.Log
+	key    atrest.Key
+	log    *slog.Logger
+}
+
+func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway, error) {
+	opts.defaults()
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	key, err := dataKey(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	store, err := catalog.Open(ctx, opts.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	g := &gateway{opts: opts, store: store, key: key, log: log}
+	if g.audit, err = openAudit(ctx, store, opts.Dir); err != nil {
+		store.Close()
+		return nil, err
+	}
+	if g.engine, err = engine.Open(ctx, engine.Config{MemoryLimit: opts.MemoryLimit, Threads: opts.Threads}); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *gateway) Close() error {
+	return errors.Join(g.engine.Close(), g.audit.Close(context.Background()), g.store.Close())
+}
+
+// dataKey reads the data-at-rest key from GATEWAY_DATA_KEY or the key file,
+// creating the file on first start.
+func dataKey(dir string) (atrest.Key, error) {
+	if v := os.Getenv("GATEWAY_DATA_KEY"); v != "" {
+		k, err := atrest.ParseKey(v)
+		if err != nil {
+			return atrest.Key{}, fmt.Errorf("GATEWAY_DATA_KEY: %w", err)
+		}
+		return k, nil
+	}
+	path := filepath.Join(dir, "keys", "data.key")
+	k, err := atrest.LoadKeyFile(path)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return atrest.Key{}, err
+	}
+	if k, err = atrest.NewKey(atrest.SM4GCM); err != nil {
+		return atrest.Key{}, err
+	}
+	if err := atrest.WriteKeyFile(path, k); err != nil {
+		return atrest.Key{}, err
+	}
+	return k, nil
+}
+
+// loadDatasets loads every registered dataset's tables into the engine.
+func (g *gateway) loadDatasets(ctx context.Context) error {
+	ds, err := g.store.Datasets(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		start := time.Now()
+		var rows int64
+		for _, t := range d.Policy.Tables {
+			n, err := g.engine.LoadTable(ctx, d.Name, t.Name, engine.TableFile(g.opts.Dir, d.Name, t.Name), g.key)
+			if err != nil {
+				return fmt.Errorf("load dataset %s: %w", d.Name, err)
+			}
+			rows += n
+		}
+		g.log.Info("dataset loaded", "dataset", d.Name, "grade", d.Grade, "rows", rows, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// serve runs the API until ctx ends, then drains requests.
+func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
+	srv := api.New(api.Config{
+		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
+		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota,
+	})
+	ln, err := net.Listen("tcp", g.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", g.opts.Addr, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	g.log.Info("gateway serving", "addr", "http://"+ln.Addr().String(), "openapi", "http://"+ln.Addr().String()+"/v1/openapi.json")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	<-errc
+	return nil
+}

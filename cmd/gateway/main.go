@@ -1,0 +1,94 @@
+// Command gateway is the privacy-preserving analytics gateway: it serves
+// researchers' SQL over hospital data as protected aggregates only, and
+// gives stewards, approvers and auditors the governance around it.
+//
+// Usage:
+//
+//	gateway demo  [--addr 127.0.0.1:8080] [--dir ./gateway-data] [--patients 100000]
+//	gateway serve --config FILE
+//	gateway audit verify --dir DIR
+//
+// cmd/gateway is the only package that reads flags and the environment; it
+// builds the objects of the library packages and wires them together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `gateway: privacy-preserving analytics over hospital data
+
+Commands:
+  demo          create (on first start) and serve the synthetic demo_hospital dataset
+                  --addr ADDR       listen address (default 127.0.0.1:8080)
+                  --dir DIR         data directory (default ./gateway-data)
+                  --patients N      demo size (default 100000)
+                  --metadata DSN    metadata store: SQLite path or postgres:// URL
+                                    (default DIR/metadata.db)
+  serve         serve registered datasets without demo data
+                  --config FILE     YAML configuration (see gateway.example.yaml)
+  audit verify  check the audit log's hash chain and signed heads
+                  --dir DIR | --metadata DSN
+  help          show this text
+
+Environment:
+  GATEWAY_DATA_KEY   data-at-rest key as "sm4-gcm:HEX" (default: DIR/keys/data.key,
+                     created on first start with mode 0600)
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	err := run(ctx, os.Args[1:], os.Stdout, log)
+	var ue usageError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	if len(args) == 0 {
+		return usageError{"name a command"}
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, log)
+	case "serve":
+		return runServe(ctx, args[1:], log)
+	case "audit":
+		if len(args) < 2 || args[1] != "verify" {
+			return usageError{"audit takes the subcommand verify"}
+		}
+		return runAuditVerify(ctx, args[2:], stdout)
+	}
+	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+}
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/quota"
+)
+
+// fileConfig is the YAML configuration of gateway serve; see
+// gateway.example.yaml for every field with its meaning.
+type fileConfig struct {
+	Addr          string    `yaml:"addr"`
+	Dir           string    `yaml:"dir"`
+	Metadata      string    `yaml:"metadata"`
+	MemoryLimit   string    `yaml:"memory_limit"`
+	Threads       int       `yaml:"threads"`
+	QueryTimeout  string    `yaml:"query_timeout"`
+	MaxBodyBytes  int64     `yaml:"max_body_bytes"`
+	MaxGroups     int       `yaml:"max_groups"`
+	MaxEpsilon    float64   `yaml:"max_epsilon_per_query"`
+	QuotaWarnings []float64 `yaml:"quota_warnings"`
+}
+
+func loadConfig(path string) (options, []float64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return options{}, nil, fmt.Errorf("read config: %w", err)
+	}
+	var fc fileConfig
+	if err := yaml.Unmarshal(b, &fc); err != nil {
+		return options{}, nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	o := options{Addr: fc.Addr, Dir: fc.Dir, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
+	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
+	if fc.QueryTimeout != "" {
+		if o.QueryTimeout, err = time.ParseDuration(fc.QueryTimeout); err != nil {
+			return options{}, nil, fmt.Errorf("config %s: query_timeout: %w", path, err)
+		}
+	}
+	return o, fc.QuotaWarnings, nil
+}
+
+func runServe(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := newFlags("serve")
+	cfgPath := fs.String("config", "", "YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *cfgPath == "" {
+		return usageError{"serve needs --config FILE"}
+	}
+	opts, warnings, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	g, err := openGateway(ctx, opts, log)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if err := g.loadDatasets(ctx); err != nil {
+		return err
+	}
+	q, err := g.quota(ctx, warnings)
+	if err != nil {
+		return err
+	}
+	return g.serve(ctx, q)
+}
+
+// quota builds the Article 11 tracker, whose warnings go to the log and the
+// audit log.
+func (g *gateway) quota(ctx context.Context, warnings []float64) (*quota.Tracker, error) {
+	return quota.New(ctx, g.store, g.engine, quota.Config{
+		Warnings: warnings, Log: g.log,
+		Alert: func(ctx context.Context, dataset, kind, message string) {
+			b := []byte(fmt.Sprintf(`{"message":%q}`, message))
+			if _, err := g.audit.Append(ctx, audit.Entry{Actor: "gateway", Action: kind, Dataset: dataset, Grade: "core", Outcome: "alert", Detail: b}); err != nil {
+				g.log.Error("audit append failed", "action", kind, "err", err)
+			}
+		},
+	})
+}
