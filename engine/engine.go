@@ -146,8 +146,12 @@ func (e *Engine) Query(ctx context.Context, sqlText string, maxRows int) (*Resul
 			return nil, fmt.Errorf("read result row: %w", err)
 		}
 		for i, v := range vals {
-			if m, ok := v.(duckdb.Map); ok {
-				vals[i] = map[any]any(m)
+			if m, ok := v.(duckdb.OrderedMap); ok {
+				out := make(map[any]any, len(m.Keys()))
+				for j, k := range m.Keys() {
+					out[k] = m.Values()[j]
+				}
+				vals[i] = out
 			}
 		}
 		res.Rows = append(res.Rows, vals)

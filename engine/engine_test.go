@@ -33,3 +33,15 @@ func TestTimeoutInterrupts(t *testing.T) {
 		t.Fatalf("interrupt took %v", d)
 	}
 }
+
+func TestMapsBecomeGoMaps(t *testing.T) {
+	e := open(t)
+	r, err := e.Query(context.Background(), "SELECT histogram(x::INTEGER) AS h FROM (VALUES (1), (1), (3)) t(x)", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := r.Rows[0][0].(map[any]any)
+	if !ok || len(m) != 2 || m[int32(1)] != uint64(2) {
+		t.Fatalf("histogram %T %v", r.Rows[0][0], r.Rows[0][0])
+	}
+}

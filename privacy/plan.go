@@ -53,12 +53,10 @@ type Limits struct {
 	// PartitionDelta is the delta spent on partition selection when a
 	// pure-epsilon query groups on non-public keys.
 	PartitionDelta float64
-	// Buckets is the histogram resolution used for quantiles.
-	Buckets int
 }
 
 // DefaultLimits are the limits used when a field of Limits is zero.
-var DefaultLimits = Limits{MaxGroups: 10000, MaxEpsilon: 1.0, PartitionDelta: 1e-6, Buckets: 128}
+var DefaultLimits = Limits{MaxGroups: 10000, MaxEpsilon: 1.0, PartitionDelta: 1e-6}
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxGroups <= 0 {
@@ -69,9 +67,6 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.PartitionDelta <= 0 {
 		l.PartitionDelta = DefaultLimits.PartitionDelta
-	}
-	if l.Buckets <= 0 {
-		l.Buckets = DefaultLimits.Buckets
 	}
 	return l
 }
@@ -106,7 +101,6 @@ type Plan struct {
 	epsEach       float64 // noise epsilon per noised quantity
 	deltaEach     float64 // Gaussian delta per noised quantity
 	psDelta       float64 // threshold delta of partition selection
-	buckets       int
 }
 
 // NewPlan plans q at the requested cost. Epsilon and delta come from the
@@ -124,7 +118,7 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 		return nil, fault.E(fault.Invalid, "delta must be 0 (Laplace) or a small positive number below 0.001 (Gaussian)")
 	}
 	pol := q.Policy
-	p := &Plan{Query: q, Mechanism: Laplace, K: pol.K, buckets: limits.Buckets, MaxRows: limits.MaxGroups + 1}
+	p := &Plan{Query: q, Mechanism: Laplace, K: pol.K, MaxRows: limits.MaxGroups + 1}
 	if want.Delta > 0 {
 		p.Mechanism = Gaussian
 	}
@@ -260,7 +254,7 @@ func (p *Plan) sql(salt uint32) string {
 				width = 1
 			}
 			cols = append(cols, fmt.Sprintf("histogram(least(%d, floor((%s - %s) / %s * %d))::INTEGER) FILTER (WHERE %s IS NOT NULL) AS __h%d",
-				p.buckets-1, clamped, num(a.Min), num(width), p.buckets, arg, j))
+				treeLeaves-1, clamped, num(a.Min), num(width), treeLeaves, arg, j))
 		}
 	}
 

@@ -61,11 +61,13 @@ func (p *Plan) mech() mech {
 }
 
 // scale is the noise scale for a quantity with the given sensitivities.
-func (p *Plan) scale(l0 int64, linf float64) float64 {
+func (p *Plan) scale(l0 int64, linf float64) float64 { return p.scaleAt(l0, linf, p.epsEach) }
+
+func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
 	if p.Mechanism == Gaussian {
-		return noise.SigmaForGaussian(l0, linf, p.epsEach, p.deltaEach)
+		return noise.SigmaForGaussian(l0, linf, eps, p.deltaEach)
 	}
-	return float64(l0) * linf / p.epsEach
+	return float64(l0) * linf / eps
 }
 
 func (m mech) float(x float64, l0 int64, linf, eps float64) float64 {
@@ -224,27 +226,18 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		}, p)
 		return v, ColumnReport{p.scale(G, sl), ci}
 	case sandbox.Quantile:
-		hist := make([]float64, p.buckets)
+		leaves := make(map[int]float64)
 		if r != nil && c.h >= 0 {
-			for k, n := range toMap(r[c.h]) {
-				if k >= 0 && k < p.buckets {
-					hist[k] = n
-				}
-			}
+			leaves = toMap(r[c.h])
 		}
-		noisy := make([]float64, p.buckets)
-		for i := range hist {
-			noisy[i] = m.float(hist[i], G, float64(C), eps)
-		}
-		v := quantile(noisy, a)
+		levelEps := eps / treeLevels
+		t := newTree(leaves, func(x float64) float64 { return m.float(x, G, float64(C), levelEps) })
+		v := t.quantile(a)
+		sc := p.scaleAt(G, float64(C), levelEps)
 		ci := sim.halfWidth(func(draw func(l0 int64, linf float64) float64) float64 {
-			re := make([]float64, len(noisy))
-			for i := range noisy {
-				re[i] = noisy[i] + draw(G, float64(C))
-			}
-			return quantile(re, a)
+			return t.resampled(func() float64 { return draw(G, float64(C)) * float64(treeLevels) }).quantile(a)
 		}, p)
-		return v, ColumnReport{p.scale(G, float64(C)), ci}
+		return v, ColumnReport{sc, ci}
 	}
 	return nil, ColumnReport{}
 }
@@ -267,32 +260,6 @@ func moment(a sandbox.Agg, nc, ns, nq float64) float64 {
 		return math.Sqrt(v)
 	}
 	return v
-}
-
-// quantile reads a quantile off a noisy histogram over [Min, Max].
-func quantile(hist []float64, a sandbox.Agg) float64 {
-	total := 0.0
-	for _, v := range hist {
-		total += math.Max(0, v)
-	}
-	width := (a.Max - a.Min) / float64(len(hist))
-	if total <= 0 {
-		return a.Min + (a.Max-a.Min)*a.Q
-	}
-	target := a.Q * total
-	cum := 0.0
-	for i, v := range hist {
-		v = math.Max(0, v)
-		if cum+v >= target && v > 0 {
-			frac := (target - cum) / v
-			if a.Disc {
-				frac = 0.5
-			}
-			return clamp(a.Min+(float64(i)+frac)*width, a.Min, a.Max)
-		}
-		cum += v
-	}
-	return a.Max
 }
 
 func clamp(v, lo, hi float64) float64 { return math.Min(hi, math.Max(lo, v)) }

@@ -240,12 +240,28 @@ func TestMomentsAndQuantile(t *testing.T) {
 	if got := moment(a, 2, 0, 200); got != 100 {
 		t.Errorf("variance %g", got)
 	}
-	hist := make([]float64, 10)
-	for i := range hist {
-		hist[i] = 10
+	leaves := map[int]float64{}
+	for i := 0; i < treeLeaves; i++ {
+		leaves[i] = 10
 	}
+	exact := func(x float64) float64 { return x }
 	q := sandbox.Agg{Kind: sandbox.Quantile, Min: 0, Max: 100, Q: 0.5}
-	if got := quantile(hist, q); math.Abs(got-50) > 1e-9 {
+	if got := newTree(leaves, exact).quantile(q); math.Abs(got-50) > 0.1 {
 		t.Errorf("median of uniform %g", got)
+	}
+	// Skewed data with noise: 10000 rows in the lowest 1% of the range;
+	// noise of scale 30 on every node must not drag the median upward.
+	skew := map[int]float64{}
+	for i := 0; i < 40; i++ {
+		skew[i] = 250
+	}
+	p, err := NewPlan(countBySex(), Cost{Epsilon: 0.1}, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := p.mech()
+	tr := newTree(skew, func(x float64) float64 { return m.float(x, 1, 1, 1.0/30) })
+	if got := tr.quantile(q); got > 3 {
+		t.Errorf("median of data in [0, 1] came out at %g", got)
 	}
 }

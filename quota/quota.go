@@ -172,8 +172,8 @@ func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catal
 
 func (t *Tracker) check(ctx context.Context, st Status, after int64) error {
 	if st.State == "blocked" {
-		return fault.E(fault.QuotaExceeded, "%s: the share provided to other legal entities this year is at the Article 11 line (%.1f%% of %d); no release until an approved risk assessment is recorded",
-			st.Dataset, 100*st.Ratio, st.StaticTotal)
+		return fault.E(fault.QuotaExceeded, "%s: a release this year could have taken the share provided to other legal entities to the Article 11 line (%.0f%% of %d patients; %.1f%% provided so far); no release to another legal entity until an approved risk assessment is recorded",
+			st.Dataset, 100*st.Threshold, st.StaticTotal, 100*st.Ratio)
 	}
 	if st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
 		if _, err := t.store.DB().ExecContext(ctx, `UPDATE quota_years SET blocked = TRUE WHERE dataset = $1 AND year = $2`, st.Dataset, st.Year); err != nil {

@@ -1,0 +1,107 @@
+package privacy
+
+import (
+	"math"
+
+	"github.com/hospital/gateway/sandbox"
+)
+
+// Quantiles are read off a noisy tree over the column's declared range, as in
+// Google's bounded quantiles: DuckDB counts rows per leaf (4096 equal-width
+// leaves), Go sums leaves into a tree of branching 16 and height 3, noises
+// every node (each row adds to one node per level, so each level spends a
+// third of the quantile's epsilon), and the quantile is found by descending
+// from the root, at each node choosing the child where the noisy cumulative
+// count reaches the wanted share. Noise on empty ranges then only distorts
+// the choice among 16 siblings, not the whole range, which is what makes a
+// flat noisy histogram useless for skewed data.
+const (
+	treeBranching = 16
+	treeLevels    = 3
+	treeLeaves    = 4096 // treeBranching ^ treeLevels
+)
+
+// tree holds noisy counts per level: level 0 has 16 nodes, level 2 has 4096.
+type tree struct {
+	levels [treeLevels][]float64
+}
+
+func newTree(leaves map[int]float64, noisy func(float64) float64) *tree {
+	var t tree
+	exact := make([]float64, treeLeaves)
+	for k, v := range leaves {
+		if k >= 0 && k < treeLeaves {
+			exact[k] = v
+		}
+	}
+	for l := treeLevels - 1; l >= 0; l-- {
+		n := int(math.Pow(treeBranching, float64(l+1)))
+		if l < treeLevels-1 {
+			sums := make([]float64, n)
+			for i, v := range exact {
+				sums[i/treeBranching] += v
+			}
+			exact = sums
+		}
+		t.levels[l] = make([]float64, n)
+		for i := range exact {
+			t.levels[l][i] = noisy(exact[i])
+		}
+	}
+	return &t
+}
+
+// resampled is a copy with fresh noise added to every node, for simulating
+// the spread of the released quantile.
+func (t *tree) resampled(draw func() float64) *tree {
+	var out tree
+	for l := range t.levels {
+		out.levels[l] = make([]float64, len(t.levels[l]))
+		for i, v := range t.levels[l] {
+			out.levels[l][i] = v + draw()
+		}
+	}
+	return &out
+}
+
+// quantile descends the tree to a's quantile.
+func (t *tree) quantile(a sandbox.Agg) float64 {
+	q := a.Q
+	lo, width := 0, treeLeaves
+	node := 0
+	for l := 0; l < treeLevels; l++ {
+		children := t.levels[l][node*treeBranching : node*treeBranching+treeBranching]
+		total := 0.0
+		for _, c := range children {
+			total += math.Max(0, c)
+		}
+		width /= treeBranching
+		if total <= 0 {
+			// Nothing left to go on: interpolate across this node's range.
+			return clamp(a.Min+(float64(lo)+q*float64(width*treeBranching))/treeLeaves*(a.Max-a.Min), a.Min, a.Max)
+		}
+		target := q * total
+		cum := 0.0
+		pick := treeBranching - 1
+		for i, c := range children {
+			c = math.Max(0, c)
+			if cum+c >= target && c > 0 {
+				pick = i
+				break
+			}
+			cum += c
+		}
+		c := math.Max(0, children[pick])
+		q = 0.5
+		if c > 0 {
+			q = clamp((target-cum)/c, 0, 1)
+		}
+		node = node*treeBranching + pick
+		lo += pick * width
+	}
+	frac := q
+	if a.Disc {
+		frac = 0.5
+	}
+	return clamp(a.Min+(float64(lo)+frac)/treeLeaves*(a.Max-a.Min), a.Min, a.Max)
+}
