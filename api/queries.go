@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -208,7 +209,14 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 			return res, err
 		}
 		res.Budget, res.Cached = catalog.BalanceOf(g), true
-		s.recordQuery(ctx, p, grant, q, res, "ok")
+		// Cached answers are releases too: recorded and audited, at no cost.
+		err = st.RecordQuery(ctx, s.record(p, grant, q, res, privacy.Cost{}, "ok"), s.auditHook(ctx, audit.Entry{
+			Actor: p.ID, Role: roleText(p), Action: "query", Dataset: strings.Join(q.Datasets, ","), Grade: string(q.Grade), Outcome: "ok",
+			Detail: detail(map[string]any{"query_id": res.QueryID, "grant_id": grant.ID, "sql": req.SQL, "cached": true}),
+		}))
+		if err != nil {
+			return res, fmt.Errorf("record cached release: %w", err)
+		}
 		return res, nil
 	}
 
@@ -231,7 +239,9 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 
 	out, err := s.cfg.Engine.Query(runCtx, plan.SQL, plan.MaxRows)
 	if err != nil {
-		s.recordQuery(ctx, p, grant, q, res, fault.KindOf(err).Code())
+		if rerr := st.RecordQuery(context.WithoutCancel(ctx), s.record(p, grant, q, res, plan.Cost, fault.KindOf(err).Code()), nil); rerr != nil {
+			s.cfg.Log.Error("record query history", "err", rerr)
+		}
 		return res, err
 	}
 	ans, err := plan.Release(out)
@@ -248,38 +258,43 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	if err != nil {
 		return res, fmt.Errorf("encode answer: %w", err)
 	}
-	stored, err := st.KeepAnswer(ctx, grant.ID, key, res.QueryID, body)
+	// The answer, its history line and its audit entry commit together: an
+	// answer whose audit entry cannot be written is not released.
+	rec := s.record(p, grant, q, res, plan.Cost, "ok")
+	stored, err := st.Release(ctx, key, body, rec, s.auditHook(ctx, audit.Entry{
+		Actor: p.ID, Role: roleText(p), Action: "query", Dataset: strings.Join(q.Datasets, ","), Grade: string(q.Grade), Outcome: "ok",
+		Detail: detail(map[string]any{"query_id": res.QueryID, "grant_id": grant.ID, "sql": req.SQL, "epsilon": plan.Cost.Epsilon,
+			"delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind, "groups": len(res.Rows), "suppressed": res.Privacy.SuppressedGroups}),
+	}))
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("release answer: %w", err)
 	}
 	if err := json.Unmarshal(stored, &res.queryResponse); err != nil {
 		return res, fmt.Errorf("decode stored answer: %w", err)
 	}
 	res.Budget = bal
-	// The release is audited before it is returned: an answer whose audit
-	// entry cannot be written is not released.
-	if err := s.audit(ctx, audit.Entry{
-		Actor: p.ID, Role: roleText(p), Action: "query", Dataset: strings.Join(q.Datasets, ","), Grade: string(q.Grade), Outcome: "ok",
-		Detail: detail(map[string]any{"query_id": res.QueryID, "grant_id": grant.ID, "sql": req.SQL, "epsilon": plan.Cost.Epsilon,
-			"delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind, "groups": len(res.Rows), "suppressed": res.Privacy.SuppressedGroups}),
-	}); err != nil {
-		return res, fmt.Errorf("audit release: %w", err)
-	}
-	s.recordQuery(ctx, p, grant, q, res, "ok")
 	return res, nil
 }
 
-func (s *Server) recordQuery(ctx context.Context, p catalog.Person, g catalog.Grant, q *sandbox.Query, res *queryResult, outcome string) {
+// auditHook writes e inside a store transaction.
+func (s *Server) auditHook(ctx context.Context, e audit.Entry) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		if s.cfg.Audit == nil {
+			return nil
+		}
+		_, err := s.cfg.Audit.AppendTx(ctx, tx, e)
+		return err
+	}
+}
+
+func (s *Server) record(p catalog.Person, g catalog.Grant, q *sandbox.Query, res *queryResult, cost privacy.Cost, outcome string) catalog.QueryRecord {
 	id := res.QueryID
 	if id == "" || res.Cached {
 		id = catalog.NewID("qry")
 	}
-	err := s.cfg.Store.RecordQuery(context.WithoutCancel(ctx), catalog.QueryRecord{
+	return catalog.QueryRecord{
 		ID: id, GrantID: g.ID, Researcher: p.ID, Datasets: q.Datasets, SQL: q.Canonical,
-		Epsilon: res.Privacy.Epsilon, Delta: res.Privacy.Delta, Outcome: outcome, Cached: res.Cached, Time: time.Now().UTC(),
-	})
-	if err != nil {
-		s.cfg.Log.Error("record query history", "err", err)
+		Epsilon: cost.Epsilon, Delta: cost.Delta, Outcome: outcome, Cached: res.Cached, Time: time.Now().UTC(),
 	}
 }
 

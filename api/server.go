@@ -23,16 +23,11 @@ import (
 	"github.com/hospital/gateway/quota"
 )
 
-// Auditor records operations. *audit.Log implements it.
-type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) (audit.Entry, error)
-}
-
 // Config wires the server to the rest of the gateway.
 type Config struct {
 	Store  *catalog.Store
 	Engine *engine.Engine
-	Audit  Auditor
+	Audit  *audit.Log
 	Log    *slog.Logger
 	// Limits bound each query; QueryTimeout is its wall-clock limit.
 	Limits       privacy.Limits
@@ -83,7 +78,18 @@ func New(cfg Config) *Server {
 	v1.POST("/grants/:id/revoke", s.require(catalog.Steward, catalog.Approver), s.revokeGrant)
 	v1.GET("/quota", s.require(catalog.Auditor, catalog.Steward), s.getQuota)
 	v1.POST("/quota/risk-assessments", s.require(catalog.Approver), s.postAssessment)
+	v1.GET("/audit", s.require(catalog.Auditor), s.getAudit)
+	v1.GET("/audit/verify", s.require(catalog.Auditor), s.getAuditVerify)
 	return s
+}
+
+// Routes lists the server's routes as "METHOD /path".
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.engine.Routes() {
+		out = append(out, r.Method+" "+r.Path)
+	}
+	return out
 }
 
 // Handler is the server's HTTP handler.

@@ -45,7 +45,7 @@ func raw(sql string) string {
 
 func BenchmarkGatewayVsDuckDB(b *testing.B) {
 	for _, sz := range sizes() {
-		env := apitest.New(b, apitest.Options{Patients: sz.patients, Epsilon: 1e9, Timeout: 10 * time.Minute})
+		env := apitest.New(b, apitest.Options{Patients: sz.patients, Epsilon: 100, Timeout: 10 * time.Minute})
 		for _, q := range queries {
 			b.Run(sz.name+"/"+q.name, func(b *testing.B) {
 				ctx := context.Background()
@@ -61,7 +61,7 @@ func BenchmarkGatewayVsDuckDB(b *testing.B) {
 					// A distinct epsilon per iteration defeats the answer
 					// cache, so every iteration is a fresh, charged query.
 					status, err := env.Do("POST", "/v1/queries", "researcher_internal",
-						map[string]any{"sql": q.sql, "epsilon": 0.5 + float64(i)*1e-9}, &out)
+						map[string]any{"sql": q.sql, "epsilon": 0.2 + float64(i)*1e-9}, &out)
 					if err != nil || status != 200 {
 						b.Fatalf("gateway: %d %v %v", status, err, out)
 					}
@@ -79,7 +79,7 @@ func BenchmarkGatewayVsDuckDB(b *testing.B) {
 // clients and reports answered queries per second; every answer's budget
 // spend is committed durably before it is returned.
 func BenchmarkSmallQueriesQPS(b *testing.B) {
-	env := apitest.New(b, apitest.Options{Patients: 20000, Epsilon: 1e9})
+	env := apitest.New(b, apitest.Options{Patients: 20000, Epsilon: 100})
 	const clients = 16
 	var next atomic.Int64
 	b.ResetTimer()

@@ -342,20 +342,33 @@ func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, 
 	return []byte(body), true, nil
 }
 
-// KeepAnswer stores an answer and returns the one stored: when an identical
-// query raced this one, the first answer wins, so both callers see the same
-// noise and averaging them reveals nothing.
-func (s *Store) KeepAnswer(ctx context.Context, grantID, key, queryID string, body []byte) ([]byte, error) {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO answers (grant_id, cache_key, query_id, body, created_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (grant_id, cache_key) DO NOTHING`, grantID, key, queryID, string(body), ts(s.now()))
+// Release stores a released answer, its query-history line, and whatever
+// inTx adds (the audit entry) in one transaction, and returns the answer
+// stored: when an identical query raced this one, the first answer wins, so
+// both callers see the same noise and averaging them reveals nothing.
+func (s *Store) Release(ctx context.Context, key string, body []byte, rec QueryRecord, inTx func(*sql.Tx) error) ([]byte, error) {
+	var stored string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO answers (grant_id, cache_key, query_id, body, created_at) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (grant_id, cache_key) DO NOTHING`, rec.GrantID, key, rec.ID, string(body), ts(s.now()))
+		if err != nil {
+			return fmt.Errorf("store answer: %w", err)
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT body FROM answers WHERE grant_id = $1 AND cache_key = $2`, rec.GrantID, key).Scan(&stored); err != nil {
+			return fmt.Errorf("load stored answer: %w", err)
+		}
+		if err := recordQuery(ctx, tx, rec); err != nil {
+			return err
+		}
+		if inTx != nil {
+			return inTx(tx)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("store answer: %w", err)
+		return nil, err
 	}
-	stored, ok, err := s.Answer(ctx, grantID, key)
-	if err != nil || !ok {
-		return nil, errors.Join(err, errors.New("stored answer vanished"))
-	}
-	return stored, nil
+	return []byte(stored), nil
 }
 
 // QueryRecord is one line of a grant's query history.
@@ -372,9 +385,22 @@ type QueryRecord struct {
 	Time       time.Time `json:"time"`
 }
 
-// RecordQuery appends a line to the query history.
-func (s *Store) RecordQuery(ctx context.Context, r QueryRecord) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO queries (id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at)
+// RecordQuery appends a line to the query history, with whatever inTx adds
+// (the audit entry) in the same transaction.
+func (s *Store) RecordQuery(ctx context.Context, r QueryRecord, inTx func(*sql.Tx) error) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := recordQuery(ctx, tx, r); err != nil {
+			return err
+		}
+		if inTx != nil {
+			return inTx(tx)
+		}
+		return nil
+	})
+}
+
+func recordQuery(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO queries (id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		r.ID, r.GrantID, r.Researcher, jsonText(r.Datasets), r.SQL, r.Epsilon, r.Delta, r.Outcome, r.Cached, ts(r.Time))
 	if err != nil {

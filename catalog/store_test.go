@@ -2,6 +2,8 @@ package catalog_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -216,23 +218,33 @@ func TestConcurrentReserve(t *testing.T) {
 	}
 }
 
-func TestKeepAnswerFirstWins(t *testing.T) {
+func TestReleaseFirstAnswerWins(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			s := open(t)
 			seed(t, s)
 			g := grant(t, s, 1)
 			ctx := context.Background()
-			a, err := s.KeepAnswer(ctx, g.ID, "k", "q1", []byte(`{"v":1}`))
+			rec := func(id string) catalog.QueryRecord {
+				return catalog.QueryRecord{ID: id, GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"}, Outcome: "ok", Time: time.Now()}
+			}
+			a, err := s.Release(ctx, "k", []byte(`{"v":1}`), rec("q1"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := s.KeepAnswer(ctx, g.ID, "k", "q2", []byte(`{"v":2}`))
+			b, err := s.Release(ctx, "k", []byte(`{"v":2}`), rec("q2"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if string(a) != `{"v":1}` || string(b) != `{"v":1}` {
 				t.Fatalf("got %s and %s", a, b)
+			}
+			// A failing hook rolls the whole release back.
+			if _, err := s.Release(ctx, "k2", []byte(`{}`), rec("q3"), func(*sql.Tx) error { return errors.New("audit down") }); err == nil {
+				t.Fatal("release with a failed audit entry succeeded")
+			}
+			if _, ok, _ := s.Answer(ctx, g.ID, "k2"); ok {
+				t.Fatal("an answer was kept although its audit entry failed")
 			}
 		})
 	}

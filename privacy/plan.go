@@ -201,7 +201,18 @@ func randomSalt() uint32 {
 
 func num(f float64) string { return fmt.Sprintf("%.17g::DOUBLE", f) }
 
-// sql builds the bounded aggregation. See the package comment.
+// sql builds the bounded aggregation. See the package comment. There are
+// three shapes, cheapest first:
+//
+//   - every table has one row per patient: aggregate directly, each patient
+//     is one row in one group;
+//   - no quantiles: aggregate per (patient, group) first, clamp each
+//     patient's partial count and sums to what MaxRows rows could add, keep
+//     at most MaxGroups groups per patient (chosen by a salted hash), then
+//     add the clamped partials up per group. Hash aggregation, no sort;
+//   - quantiles over many rows per patient: keep at most MaxRows random rows
+//     per (patient, group) with a window, since a histogram cannot be
+//     clamped after the fact.
 func (p *Plan) sql(salt uint32) string {
 	q := p.Query
 	var groups []string
@@ -209,32 +220,50 @@ func (p *Plan) sql(salt uint32) string {
 		groups = append(groups, fmt.Sprintf("__g%d", i))
 	}
 	gl := strings.Join(groups, ", ")
-
-	var windows []string
-	var where []string
-	if p.rowsPerGroup > 1 || !q.PerUnitRows {
+	hasQuantile := false
+	for _, a := range q.Aggs {
+		hasQuantile = hasQuantile || a.Kind == sandbox.Quantile
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "WITH __base AS (%s)", q.Base)
+	switch {
+	case q.PerUnitRows:
+		b.WriteString(p.rowAggregate("__base", groups, "count(*)", nil))
+	case !hasQuantile:
+		b.WriteString(p.partialAggregate(groups, salt))
+	default:
 		part := "__pu"
 		if gl != "" {
 			part += ", " + gl
 		}
-		windows = append(windows, fmt.Sprintf("row_number() OVER (PARTITION BY %s ORDER BY random()) AS __rn", part))
-		where = append(where, fmt.Sprintf("__rn <= %d", p.rowsPerGroup))
+		windows := []string{fmt.Sprintf("row_number() OVER (PARTITION BY %s ORDER BY random()) AS __rn", part)}
+		where := []string{fmt.Sprintf("__rn <= %d", p.rowsPerGroup)}
+		if p.groupsPerUnit > 1 {
+			windows = append(windows, fmt.Sprintf("dense_rank() OVER (PARTITION BY __pu ORDER BY hash(%s, %d), %s) AS __gr", gl, salt, gl))
+			where = append(where, fmt.Sprintf("__gr <= %d", p.groupsPerUnit))
+		}
+		fmt.Fprintf(&b, ", __ranked AS (SELECT *, %s FROM __base)", strings.Join(windows, ", "))
+		b.WriteString(p.rowAggregate("__ranked", groups, "count(*) FILTER (WHERE __rn = 1)", where))
 	}
-	if p.groupsPerUnit > 1 {
-		windows = append(windows, fmt.Sprintf("dense_rank() OVER (PARTITION BY __pu ORDER BY hash(%s, %d), %s) AS __gr", gl, salt, gl))
-		where = append(where, fmt.Sprintf("__gr <= %d", p.groupsPerUnit))
+	if gl != "" {
+		fmt.Fprintf(&b, " GROUP BY %s", gl)
 	}
+	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
+	return b.String()
+}
 
-	users := "count(*)"
-	if len(windows) > 0 && strings.Contains(windows[0], "__rn") {
-		users = "count(*) FILTER (WHERE __rn = 1)"
-	}
+func clampSQL(expr string, lo, hi float64) string {
+	return fmt.Sprintf("least(greatest(%s, %s), %s)", expr, num(lo), num(hi))
+}
+
+// rowAggregate aggregates bounded rows directly.
+func (p *Plan) rowAggregate(from string, groups []string, users string, where []string) string {
 	cols := append([]string{}, groups...)
 	cols = append(cols, users+" AS __users")
-	for j, a := range q.Aggs {
+	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
-		clamped := fmt.Sprintf("least(greatest(%s::DOUBLE, %s), %s)", arg, num(a.Min), num(a.Max))
-		mid := (a.Min + a.Max) / 2
+		clamped := clampSQL(arg+"::DOUBLE", a.Min, a.Max)
+		mid := num((a.Min + a.Max) / 2)
 		switch a.Kind {
 		case sandbox.Count:
 			cols = append(cols, fmt.Sprintf("count(%s) AS __c%d", arg, j))
@@ -244,9 +273,9 @@ func (p *Plan) sql(salt uint32) string {
 			cols = append(cols, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clamped, j))
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 			cols = append(cols, fmt.Sprintf("count(%s) AS __c%d", arg, j))
-			cols = append(cols, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __s%d", clamped, num(mid), j))
+			cols = append(cols, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __s%d", clamped, mid, j))
 			if a.Kind != sandbox.Avg {
-				cols = append(cols, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0) AS __q%d", clamped, num(mid), clamped, num(mid), j))
+				cols = append(cols, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0) AS __q%d", clamped, mid, clamped, mid, j))
 			}
 		case sandbox.Quantile:
 			width := a.Max - a.Min
@@ -257,21 +286,56 @@ func (p *Plan) sql(salt uint32) string {
 				treeLeaves-1, clamped, num(a.Min), num(width), treeLeaves, arg, j))
 		}
 	}
-
-	var b strings.Builder
-	fmt.Fprintf(&b, "WITH __base AS (%s)", q.Base)
-	from := "__base"
-	if len(windows) > 0 {
-		fmt.Fprintf(&b, ", __ranked AS (SELECT *, %s FROM __base)", strings.Join(windows, ", "))
-		from = "__ranked"
-	}
-	fmt.Fprintf(&b, " SELECT %s FROM %s", strings.Join(cols, ", "), from)
+	out := fmt.Sprintf(" SELECT %s FROM %s", strings.Join(cols, ", "), from)
 	if len(where) > 0 {
-		fmt.Fprintf(&b, " WHERE %s", strings.Join(where, " AND "))
+		out += " WHERE " + strings.Join(where, " AND ")
 	}
-	if gl != "" {
-		fmt.Fprintf(&b, " GROUP BY %s", gl)
+	return out
+}
+
+// partialAggregate aggregates per (patient, group), clamps the partials and
+// sums them per group.
+func (p *Plan) partialAggregate(groups []string, salt uint32) string {
+	C := float64(p.rowsPerGroup)
+	keys := append([]string{"__pu"}, groups...)
+	partial := append([]string{}, keys...)
+	final := append([]string{}, groups...)
+	final = append(final, "count(*) AS __users")
+	for j, a := range p.Query.Aggs {
+		arg := fmt.Sprintf("__a%d", j)
+		clamped := clampSQL(arg+"::DOUBLE", a.Min, a.Max)
+		mid := (a.Min + a.Max) / 2
+		half := (a.Max - a.Min) / 2
+		switch a.Kind {
+		case sandbox.Count:
+			partial = append(partial, fmt.Sprintf("count(%s) AS __pc%d", arg, j))
+			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
+		case sandbox.CountUnits:
+			final = append(final, fmt.Sprintf("count(*) AS __c%d", j))
+		case sandbox.Sum:
+			partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS __ps%d", clamped, j))
+			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
+		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
+			partial = append(partial, fmt.Sprintf("count(%s) AS __pc%d", arg, j))
+			partial = append(partial, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __ps%d", clamped, num(mid), j))
+			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
+			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), -C*half, C*half), j))
+			if a.Kind != sandbox.Avg {
+				partial = append(partial, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0) AS __pq%d", clamped, num(mid), clamped, num(mid), j))
+				final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __q%d", clampSQL(fmt.Sprintf("__pq%d", j), 0, C*half*half), j))
+			}
+		}
 	}
-	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
-	return b.String()
+	from, where := "__partial", ""
+	if p.groupsPerUnit > 1 {
+		// Each (patient, group) pair gets a salted hash; a patient keeps
+		// the pairs whose hash is among their MaxGroups smallest. The
+		// threshold is an aggregate per patient and a hash join, which is
+		// much cheaper than a window sort over all pairs.
+		partial = append(partial, fmt.Sprintf("hash(%s, %d) AS __h", strings.Join(keys, ", "), salt))
+		from = fmt.Sprintf("__partial JOIN (SELECT __pu, list_max(min(__h, %d)) AS __th FROM __partial GROUP BY __pu) USING (__pu)", p.groupsPerUnit)
+		where = " WHERE __h <= __th"
+	}
+	out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base GROUP BY %s)", strings.Join(partial, ", "), strings.Join(keys, ", "))
+	return fmt.Sprintf("%s SELECT %s FROM %s%s", out, strings.Join(final, ", "), from, where)
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"math/big"
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
@@ -433,8 +434,11 @@ func toFloat(v any) float64 {
 		return t
 	case float32:
 		return float64(t)
+	case *big.Int:
+		f, _ := new(big.Float).SetInt(t).Float64()
+		return f
 	}
-	return 0
+	panic(fmt.Sprintf("release: unexpected aggregate type %T", v)) // a plan bug; never release a made-up zero
 }
 
 // toMap reads a DuckDB MAP(INTEGER, UBIGINT) histogram.

@@ -1,0 +1,138 @@
+package privacy_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/sandbox"
+)
+
+// visits: patient 1 is a heavy user with 50 visits in each of 6
+// departments costing 100 each; patients 2..101 have one visit in "A"
+// costing 10.
+func loadVisits(t *testing.T) *engine.Engine {
+	t.Helper()
+	ctx := context.Background()
+	e, err := engine.Open(ctx, engine.Config{MemoryLimit: "512MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "patient_id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "dept", Type: arrow.BinaryTypes.String},
+		{Name: "cost", Type: arrow.PrimitiveTypes.Float64},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	add := func(pid int64, dept string, cost float64) {
+		b.Field(0).(*array.Int64Builder).Append(pid)
+		b.Field(1).(*array.StringBuilder).Append(dept)
+		b.Field(2).(*array.Float64Builder).Append(cost)
+	}
+	for _, d := range []string{"A", "B", "C", "D", "E", "F"} {
+		for i := 0; i < 50; i++ {
+			add(1, d, 100)
+		}
+	}
+	for p := int64(2); p <= 101; p++ {
+		add(p, "A", 10)
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	if err := e.CreateTable(ctx, "h", "visits", schema); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.NewLoader(ctx, "h", "visits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func visitsScope() sandbox.Scope {
+	lo, hi := 0.0, 1000.0
+	pol := catalog.Policy{
+		Tables: []catalog.Table{{Name: "visits", Columns: []catalog.Column{
+			{Name: "patient_id", Role: catalog.Unit},
+			{Name: "dept", Role: catalog.Attribute},
+			{Name: "cost", Role: catalog.Attribute, Min: &lo, Max: &hi},
+		}}},
+		Contribution: catalog.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1,
+	}
+	return sandbox.Scope{Sources: []sandbox.Source{{Dataset: "h", Grade: catalog.General, Table: pol.Tables[0], Policy: pol}}}
+}
+
+// TestContributionBounds runs the planned SQL (before noise) and checks that
+// the heavy patient adds at most MaxRows rows to a group and appears in at
+// most MaxGroups groups, whichever plan shape is used.
+func TestContributionBounds(t *testing.T) {
+	e := loadVisits(t)
+	ctx := context.Background()
+	cases := []struct {
+		name, sql string
+	}{
+		{"partial aggregation", "SELECT dept, count(*) AS n, sum(cost) AS s FROM visits GROUP BY dept"},
+		{"row sampling for quantiles", "SELECT dept, count(*) AS n, sum(cost) AS s, median(cost) AS m FROM visits GROUP BY dept"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := sandbox.Analyze(ctx, e, tc.sql, visitsScope())
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := e.Query(ctx, plan.SQL, 100)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, plan.SQL)
+			}
+			col := map[string]int{}
+			for i, c := range res.Columns {
+				col[c.Name] = i
+			}
+			heavyGroups := 0
+			for _, r := range res.Rows {
+				dept := r[col["__g0"]].(string)
+				n := r[col["__c0"]].(int64)
+				sum := r[col["__s1"]].(float64)
+				if sum > 3*1000*float64(n) {
+					t.Errorf("%s: sum %g is more than %d rows at the bound", dept, sum, n)
+				}
+				heavy := n
+				if dept == "A" {
+					heavy = n - 100 // the 100 light patients
+					// The light patients add 1000; the heavy one at most
+					// MaxRows times the upper bound.
+					if heavySum := sum - 1000; heavySum < 0 || heavySum > 3*1000 {
+						t.Errorf("A: the heavy patient adds %g to the sum, outside [0, 3000]", heavySum)
+					}
+				}
+				if heavy > 3 {
+					t.Errorf("%s: the heavy patient adds %d rows, more than MaxRows 3", dept, heavy)
+				}
+				if heavy > 0 {
+					heavyGroups++
+				}
+			}
+			if heavyGroups > 2 || heavyGroups == 0 {
+				t.Errorf("the heavy patient appears in %d groups, want 1 or 2 (MaxGroups 2)", heavyGroups)
+			}
+		})
+	}
+}
