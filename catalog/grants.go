@@ -65,7 +65,7 @@ func scanRequest(row interface{ Scan(...any) error }) (AccessRequest, error) {
 
 // Request returns an access request.
 func (s *Store) Request(ctx context.Context, id string) (AccessRequest, error) {
-	r, err := scanRequest(s.db.QueryRowContext(ctx, `SELECT `+requestCols+` FROM access_requests WHERE id = $1`, id))
+	r, err := scanRequest(s.read.QueryRowContext(ctx, `SELECT `+requestCols+` FROM access_requests WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return AccessRequest{}, fault.E(fault.NotFound, "no access request %s", id)
 	}
@@ -77,7 +77,7 @@ func (s *Store) Request(ctx context.Context, id string) (AccessRequest, error) {
 
 // Requests lists access requests, newest first; researcher "" lists all.
 func (s *Store) Requests(ctx context.Context, researcher string) ([]AccessRequest, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+requestCols+` FROM access_requests WHERE $1 = '' OR researcher = $1 ORDER BY created_at DESC`, researcher)
+	rows, err := s.read.QueryContext(ctx, `SELECT `+requestCols+` FROM access_requests WHERE $1 = '' OR researcher = $1 ORDER BY created_at DESC`, researcher)
 	if err != nil {
 		return nil, fmt.Errorf("list access requests: %w", err)
 	}
@@ -212,7 +212,7 @@ func scanGrant(row interface{ Scan(...any) error }) (Grant, error) {
 
 // Grant returns a grant.
 func (s *Store) Grant(ctx context.Context, id string) (Grant, error) {
-	g, err := scanGrant(s.db.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = $1`, id))
+	g, err := scanGrant(s.read.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Grant{}, fault.E(fault.NotFound, "no grant %s", id)
 	}
@@ -224,7 +224,7 @@ func (s *Store) Grant(ctx context.Context, id string) (Grant, error) {
 
 // Grants lists grants, oldest first; researcher "" lists all.
 func (s *Store) Grants(ctx context.Context, researcher string) ([]Grant, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+grantCols+` FROM grants WHERE $1 = '' OR researcher = $1 ORDER BY created_at, id`, researcher)
+	rows, err := s.read.QueryContext(ctx, `SELECT `+grantCols+` FROM grants WHERE $1 = '' OR researcher = $1 ORDER BY created_at, id`, researcher)
 	if err != nil {
 		return nil, fmt.Errorf("list grants: %w", err)
 	}
@@ -332,7 +332,7 @@ func BalanceOf(g Grant) Balance { return balanceOf(g) }
 // Answer returns the stored answer to an identical earlier query on a grant.
 func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, error) {
 	var body string
-	err := s.db.QueryRowContext(ctx, `SELECT body FROM answers WHERE grant_id = $1 AND cache_key = $2`, grantID, key).Scan(&body)
+	err := s.read.QueryRowContext(ctx, `SELECT body FROM answers WHERE grant_id = $1 AND cache_key = $2`, grantID, key).Scan(&body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}

@@ -32,7 +32,10 @@ const (
 // budgets and the answer cache. All SQL is written once, with $N
 // placeholders, for both SQLite and PostgreSQL.
 type Store struct {
-	db      *sql.DB
+	db *sql.DB
+	// read serves reads. For SQLite it is a separate pool of connections,
+	// so reads run beside the one writer (WAL); for PostgreSQL it is db.
+	read    *sql.DB
 	dialect Dialect
 	now     func() time.Time
 }
@@ -42,15 +45,16 @@ type Store struct {
 // migrations.
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	var (
-		db      *sql.DB
-		err     error
-		dialect Dialect
+		db, read *sql.DB
+		err      error
+		dialect  Dialect
 	)
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		dialect = Postgres
 		db, err = sql.Open("pgx", dsn)
 		if err == nil {
 			db.SetMaxOpenConns(16)
+			read = db
 		}
 	} else {
 		path := strings.TrimPrefix(dsn, "sqlite:")
@@ -64,6 +68,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			// One writer at a time is SQLite's rule; one connection keeps
 			// writers queued in Go instead of spinning on SQLITE_BUSY.
 			db.SetMaxOpenConns(1)
+			q.Set("_txlock", "deferred")
+			read, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+			if err == nil {
+				read.SetMaxOpenConns(4)
+			}
 		}
 	}
 	if err != nil {
@@ -73,7 +82,10 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("connect to metadata store: %w", err)
 	}
-	s := &Store{db: db, dialect: dialect, now: func() time.Time { return time.Now().UTC() }}
+	if read == nil {
+		read = db
+	}
+	s := &Store{db: db, read: read, dialect: dialect, now: func() time.Time { return time.Now().UTC() }}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -89,7 +101,12 @@ func (s *Store) DB() *sql.DB { return s.db }
 func (s *Store) Dialect() Dialect { return s.dialect }
 
 // Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.read != s.db {
+		s.read.Close()
+	}
+	return s.db.Close()
+}
 
 // migrations are applied in order, each once; never edit one that has
 // shipped, add a new one.
@@ -249,7 +266,7 @@ func scanPerson(row interface{ Scan(...any) error }) (Person, error) {
 
 // Person returns a person by id.
 func (s *Store) Person(ctx context.Context, id string) (Person, error) {
-	p, err := scanPerson(s.db.QueryRowContext(ctx, `SELECT `+personCols+` FROM people p JOIN orgs o ON o.id = p.org_id WHERE p.id = $1`, id))
+	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+` FROM people p JOIN orgs o ON o.id = p.org_id WHERE p.id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Person{}, fault.E(fault.NotFound, "no person %s", id)
 	}
@@ -285,7 +302,7 @@ func (s *Store) IssueToken(ctx context.Context, personID, label string) (id, tok
 
 // Authenticate returns the active person holding token.
 func (s *Store) Authenticate(ctx context.Context, token string) (Person, error) {
-	p, err := scanPerson(s.db.QueryRowContext(ctx, `SELECT `+personCols+` FROM tokens t JOIN people p ON p.id = t.person_id
+	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+` FROM tokens t JOIN people p ON p.id = t.person_id
 		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1 AND t.revoked_at IS NULL`, HashToken(token)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Person{}, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
@@ -364,7 +381,7 @@ const datasetCols = `name, grade, info, policy, rows_total, units, needs_regrade
 
 // Dataset returns a registered dataset.
 func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
-	d, err := scanDataset(s.db.QueryRowContext(ctx, `SELECT `+datasetCols+` FROM datasets WHERE name = $1`, name))
+	d, err := scanDataset(s.read.QueryRowContext(ctx, `SELECT `+datasetCols+` FROM datasets WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Dataset{}, fault.E(fault.NotFound, "no dataset %s", name)
 	}
@@ -376,7 +393,7 @@ func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
 
 // Datasets lists every registered dataset.
 func (s *Store) Datasets(ctx context.Context) ([]Dataset, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+datasetCols+` FROM datasets ORDER BY name`)
+	rows, err := s.read.QueryContext(ctx, `SELECT `+datasetCols+` FROM datasets ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list datasets: %w", err)
 	}
