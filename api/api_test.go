@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -79,8 +80,21 @@ func mustRemarshal(t *testing.T, in, out any) {
 	}
 }
 
+// eachStore runs fn against the SQLite store and, when GATEWAY_TEST_POSTGRES
+// names a database, against PostgreSQL too.
+func eachStore(t *testing.T, fn func(t *testing.T, metadata func(t *testing.T) string)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, func(*testing.T) string { return "" }) })
+	if dsn := os.Getenv("GATEWAY_TEST_POSTGRES"); dsn != "" {
+		t.Run("postgres", func(t *testing.T) { fn(t, func(t *testing.T) string { return apitest.PostgresSchema(t, dsn) }) })
+	}
+}
+
 func TestQueryEndToEnd(t *testing.T) {
-	env := apitest.New(t, apitest.Options{Patients: 3000})
+	eachStore(t, testQueryEndToEnd)
+}
+
+func testQueryEndToEnd(t *testing.T, metadata func(*testing.T) string) {
+	env := apitest.New(t, apitest.Options{Patients: 3000, Metadata: metadata(t)})
 	status, a, e := query(t, env, "researcher_internal", "SELECT sex, count(*) AS n FROM patients GROUP BY sex", 0.1)
 	if status != http.StatusOK {
 		t.Fatalf("status %d: %+v", status, e)
@@ -275,7 +289,11 @@ func TestBudgetExhaustedAndRevocation(t *testing.T) {
 // TestConcurrentQueriesNeverOverspend sends 50 concurrent distinct queries
 // against a budget with room for 5.
 func TestConcurrentQueriesNeverOverspend(t *testing.T) {
-	env := apitest.New(t, apitest.Options{Patients: 1000, Epsilon: 0.5})
+	eachStore(t, testConcurrentQueriesNeverOverspend)
+}
+
+func testConcurrentQueriesNeverOverspend(t *testing.T, metadata func(*testing.T) string) {
+	env := apitest.New(t, apitest.Options{Patients: 1000, Epsilon: 0.5, Metadata: metadata(t)})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	codes := map[int]int{}
@@ -301,7 +319,11 @@ func TestConcurrentQueriesNeverOverspend(t *testing.T) {
 }
 
 func TestGovernanceFlow(t *testing.T) {
-	env := apitest.New(t, apitest.Options{Patients: 500})
+	eachStore(t, testGovernanceFlow)
+}
+
+func testGovernanceFlow(t *testing.T, metadata func(*testing.T) string) {
+	env := apitest.New(t, apitest.Options{Patients: 500, Metadata: metadata(t)})
 	var created struct{ ID, State string }
 	status, err := env.Do("POST", "/v1/access-requests", "researcher", map[string]any{
 		"datasets": []string{"demo_hospital"}, "purpose": "diabetes cost study", "epsilon": 1.0,
@@ -352,7 +374,11 @@ func TestGovernanceFlow(t *testing.T) {
 }
 
 func TestQuotaMeasured(t *testing.T) {
-	env := apitest.New(t, apitest.Options{Patients: 2000})
+	eachStore(t, testQuotaMeasured)
+}
+
+func testQuotaMeasured(t *testing.T, metadata func(*testing.T) string) {
+	env := apitest.New(t, apitest.Options{Patients: 2000, Metadata: metadata(t)})
 	// Internal use is recorded but does not count.
 	if status, _, e := query(t, env, "researcher_internal", "SELECT count(*) FROM patients", 0.1); status != 200 {
 		t.Fatalf("%d %+v", status, e)

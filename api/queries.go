@@ -293,7 +293,7 @@ func (s *Server) record(p catalog.Person, g catalog.Grant, q *sandbox.Query, res
 		id = catalog.NewID("qry")
 	}
 	return catalog.QueryRecord{
-		ID: id, GrantID: g.ID, Researcher: p.ID, Datasets: q.Datasets, SQL: q.Canonical,
+		ID: id, GrantID: g.ID, Researcher: p.ID, Datasets: q.Datasets, SQL: q.SQL,
 		Epsilon: cost.Epsilon, Delta: cost.Delta, Outcome: outcome, Cached: res.Cached, Time: time.Now().UTC(),
 	}
 }

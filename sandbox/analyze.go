@@ -140,9 +140,8 @@ type Order struct {
 
 // Query is an accepted query, ready for privacy to wrap.
 type Query struct {
-	// Canonical is the query as DuckDB prints it back: the same question
-	// spelled differently maps to the same text (the answer cache key).
-	Canonical string
+	// SQL is the query as the researcher sent it.
+	SQL string
 	// Key identifies the question for the answer cache: the syntax tree
 	// without positions, with identifiers folded to lower case (DuckDB's
 	// identifiers are case-insensitive; string constants are not folded).
@@ -219,11 +218,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	if err != nil {
 		return nil, err
 	}
-	canon, err := deserialize(ctx, p, stmts[0], sel)
-	if err != nil {
-		return nil, err
-	}
-	q.Canonical = canon
+	q.SQL = strings.TrimSpace(sql)
 	q.Key = cacheKey(sel)
 	if q.Base, err = deserialize(ctx, p, stmts[0], base); err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,33 @@ type Env struct {
 	Audit  *audit.Log
 	Quota  *quota.Tracker
 	Client *http.Client
+}
+
+// PostgresSchema creates a schema of its own in the PostgreSQL database at
+// dsn, dropped when tb ends, and returns a DSN that uses it.
+func PostgresSchema(tb testing.TB, dsn string) string {
+	tb.Helper()
+	ctx := context.Background()
+	admin, err := catalog.Open(ctx, dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer admin.Close()
+	schema := fmt.Sprintf("api_%d", time.Now().UnixNano())
+	if _, err := admin.DB().ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if a, err := catalog.Open(context.Background(), dsn); err == nil {
+			a.DB().Exec("DROP SCHEMA " + schema + " CASCADE")
+			a.Close()
+		}
+	})
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "search_path=" + schema
 }
 
 // LoadDemo generates the demo dataset into e and returns its row count.
