@@ -332,9 +332,12 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		// the pairs whose hash is among their MaxGroups smallest. The
 		// threshold is an aggregate per patient and a hash join, which is
 		// much cheaper than a window sort over all pairs.
+		// Only patients with more than MaxGroups groups need a threshold.
 		partial = append(partial, fmt.Sprintf("hash(%s, %d) AS __h", strings.Join(keys, ", "), salt))
-		from = fmt.Sprintf("__partial JOIN (SELECT __pu, list_max(min(__h, %d)) AS __th FROM __partial GROUP BY __pu) USING (__pu)", p.groupsPerUnit)
-		where = " WHERE __h <= __th"
+		from = fmt.Sprintf("__partial LEFT JOIN (SELECT __pu, list_max(min(__h, %d)) AS __th FROM __partial "+
+			"SEMI JOIN (SELECT __pu FROM __partial GROUP BY __pu HAVING count(*) > %d) USING (__pu) GROUP BY __pu) USING (__pu)",
+			p.groupsPerUnit, p.groupsPerUnit)
+		where = " WHERE __th IS NULL OR __h <= __th"
 	}
 	out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base GROUP BY %s)", strings.Join(partial, ", "), strings.Join(keys, ", "))
 	return fmt.Sprintf("%s SELECT %s FROM %s%s", out, strings.Join(final, ", "), from, where)
