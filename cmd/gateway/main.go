@@ -35,6 +35,15 @@ Commands:
                                     (default DIR/metadata.db)
   serve         serve registered datasets without demo data
                   --config FILE     YAML configuration (see gateway.example.yaml)
+  dataset register --as STEWARD [--dir DIR] MANIFEST.yaml
+                register (or reload) a dataset from Parquet, CSV or Arrow files
+                with its grade, description and column policy; a reload that
+                changes the row count materially flags it for re-grading
+  dataset suggest TABLE=FILE...
+                print a starting manifest and policy for files
+  catalog report [--dir DIR] [--json]
+                the Article 6 report: source, category, grade, scale, purpose,
+                method, responsible party, cross-border transmission, protection
   audit verify  check the audit log's hash chain and signed heads
                   --dir DIR | --metadata DSN
   help          show this text
@@ -78,6 +87,13 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 		return runDemo(ctx, args[1:], stdout, log)
 	case "serve":
 		return runServe(ctx, args[1:], log)
+	case "dataset":
+		return runDataset(ctx, args[1:], stdout, log)
+	case "catalog":
+		if len(args) < 2 || args[1] != "report" {
+			return usageError{"catalog takes the subcommand report"}
+		}
+		return runReport(ctx, args[2:], stdout)
 	case "audit":
 		if len(args) < 2 || args[1] != "verify" {
 			return usageError{"audit takes the subcommand verify"}

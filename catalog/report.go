@@ -1,0 +1,35 @@
+package catalog
+
+import "fmt"
+
+// ReportLine is one dataset in the Article 6 report to the authority: source,
+// category, grade, scale, purpose and method of processing, responsible
+// party, cross-border transmission and protection measures. It never holds
+// a data value.
+type ReportLine struct {
+	Dataset      string `json:"dataset"`
+	Source       string `json:"source"`
+	Category     string `json:"category"`
+	Grade        Grade  `json:"grade"`
+	Scale        string `json:"scale"`
+	Purpose      string `json:"purpose"`
+	Method       string `json:"processing_method"`
+	Responsible  string `json:"responsible_party"`
+	CrossBorder  string `json:"cross_border"`
+	Protection   string `json:"protection_measures"`
+	NeedsRegrade bool   `json:"needs_regrade"`
+}
+
+// Report builds the Article 6 report for datasets.
+func Report(ds []Dataset) []ReportLine {
+	out := []ReportLine{}
+	for _, d := range ds {
+		out = append(out, ReportLine{
+			Dataset: d.Name, Source: d.Source, Category: d.Category, Grade: d.Grade,
+			Scale:   fmt.Sprintf("%d rows, %d patients, %d tables", d.Rows, d.Units, len(d.Policy.Tables)),
+			Purpose: d.Purpose, Method: d.Method, Responsible: d.Responsible, CrossBorder: d.CrossBorder,
+			Protection: d.Protection, NeedsRegrade: d.NeedsRegrade,
+		})
+	}
+	return out
+}
