@@ -32,8 +32,11 @@ type Config struct {
 	// Limits bound each query; QueryTimeout is its wall-clock limit.
 	Limits       privacy.Limits
 	QueryTimeout time.Duration
-	// MaxBody caps request bodies in bytes.
-	MaxBody int64
+	// MaxBody caps request bodies in bytes; MaxUpload caps dataset uploads.
+	MaxBody   int64
+	MaxUpload int64
+	// Registrar, when set, lets stewards register datasets over the API.
+	Registrar *catalog.Registrar
 	// Quota, when set, checks and measures the Article 11 quota.
 	Quota *quota.Tracker
 }
@@ -52,6 +55,9 @@ func New(cfg Config) *Server {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
 	}
+	if cfg.MaxUpload <= 0 {
+		cfg.MaxUpload = 4 << 30
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -69,6 +75,10 @@ func New(cfg Config) *Server {
 	v1.POST("/queries", s.require(catalog.Researcher), s.postQuery)
 	v1.GET("/budgets", s.require(catalog.Researcher, catalog.Auditor), s.getBudgets)
 	v1.GET("/datasets", s.getDatasets)
+	v1.POST("/datasets", s.require(catalog.Steward), s.postDataset)
+	v1.POST("/datasets/upload", s.require(catalog.Steward), s.uploadDataset)
+	v1.POST("/datasets/:name/grade", s.require(catalog.Steward), s.confirmGrade)
+	v1.GET("/catalog/report", s.require(catalog.Steward, catalog.Approver, catalog.Auditor), s.getReport)
 	v1.POST("/access-requests", s.require(catalog.Researcher), s.postRequest)
 	v1.GET("/access-requests", s.listRequests)
 	v1.GET("/access-requests/:id", s.getRequest)
@@ -103,12 +113,16 @@ func person(c *gin.Context) catalog.Person {
 }
 
 func (s *Server) limitBody(c *gin.Context) {
-	if c.Request.ContentLength > s.cfg.MaxBody {
-		s.fail(c, fault.E(fault.TooLarge, "request body is %d bytes; the limit is %d", c.Request.ContentLength, s.cfg.MaxBody))
+	limit := s.cfg.MaxBody
+	if c.FullPath() == "/v1/datasets/upload" {
+		limit = s.cfg.MaxUpload
+	}
+	if c.Request.ContentLength > limit {
+		s.fail(c, fault.E(fault.TooLarge, "request body is %d bytes; the limit is %d", c.Request.ContentLength, limit))
 		c.Abort()
 		return
 	}
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBody)
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
 	c.Next()
 }
 

@@ -408,3 +408,30 @@ func (s *Store) Datasets(ctx context.Context) ([]Dataset, error) {
 	}
 	return out, rows.Err()
 }
+
+// Regrade sets a dataset's grade after a steward's review, clears its
+// re-grade flag, and records the change in the grade history (Art. 7).
+func (s *Store) Regrade(ctx context.Context, name string, grade Grade, by, reason string) (Dataset, error) {
+	if !grade.Valid() {
+		return Dataset{}, fault.E(fault.Invalid, "grade %q is not one of core, important, general", grade)
+	}
+	if strings.TrimSpace(reason) == "" {
+		return Dataset{}, fault.E(fault.Invalid, "give the reason for the grade")
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE datasets SET grade = $1, needs_regrade = FALSE, updated_at = $2 WHERE name = $3`, string(grade), ts(s.now()), name)
+		if err != nil {
+			return fmt.Errorf("regrade %s: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fault.E(fault.NotFound, "no dataset %s", name)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO grade_history (dataset, grade, changed_by, reason, changed_at) VALUES ($1, $2, $3, $4, $5)`,
+			name, string(grade), by, reason, ts(s.now()))
+		return err
+	})
+	if err != nil {
+		return Dataset{}, err
+	}
+	return s.Dataset(ctx, name)
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/demo"
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/engine/synth"
 	"github.com/hospital/gateway/quota"
 )
@@ -156,7 +157,12 @@ func New(tb testing.TB, o Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := api.New(api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout})
+	key, err := atrest.NewKey(atrest.SM4GCM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	reg := &catalog.Registrar{Store: store, Engine: eng, Dir: dir, Key: key}
+	srv := api.New(api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg})
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
 	return &Env{URL: hs.URL, Tokens: tokens, Store: store, Engine: eng, Audit: log, Quota: q,

@@ -139,6 +139,7 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 	srv := api.New(api.Config{
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
 		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota,
+		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key},
 	})
 	ln, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {

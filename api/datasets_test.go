@@ -1,0 +1,109 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hospital/gateway/api/apitest"
+)
+
+const clinicManifest = `{"name": "clinic", "grade": "important", "source": "clinic export", "category": "visits",
+ "purpose": "planning", "processing_method": "DP aggregates", "responsible_party": "Clinic Office", "cross_border": "none",
+ "protection_measures": "SM4 at rest",
+ "policy": {"tables": [{"name": "visits", "columns": [
+   {"name": "patient_id", "role": "unit"}, {"name": "name", "role": "identifier"},
+   {"name": "clinic", "role": "attribute", "public": ["North", "South"]}, {"name": "fee", "role": "attribute", "min": 0, "max": 100}]}],
+  "contribution": {"max_groups": 1, "max_rows": 2}, "k": 5, "special_k": 10, "special_share": 0.5}}`
+
+func upload(t *testing.T, env *apitest.Env, who, csv string) (int, map[string]any) {
+	t.Helper()
+	var body bytes.Buffer
+	w := multipart.NewWriter(&body)
+	w.WriteField("manifest", clinicManifest)
+	fw, _ := w.CreateFormFile("table:visits", "visits.csv")
+	fw.Write([]byte(csv))
+	w.Close()
+	req, _ := http.NewRequest("POST", env.URL+"/v1/datasets/upload", &body)
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+env.Tokens[who])
+	resp, err := env.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func visitsCSV(n int) string {
+	var b strings.Builder
+	b.WriteString("patient_id,name,clinic,fee\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "%d,Person %d,%s,%d\n", i, i, []string{"North", "South"}[i%2], i%90)
+	}
+	return b.String()
+}
+
+// TestRegisterOverAPI uploads a CSV as a steward, has it approved for a
+// researcher, queries it, and reloads it with a different scale.
+func TestRegisterOverAPI(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 100})
+	if status, _ := upload(t, env, "researcher", visitsCSV(300)); status != 403 {
+		t.Fatalf("researcher registering: %d", status)
+	}
+	status, out := upload(t, env, "steward", visitsCSV(300))
+	if status != 201 {
+		t.Fatalf("upload: %d %v", status, out)
+	}
+	if ds := out["dataset"].(map[string]any); ds["units"].(float64) != 300 || ds["grade"] != "important" {
+		t.Fatalf("registered %v", ds)
+	}
+	// Grant access through the two-step approval and query it.
+	var req struct{ ID string }
+	env.Do("POST", "/v1/access-requests", "researcher_internal", map[string]any{"datasets": []string{"clinic"}, "purpose": "fees",
+		"epsilon": 1, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, &req)
+	env.Do("POST", "/v1/access-requests/"+req.ID+"/approve", "steward", nil, nil)
+	var st struct {
+		GrantID string `json:"grant_id"`
+	}
+	env.Do("POST", "/v1/access-requests/"+req.ID+"/verify", "approver", nil, &st)
+	var a map[string]any
+	status, _ = env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT clinic, avg(fee) AS fee FROM visits GROUP BY clinic", "grant_id": st.GrantID, "epsilon": 0.5}, &a)
+	if status != 200 || len(a["rows"].([]any)) != 2 || a["grade"] != "important" {
+		t.Fatalf("query: %d %v", status, a)
+	}
+	// A reload at a third of the scale flags it for re-grading.
+	status, out = upload(t, env, "steward", visitsCSV(100))
+	if status != 201 || out["flagged_for_regrade"] != true {
+		t.Fatalf("reload: %d %v", status, out)
+	}
+	var rep struct {
+		Datasets []map[string]any `json:"datasets"`
+	}
+	env.Do("GET", "/v1/catalog/report", "auditor", nil, &rep)
+	found := false
+	for _, d := range rep.Datasets {
+		if d["dataset"] == "clinic" {
+			found = d["needs_regrade"] == true && strings.Contains(d["scale"].(string), "100 patients")
+		}
+	}
+	if !found {
+		t.Fatalf("report %v", rep)
+	}
+	var d map[string]any
+	if status, _ := env.Do("POST", "/v1/datasets/clinic/grade", "steward", map[string]string{"grade": "general", "reason": "reviewed after reload"}, &d); status != 200 || d["needs_regrade"] != false || d["grade"] != "general" {
+		t.Fatalf("regrade: %d %v", status, d)
+	}
+	// A manifest that does not match the file is refused with a clear message.
+	bad := strings.Replace(visitsCSV(10), "fee", "price", 1)
+	if status, out := upload(t, env, "steward", bad); status != 400 || !strings.Contains(fmt.Sprint(out), "price") {
+		t.Fatalf("mismatched file: %d %v", status, out)
+	}
+}
