@@ -22,20 +22,20 @@ import (
 // Article 6 description and the column policy, with each table's source
 // file. See cmd/gateway/testdata/clinic.yaml for an example.
 type Manifest struct {
-	Name        string        `yaml:"name" json:"name"`
-	Grade       Grade `yaml:"grade" json:"grade"`
-	Source      string        `yaml:"source" json:"source"`
-	Category    string        `yaml:"category" json:"category"`
-	Purpose     string        `yaml:"purpose" json:"purpose"`
-	Method      string        `yaml:"processing_method" json:"processing_method"`
-	Responsible string        `yaml:"responsible_party" json:"responsible_party"`
-	CrossBorder string        `yaml:"cross_border" json:"cross_border"`
-	Protection  string        `yaml:"protection_measures" json:"protection_measures"`
+	Name        string `yaml:"name" json:"name"`
+	Grade       Grade  `yaml:"grade" json:"grade"`
+	Source      string `yaml:"source" json:"source"`
+	Category    string `yaml:"category" json:"category"`
+	Purpose     string `yaml:"purpose" json:"purpose"`
+	Method      string `yaml:"processing_method" json:"processing_method"`
+	Responsible string `yaml:"responsible_party" json:"responsible_party"`
+	CrossBorder string `yaml:"cross_border" json:"cross_border"`
+	Protection  string `yaml:"protection_measures" json:"protection_measures"`
 	// RegradeShare is the change in row count, as a share, that flags the
 	// dataset for re-grading on reload (Art. 7); default 0.2.
 	RegradeShare float64           `yaml:"regrade_share" json:"regrade_share"`
 	Files        map[string]string `yaml:"files" json:"files"` // table name -> Parquet, CSV or Arrow file
-	Policy       Policy    `yaml:"policy" json:"policy"`
+	Policy       Policy            `yaml:"policy" json:"policy"`
 }
 
 // ReadManifest reads and checks a manifest file; relative file paths are
@@ -83,7 +83,6 @@ func (m *Manifest) Check() error {
 	}
 	return nil
 }
-
 
 // checkSchema compares a file's columns with the table's policy.
 func checkSchema(t Table, names []string) error {
