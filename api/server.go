@@ -88,6 +88,16 @@ func New(cfg Config) *Server {
 	v1.POST("/grants/:id/revoke", s.require(catalog.Steward, catalog.Approver), s.revokeGrant)
 	v1.GET("/quota", s.require(catalog.Auditor, catalog.Steward), s.getQuota)
 	v1.POST("/quota/risk-assessments", s.require(catalog.Approver), s.postAssessment)
+	v1.GET("/people", s.require(catalog.Admin, catalog.Auditor), s.listPeople)
+	v1.POST("/people", s.require(catalog.Admin), s.postPerson)
+	v1.POST("/people/:id/roles", s.require(catalog.Admin), s.setRoles)
+	v1.POST("/people/:id/deactivate", s.require(catalog.Admin), s.setActive(false))
+	v1.POST("/people/:id/activate", s.require(catalog.Admin), s.setActive(true))
+	v1.POST("/people/:id/tokens", s.require(catalog.Admin), s.issueToken)
+	v1.GET("/people/:id/tokens", s.require(catalog.Admin, catalog.Auditor), s.listTokens)
+	v1.POST("/tokens/:id/revoke", s.require(catalog.Admin), s.revokeToken)
+	v1.POST("/tokens/:id/rotate", s.require(catalog.Admin), s.rotateToken)
+	v1.POST("/orgs/:id/export-assessment", s.require(catalog.Approver), s.postExportAssessment)
 	v1.GET("/audit", s.require(catalog.Auditor), s.getAudit)
 	v1.GET("/audit/verify", s.require(catalog.Auditor), s.getAuditVerify)
 	return s
@@ -158,6 +168,8 @@ func (s *Server) require(roles ...catalog.PersonRole) gin.HandlerFunc {
 		c.Abort()
 	}
 }
+
+func invalid(format string, args ...any) error { return fault.E(fault.Invalid, format, args...) }
 
 // errorBody is the contract's error shape.
 type errorBody struct {
