@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
@@ -56,6 +57,7 @@ func (s *Server) postQuery(c *gin.Context) {
 		return
 	}
 	resp, err := s.runQuery(ctx, p, req)
+	s.observe(ctx, p, resp, err)
 	if err != nil {
 		e := audit.Entry{Actor: p.ID, Role: roleText(p), Action: "query", Outcome: fault.KindOf(err).Code(),
 			Detail: detail(map[string]any{"sql": req.SQL, "grant_id": req.GrantID, "message": fault.Message(err)})}
@@ -69,10 +71,31 @@ func (s *Server) postQuery(c *gin.Context) {
 	c.JSON(http.StatusOK, resp.queryResponse)
 }
 
-// queryResult carries the response and what the audit entry needs.
+// queryResult carries the response and what the audit entry and the
+// detectors need.
 type queryResult struct {
 	queryResponse
-	datasets []string
+	datasets   []string
+	shape, key string
+	grantTotal float64
+}
+
+// observe hands a query's outcome to the abnormal-use detectors.
+func (s *Server) observe(ctx context.Context, p catalog.Person, res *queryResult, err error) {
+	if s.cfg.Alerts == nil {
+		return
+	}
+	e := alerts.Event{Person: p.ID, Outcome: "ok"}
+	if err != nil {
+		e.Outcome = fault.KindOf(err).Code()
+	}
+	if res != nil {
+		e.Dataset, e.Shape, e.Key, e.GrantID, e.GrantTotal = strings.Join(res.datasets, ","), res.shape, res.key, res.GrantID, res.grantTotal
+		if err == nil && !res.Cached {
+			e.Epsilon = res.Privacy.Epsilon
+		}
+	}
+	s.cfg.Alerts.Observe(ctx, e)
 }
 
 func badJSON(err error) error {
@@ -150,7 +173,7 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	if err != nil {
 		return nil, err
 	}
-	res := &queryResult{datasets: q.Datasets}
+	res := &queryResult{datasets: q.Datasets, shape: q.Shape, key: q.Key}
 	res.Grade = q.Grade
 	var grant catalog.Grant
 	var cands []catalog.Grant
@@ -176,7 +199,7 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 			return res, err
 		}
 	}
-	res.GrantID = grant.ID
+	res.GrantID, res.grantTotal = grant.ID, grant.EpsilonTotal
 	var used []catalog.Dataset
 	for _, name := range q.Datasets {
 		used = append(used, datasets[name])

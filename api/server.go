@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
@@ -37,6 +38,8 @@ type Config struct {
 	MaxUpload int64
 	// Registrar, when set, lets stewards register datasets over the API.
 	Registrar *catalog.Registrar
+	// Alerts, when set, watches query outcomes for abnormal use.
+	Alerts *alerts.Alerter
 	// Quota, when set, checks and measures the Article 11 quota.
 	Quota *quota.Tracker
 }
@@ -98,6 +101,9 @@ func New(cfg Config) *Server {
 	v1.POST("/tokens/:id/revoke", s.require(catalog.Admin), s.revokeToken)
 	v1.POST("/tokens/:id/rotate", s.require(catalog.Admin), s.rotateToken)
 	v1.POST("/orgs/:id/export-assessment", s.require(catalog.Approver), s.postExportAssessment)
+	v1.GET("/alerts", s.require(catalog.Auditor), s.listAlerts)
+	v1.POST("/alerts/:id/ack", s.require(catalog.Auditor), s.ackAlert)
+	v1.POST("/alerts/:id/incident", s.require(catalog.Auditor), s.openIncident)
 	v1.GET("/audit", s.require(catalog.Auditor), s.getAudit)
 	v1.GET("/audit/verify", s.require(catalog.Auditor), s.getAuditVerify)
 	return s

@@ -146,6 +146,9 @@ type Query struct {
 	// without positions, with identifiers folded to lower case (DuckDB's
 	// identifiers are case-insensitive; string constants are not folded).
 	Key string
+	// Shape is Key with constants blanked, to spot differencing: the same
+	// question asked with a slightly different filter.
+	Shape string
 	// Base selects, per input row after the WHERE clause, the privacy unit as
 	// __pu, each group key as __g0.., and each aggregate's argument as __a0..
 	Base     string
@@ -220,6 +223,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	}
 	q.SQL = strings.TrimSpace(sql)
 	q.Key = cacheKey(sel)
+	q.Shape = shapeKey(sel)
 	if q.Base, err = deserialize(ctx, p, stmts[0], base); err != nil {
 		return nil, err
 	}

@@ -231,3 +231,27 @@ func fold(v any) any {
 	}
 	return v
 }
+
+// shapeKey is cacheKey with every constant blanked: two queries with the same
+// shape and different keys differ only in their constants.
+func shapeKey(sel node) string {
+	b, _ := json.Marshal(blank(fold(sel)))
+	return string(b)
+}
+
+func blank(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		if t["class"] == "CONSTANT" {
+			return "?"
+		}
+		for k, c := range t {
+			t[k] = blank(c)
+		}
+	case []any:
+		for i, c := range t {
+			t[i] = blank(c)
+		}
+	}
+	return v
+}

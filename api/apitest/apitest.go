@@ -20,6 +20,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/api"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
@@ -38,6 +39,7 @@ type Options struct {
 	Metadata string
 	Threads  int
 	Timeout  time.Duration
+	Alerts   alerts.Config
 }
 
 // Env is a running gateway.
@@ -48,6 +50,7 @@ type Env struct {
 	Engine *engine.Engine
 	Audit  *audit.Log
 	Quota  *quota.Tracker
+	Alerts *alerts.Alerter
 	Client *http.Client
 }
 
@@ -162,10 +165,15 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	reg := &catalog.Registrar{Store: store, Engine: eng, Dir: dir, Key: key}
-	srv := api.New(api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg})
+	al, err := alerts.New(ctx, store, o.Alerts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(al.Close)
+	srv := api.New(api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al})
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
-	return &Env{URL: hs.URL, Tokens: tokens, Store: store, Engine: eng, Audit: log, Quota: q,
+	return &Env{URL: hs.URL, Tokens: tokens, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al,
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/api"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
@@ -30,6 +31,7 @@ type options struct {
 	QueryTimeout time.Duration `yaml:"query_timeout"`
 	MaxBody      int64         `yaml:"max_body_bytes"`
 	Limits       privacy.Limits
+	Alerts       alerts.Config
 }
 
 func (o *options) defaults() {
@@ -53,6 +55,7 @@ type gateway struct {
 	store  *catalog.Store
 	engine *engine.Engine
 	audit  *audit.Log
+	alerts *alerts.Alerter
 	key    atrest.Key
 	log    *slog.Logger
 }
@@ -75,6 +78,11 @@ func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway,
 		store.Close()
 		return nil, err
 	}
+	opts.Alerts.Log = log
+	if g.alerts, err = alerts.New(ctx, store, opts.Alerts); err != nil {
+		store.Close()
+		return nil, err
+	}
 	if g.engine, err = engine.Open(ctx, engine.Config{MemoryLimit: opts.MemoryLimit, Threads: opts.Threads}); err != nil {
 		store.Close()
 		return nil, err
@@ -83,6 +91,7 @@ func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway,
 }
 
 func (g *gateway) Close() error {
+	g.alerts.Close()
 	return errors.Join(g.engine.Close(), g.audit.Close(context.Background()), g.store.Close())
 }
 
@@ -138,7 +147,7 @@ func (g *gateway) loadDatasets(ctx context.Context) error {
 func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 	srv := api.New(api.Config{
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
-		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota,
+		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
 		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key},
 	})
 	ln, err := net.Listen("tcp", g.opts.Addr)

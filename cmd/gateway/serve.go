@@ -26,6 +26,9 @@ type fileConfig struct {
 	MaxGroups     int       `yaml:"max_groups"`
 	MaxEpsilon    float64   `yaml:"max_epsilon_per_query"`
 	QuotaWarnings []float64 `yaml:"quota_warnings"`
+	AlertWebhook  string    `yaml:"alert_webhook"`
+	WorkingHours  [2]int    `yaml:"working_hours"`
+	BurstQueries  int       `yaml:"burst_queries_per_minute"`
 }
 
 func loadConfig(path string) (options, []float64, error) {
@@ -39,6 +42,7 @@ func loadConfig(path string) (options, []float64, error) {
 	}
 	o := options{Addr: fc.Addr, Dir: fc.Dir, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
+	o.Alerts.Webhook, o.Alerts.Policy.WorkingHours, o.Alerts.Policy.BurstQueries = fc.AlertWebhook, fc.WorkingHours, fc.BurstQueries
 	if fc.QueryTimeout != "" {
 		if o.QueryTimeout, err = time.ParseDuration(fc.QueryTimeout); err != nil {
 			return options{}, nil, fmt.Errorf("config %s: query_timeout: %w", path, err)
@@ -84,6 +88,9 @@ func (g *gateway) quota(ctx context.Context, warnings []float64) (*quota.Tracker
 			b := []byte(fmt.Sprintf(`{"message":%q}`, message))
 			if _, err := g.audit.Append(ctx, audit.Entry{Actor: "gateway", Action: kind, Dataset: dataset, Grade: "core", Outcome: "alert", Detail: b}); err != nil {
 				g.log.Error("audit append failed", "action", kind, "err", err)
+			}
+			if _, err := g.alerts.Raise(ctx, kind, "", dataset, message, nil); err != nil {
+				g.log.Error("raise alert", "kind", kind, "err", err)
 			}
 		},
 	})
