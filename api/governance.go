@@ -268,3 +268,36 @@ func (s *Server) postAssessment(c *gin.Context) {
 		Grade: string(catalog.Core), Outcome: "ok", Detail: detail(map[string]any{"threshold": body.Threshold, "reference": body.Reference})})
 	c.JSON(http.StatusOK, st)
 }
+
+// getGrantHistory is a grant's budget over time: each charged release with
+// the running total. Auditors see every grant; researchers their own.
+func (s *Server) getGrantHistory(c *gin.Context) {
+	p := person(c)
+	g, err := s.cfg.Store.Grant(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if !p.Has(catalog.Auditor) && g.Researcher != p.ID {
+		s.fail(c, fault.E(fault.NotFound, "no grant %s", g.ID))
+		return
+	}
+	qs, err := s.cfg.Store.History(c.Request.Context(), g.ID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	type point struct {
+		catalog.QueryRecord
+		EpsilonCumulative float64 `json:"epsilon_cumulative"`
+	}
+	out := []point{}
+	total := 0.0
+	for _, q := range qs {
+		if !q.Cached {
+			total += q.Epsilon
+		}
+		out = append(out, point{q, total})
+	}
+	c.JSON(http.StatusOK, gin.H{"grant_id": g.ID, "epsilon_total": g.EpsilonTotal, "epsilon_spent": g.EpsilonSpent, "queries": out})
+}

@@ -106,6 +106,8 @@ func New(cfg Config) *Server {
 	v1.POST("/alerts/:id/incident", s.require(catalog.Auditor), s.openIncident)
 	v1.GET("/audit", s.require(catalog.Auditor), s.getAudit)
 	v1.GET("/audit/verify", s.require(catalog.Auditor), s.getAuditVerify)
+	v1.GET("/audit/export", s.require(catalog.Auditor), s.getExport)
+	v1.GET("/grants/:id/history", s.getGrantHistory)
 	return s
 }
 
@@ -158,6 +160,13 @@ func (s *Server) authenticate(c *gin.Context) {
 	}
 	c.Set(personKey, p)
 	c.Next()
+	// Reads are audited too (Art. 12): who looked at budgets, datasets,
+	// quotas or the log itself. Changes and queries audit themselves, and
+	// refusals are audited where they are made.
+	if c.Request.Method == http.MethodGet && c.Writer.Status() < 400 {
+		s.audit(c.Request.Context(), audit.Entry{Actor: p.ID, Role: roleText(p), Action: "read", Outcome: "ok",
+			Detail: detail(map[string]any{"path": c.Request.URL.Path, "query": c.Request.URL.RawQuery})})
+	}
 }
 
 // require lets the call through when the caller holds one of roles.

@@ -282,3 +282,36 @@ func TestHelperAppendForever(t *testing.T) {
 		fill(t, e, 1)
 	}
 }
+
+func TestSignedReports(t *testing.T) {
+	e := open(t, filepath.Join(t.TempDir(), "m.db"), nil)
+	fill(t, e, 12)
+	ctx := context.Background()
+	r, err := e.log.SignedReport(ctx, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil || len(r.Entries) != 12 {
+		t.Fatalf("report: %v %d", err, len(r.Entries))
+	}
+	if err := audit.VerifyExport(r, &e.key.PublicKey); err != nil {
+		t.Fatalf("genuine report: %v", err)
+	}
+	r.Entries[3].Actor = "someone_else"
+	if err := audit.VerifyExport(r, &e.key.PublicKey); err == nil {
+		t.Fatal("an altered report verified")
+	}
+	other, _ := sm2.GenerateKey(rand.Reader)
+	r2, _ := e.log.SignedReport(ctx, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err := audit.VerifyExport(r2, &other.PublicKey); err == nil {
+		t.Fatal("a report verified against another key")
+	}
+	b, err := e.log.CSV(r2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.VerifyCSV(b, &e.key.PublicKey); err != nil {
+		t.Fatalf("genuine csv: %v", err)
+	}
+	tampered := []byte(strings.Replace(string(b), "researcher", "r3searcher", 1))
+	if err := audit.VerifyCSV(tampered, &e.key.PublicKey); err == nil {
+		t.Fatal("an altered csv verified")
+	}
+}

@@ -411,3 +411,27 @@ func recordQuery(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
 
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.now() }
+
+// History lists a grant's queries, oldest first.
+func (s *Store) History(ctx context.Context, grantID string) ([]QueryRecord, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at
+		FROM queries WHERE grant_id = $1 ORDER BY created_at, id`, grantID)
+	if err != nil {
+		return nil, fmt.Errorf("load query history: %w", err)
+	}
+	defer rows.Close()
+	var out []QueryRecord
+	for rows.Next() {
+		var r QueryRecord
+		var ds, at string
+		if err := rows.Scan(&r.ID, &r.GrantID, &r.Researcher, &ds, &r.SQL, &r.Epsilon, &r.Delta, &r.Outcome, &r.Cached, &at); err != nil {
+			return nil, fmt.Errorf("load query history: %w", err)
+		}
+		if err := json.Unmarshal([]byte(ds), &r.Datasets); err != nil {
+			return nil, fmt.Errorf("decode query history: %w", err)
+		}
+		r.Time = parseTS(at)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -7,6 +7,7 @@ package apitest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/emmansun/gmsm/sm2"
 
 	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/api"
@@ -51,7 +53,9 @@ type Env struct {
 	Audit  *audit.Log
 	Quota  *quota.Tracker
 	Alerts *alerts.Alerter
-	Client *http.Client
+	// AuditKey signs the audit log's heads and exports.
+	AuditKey *sm2.PrivateKey
+	Client   *http.Client
 }
 
 // PostgresSchema creates a schema of its own in the PostgreSQL database at
@@ -141,7 +145,11 @@ func New(tb testing.TB, o Options) *Env {
 	if err := audit.Migrate(ctx, store.DB(), dialect); err != nil {
 		tb.Fatal(err)
 	}
-	log, err := audit.New(ctx, store.DB(), audit.Config{Dialect: dialect})
+	signer, err := sm2.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log, err := audit.New(ctx, store.DB(), audit.Config{Dialect: dialect, Signer: signer})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -173,7 +181,7 @@ func New(tb testing.TB, o Options) *Env {
 	srv := api.New(api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al})
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
-	return &Env{URL: hs.URL, Tokens: tokens, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al,
+	return &Env{URL: hs.URL, Tokens: tokens, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 }
 

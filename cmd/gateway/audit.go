@@ -5,12 +5,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
@@ -130,5 +132,54 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "audit log intact: %d entries from %d, %d signed heads checked, head %s\n",
 		rep.Entries, rep.FirstSeq, rep.SignedHeadsChecked, rep.Head)
+	return nil
+}
+
+// runCheckExport verifies a signed audit export (JSON or CSV) with the
+// gateway's public key alone, as an outside reviewer would.
+func runCheckExport(args []string, stdout io.Writer) error {
+	fs := newFlags("audit check-export")
+	pubPath := fs.String("public-key", "", "the gateway's audit public key file (keys/audit.pub)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() != 1 || *pubPath == "" {
+		return usageError{"audit check-export --public-key FILE EXPORT"}
+	}
+	pb, err := os.ReadFile(*pubPath)
+	if err != nil {
+		return fmt.Errorf("read public key: %w", err)
+	}
+	der, err := hex.DecodeString(strings.TrimSpace(string(pb)))
+	if err != nil {
+		return fmt.Errorf("public key %s: %w", *pubPath, err)
+	}
+	k, err := smx509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return fmt.Errorf("public key %s: %w", *pubPath, err)
+	}
+	pub, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("public key %s is not an SM2 key", *pubPath)
+	}
+	b, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("read export: %w", err)
+	}
+	if strings.HasPrefix(strings.TrimSpace(string(b)), "{") {
+		var r audit.Export
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("read export: %w", err)
+		}
+		if err := audit.VerifyExport(r, pub); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "export verified: %d entries from %s to %s\n", len(r.Entries), r.From.Format(time.RFC3339), r.To.Format(time.RFC3339))
+		return nil
+	}
+	if err := audit.VerifyCSV(b, pub); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "csv export verified")
 	return nil
 }

@@ -46,6 +46,8 @@ Commands:
                 method, responsible party, cross-border transmission, protection
   audit verify  check the audit log's hash chain and signed heads
                   --dir DIR | --metadata DSN
+  audit check-export --public-key FILE EXPORT
+                verify a signed audit export (JSON or CSV from GET /v1/audit/export)
   help          show this text
 
 Environment:
@@ -95,10 +97,13 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 		}
 		return runReport(ctx, args[2:], stdout)
 	case "audit":
-		if len(args) < 2 || args[1] != "verify" {
-			return usageError{"audit takes the subcommand verify"}
+		switch {
+		case len(args) >= 2 && args[1] == "verify":
+			return runAuditVerify(ctx, args[2:], stdout)
+		case len(args) >= 2 && args[1] == "check-export":
+			return runCheckExport(args[2:], stdout)
 		}
-		return runAuditVerify(ctx, args[2:], stdout)
+		return usageError{"audit takes the subcommand verify or check-export"}
 	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 
@@ -61,5 +64,35 @@ func TestAuditVerifyCommand(t *testing.T) {
 	err = run(ctx, []string{"audit", "verify", "--dir", dir}, &out, log)
 	if err == nil || !strings.Contains(out.String(), "entry 3") {
 		t.Fatalf("tampered log: %v %q", err, out.String())
+	}
+}
+
+func TestCheckExportCommand(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	g, err := openGateway(ctx, options{Dir: dir}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		g.audit.Append(ctx, audit.Entry{Actor: "auditor", Action: "read", Outcome: "ok"})
+	}
+	exp, err := g.audit.SignedReport(ctx, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	b, _ := json.Marshal(exp)
+	path := filepath.Join(t.TempDir(), "export.json")
+	os.WriteFile(path, b, 0o600)
+	pub := filepath.Join(dir, "keys", "audit.pub")
+	var out bytes.Buffer
+	if err := run(ctx, []string{"audit", "check-export", "--public-key", pub, path}, &out, log); err != nil || !strings.Contains(out.String(), "3 entries") {
+		t.Fatalf("genuine export: %v %q", err, out.String())
+	}
+	os.WriteFile(path, bytes.Replace(b, []byte(`"auditor"`), []byte(`"intruder"`), 1), 0o600)
+	if err := run(ctx, []string{"audit", "check-export", "--public-key", pub, path}, &out, log); err == nil {
+		t.Fatal("an altered export verified")
 	}
 }
