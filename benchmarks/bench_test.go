@@ -111,3 +111,39 @@ func BenchmarkSmallQueriesQPS(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "queries/s")
 }
+
+// BenchmarkAuditAndQuotaOverhead runs the core queries as the external
+// researcher (so every release is measured for the Article 11 quota, whose
+// line a recorded risk assessment lifts) on a full gateway and on one
+// without the audit log, the quota tracker and the detectors, and reports
+// the ratio of their latencies.
+func BenchmarkAuditAndQuotaOverhead(b *testing.B) {
+	full := apitest.New(b, apitest.Options{Patients: 250000, Epsilon: 100})
+	bare := apitest.New(b, apitest.Options{Patients: 250000, Epsilon: 100, Bare: true})
+	if status, err := full.Do("POST", "/v1/quota/risk-assessments", "approver", map[string]any{"dataset": "demo_hospital", "threshold": 1.0, "reference": "bench"}, nil); err != nil || status != 200 {
+		b.Fatalf("risk assessment: %d %v", status, err)
+	}
+	for _, q := range queries {
+		b.Run(q.name, func(b *testing.B) {
+			var fullT, bareT time.Duration
+			for i := 0; i < b.N; i++ {
+				for _, env := range []*apitest.Env{full, bare} {
+					start := time.Now()
+					var out map[string]any
+					status, err := env.Do("POST", "/v1/queries", "researcher", map[string]any{"sql": q.sql, "epsilon": 0.2 + float64(i)*1e-9}, &out)
+					if err != nil || status != 200 {
+						b.Fatalf("%d %v %v", status, err, out)
+					}
+					if env == full {
+						fullT += time.Since(start)
+					} else {
+						bareT += time.Since(start)
+					}
+				}
+			}
+			b.ReportMetric(float64(fullT.Microseconds())/float64(b.N)/1000, "full-ms/op")
+			b.ReportMetric(float64(bareT.Microseconds())/float64(b.N)/1000, "bare-ms/op")
+			b.ReportMetric(float64(fullT)/float64(bareT), "overhead-ratio")
+		})
+	}
+}

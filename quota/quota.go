@@ -175,7 +175,7 @@ func (t *Tracker) check(ctx context.Context, st Status, after int64) error {
 		return fault.E(fault.QuotaExceeded, "%s: a release this year could have taken the share provided to other legal entities to the Article 11 line (%.0f%% of %d patients; %.1f%% provided so far); no release to another legal entity until an approved risk assessment is recorded",
 			st.Dataset, 100*st.Threshold, st.StaticTotal, 100*st.Ratio)
 	}
-	if st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
+	if st.Threshold < 1 && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
 		if _, err := t.store.DB().ExecContext(ctx, `UPDATE quota_years SET blocked = TRUE WHERE dataset = $1 AND year = $2`, st.Dataset, st.Year); err != nil {
 			return fmt.Errorf("block quota of %s: %w", st.Dataset, err)
 		}
@@ -218,7 +218,7 @@ func (p *Pending) Commit(ctx context.Context, queryID string) error {
 				union.Or(p.units)
 			}
 			after := int64(union.GetCardinality())
-			if counted && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
+			if counted && st.Threshold < 1 && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
 				return fault.E(fault.QuotaExceeded, "%s: a concurrent release reached the Article 11 line; apply for a risk assessment", name)
 			}
 			rec, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_recipients WHERE dataset = $1 AND year = $2 AND org = $3`, name, p.year, p.org.ID)
@@ -300,7 +300,7 @@ func (t *Tracker) Status(ctx context.Context, dataset string) (Status, error) {
 	if len(t.cfg.Warnings) > 0 && st.Ratio >= t.cfg.Warnings[0] {
 		st.State = "warning"
 	}
-	if blocked || st.Ratio >= st.Threshold {
+	if blocked || (st.Threshold < 1 && st.Ratio >= st.Threshold) {
 		st.State = "blocked"
 	}
 	rows, err := t.store.DB().QueryContext(ctx, `SELECT org, counted, provided FROM quota_recipients WHERE dataset = $1 AND year = $2 ORDER BY org`, dataset, year)
@@ -335,7 +335,8 @@ func (t *Tracker) Status(ctx context.Context, dataset string) (Status, error) {
 }
 
 // RecordAssessment records an approved risk assessment for this year: the
-// line moves to threshold and releases may resume.
+// line moves to threshold and releases may resume. A line of 1 means the
+// assessment covers providing the whole dataset: no line for the year.
 func (t *Tracker) RecordAssessment(ctx context.Context, dataset string, threshold float64, reference, approvedBy string) (Status, error) {
 	st, err := t.Status(ctx, dataset)
 	if err != nil {

@@ -42,6 +42,9 @@ type Options struct {
 	Threads  int
 	Timeout  time.Duration
 	Alerts   alerts.Config
+	// Bare leaves out the audit log, the quota tracker and the detectors,
+	// to measure what they cost.
+	Bare bool
 }
 
 // Env is a running gateway.
@@ -178,7 +181,11 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(al.Close)
-	srv := api.New(api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al})
+	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al}
+	if o.Bare {
+		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
+	}
+	srv := api.New(cfg)
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
 	return &Env{URL: hs.URL, Tokens: tokens, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
