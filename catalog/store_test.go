@@ -1,12 +1,15 @@
 package catalog_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,4 +304,84 @@ func TestTokens(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReserveAcrossProcesses runs two gateway processes against one
+// PostgreSQL database, each sending 25 concurrent reservations against a
+// grant with room for 5: exactly 5 go through in all.
+func TestReserveAcrossProcesses(t *testing.T) {
+	if os.Getenv("RESERVE_CHILD_DSN") != "" {
+		return
+	}
+	dsn := os.Getenv("GATEWAY_TEST_POSTGRES")
+	if dsn == "" {
+		t.Skip("set GATEWAY_TEST_POSTGRES to a PostgreSQL database to run this test")
+	}
+	s := freshPostgres(t, dsn)
+	seed(t, s)
+	g := grant(t, s, 0.5)
+	var schema string
+	if err := s.DB().QueryRow("SELECT current_schema()").Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	childDSN := dsn + map[bool]string{true: "&", false: "?"}[containsQuery(dsn)] + "search_path=" + schema
+	var cmds []*exec.Cmd
+	var outs []*bytes.Buffer
+	for i := 0; i < 2; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperReserveChild$", "-test.v")
+		cmd.Env = append(os.Environ(), "RESERVE_CHILD_DSN="+childDSN, "RESERVE_CHILD_GRANT="+g.ID)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds, outs = append(cmds, cmd), append(outs, &out)
+	}
+	total := 0
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("child %d: %v\n%s", i, err, outs[i])
+		}
+		var n int
+		for _, line := range strings.Split(outs[i].String(), "\n") {
+			if _, err := fmt.Sscanf(strings.TrimSpace(line), "reserved %d", &n); err == nil {
+				total += n
+			}
+		}
+	}
+	if total != 5 {
+		t.Fatalf("%d reservations went through across two processes; want 5", total)
+	}
+	g, _ = s.Grant(context.Background(), g.ID)
+	if g.EpsilonSpent > g.EpsilonTotal+1e-9 {
+		t.Fatalf("overspent: %g of %g", g.EpsilonSpent, g.EpsilonTotal)
+	}
+}
+
+func TestHelperReserveChild(t *testing.T) {
+	dsn := os.Getenv("RESERVE_CHILD_DSN")
+	if dsn == "" {
+		t.Skip("helper process of TestReserveAcrossProcesses")
+	}
+	s, err := catalog.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 25; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Reserve(context.Background(), os.Getenv("RESERVE_CHILD_GRANT"), 0.1, 0)
+			if err == nil {
+				ok.Add(1)
+			} else if fault.KindOf(err) != fault.BudgetExhausted {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("reserved %d\n", ok.Load())
 }
