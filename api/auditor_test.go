@@ -76,3 +76,27 @@ func TestAuditorViews(t *testing.T) {
 		t.Errorf("another researcher read the history: %d", status)
 	}
 }
+
+func TestReceipts(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 500})
+	var a map[string]any
+	if status, _ := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT sex, avg(age) AS a FROM patients GROUP BY sex", "epsilon": 0.1}, &a); status != 200 || a["receipt"] == nil {
+		t.Fatalf("answer: %d %v", status, a)
+	}
+	var v map[string]any
+	if status, _ := env.Do("POST", "/v1/receipts/verify", "auditor", a, &v); status != 200 || v["valid"] != true || v["researcher"] != "researcher_internal" {
+		t.Fatalf("genuine answer: %d %v", status, v)
+	}
+	// The cached repeat carries the same receipt.
+	var again map[string]any
+	env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT sex, avg(age) AS a FROM patients GROUP BY sex", "epsilon": 0.1}, &again)
+	if fmt.Sprint(again["receipt"]) != fmt.Sprint(a["receipt"]) {
+		t.Errorf("cached answer has another receipt")
+	}
+	// An edited number fails.
+	rows := a["rows"].([]any)
+	rows[0].([]any)[1] = 99.5
+	if status, _ := env.Do("POST", "/v1/receipts/verify", "auditor", a, &v); status != 200 || v["valid"] != false {
+		t.Fatalf("edited answer: %d %v", status, v)
+	}
+}

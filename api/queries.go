@@ -41,6 +41,7 @@ type queryResponse struct {
 	Privacy privacy.Report  `json:"privacy"`
 	Budget  catalog.Balance `json:"budget"`
 	Cached  bool            `json:"cached"`
+	Receipt *Receipt        `json:"receipt,omitempty"`
 }
 
 func detail(m map[string]any) json.RawMessage {
@@ -276,6 +277,9 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		if err := measured.Commit(ctx, res.QueryID); err != nil {
 			return res, err
 		}
+	}
+	if err := s.sign(&res.queryResponse); err != nil {
+		return res, err
 	}
 	body, err := json.Marshal(res.queryResponse)
 	if err != nil {

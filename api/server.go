@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emmansun/gmsm/sm2"
 	"github.com/gin-gonic/gin"
 
 	"github.com/hospital/gateway/alerts"
@@ -38,6 +39,8 @@ type Config struct {
 	MaxUpload int64
 	// Registrar, when set, lets stewards register datasets over the API.
 	Registrar *catalog.Registrar
+	// Signer, when set, signs a receipt for every released answer.
+	Signer *sm2.PrivateKey
 	// Alerts, when set, watches query outcomes for abnormal use.
 	Alerts *alerts.Alerter
 	// Quota, when set, checks and measures the Article 11 quota.
@@ -104,6 +107,7 @@ func New(cfg Config) *Server {
 	v1.GET("/alerts", s.require(catalog.Auditor), s.listAlerts)
 	v1.POST("/alerts/:id/ack", s.require(catalog.Auditor), s.ackAlert)
 	v1.POST("/alerts/:id/incident", s.require(catalog.Auditor), s.openIncident)
+	v1.POST("/receipts/verify", s.verifyReceipt)
 	v1.GET("/audit", s.require(catalog.Auditor), s.getAudit)
 	v1.GET("/audit/verify", s.require(catalog.Auditor), s.getAuditVerify)
 	v1.GET("/audit/export", s.require(catalog.Auditor), s.getExport)

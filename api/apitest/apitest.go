@@ -181,7 +181,7 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(al.Close)
-	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al}
+	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al, Signer: signer}
 	if o.Bare {
 		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
 	}

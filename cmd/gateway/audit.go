@@ -71,11 +71,7 @@ func auditKey(dir string) (*sm2.PrivateKey, error) {
 	return k, nil
 }
 
-func openAudit(ctx context.Context, store *catalog.Store, dir string) (*audit.Log, error) {
-	key, err := auditKey(dir)
-	if err != nil {
-		return nil, err
-	}
+func openAudit(ctx context.Context, store *catalog.Store, key *sm2.PrivateKey) (*audit.Log, error) {
 	d := dialectOf(store)
 	if err := audit.Migrate(ctx, store.DB(), d); err != nil {
 		return nil, err

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/emmansun/gmsm/sm2"
+
 	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/api"
 	"github.com/hospital/gateway/audit"
@@ -56,6 +58,7 @@ type gateway struct {
 	engine *engine.Engine
 	audit  *audit.Log
 	alerts *alerts.Alerter
+	signer *sm2.PrivateKey
 	key    atrest.Key
 	log    *slog.Logger
 }
@@ -74,7 +77,11 @@ func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway,
 		return nil, err
 	}
 	g := &gateway{opts: opts, store: store, key: key, log: log}
-	if g.audit, err = openAudit(ctx, store, opts.Dir); err != nil {
+	if g.signer, err = auditKey(opts.Dir); err != nil {
+		store.Close()
+		return nil, err
+	}
+	if g.audit, err = openAudit(ctx, store, g.signer); err != nil {
 		store.Close()
 		return nil, err
 	}
@@ -149,6 +156,7 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
 		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
 		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key},
+		Signer:    g.signer,
 	})
 	ln, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {
