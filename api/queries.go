@@ -69,6 +69,9 @@ func (s *Server) postQuery(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if !resp.Cached {
+		s.metrics.epsilon.WithLabelValues(strings.Join(resp.datasets, ",")).Add(resp.Privacy.Epsilon)
+	}
 	c.JSON(http.StatusOK, resp.queryResponse)
 }
 

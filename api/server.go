@@ -49,8 +49,9 @@ type Config struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg    Config
-	engine *gin.Engine
+	cfg     Config
+	engine  *gin.Engine
+	metrics *metrics
 }
 
 // New builds the server and its routes.
@@ -70,7 +71,9 @@ func New(cfg Config) *Server {
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
 	g.Use(gin.Recovery())
-	s := &Server{cfg: cfg, engine: g}
+	s := &Server{cfg: cfg, engine: g, metrics: newMetrics()}
+	g.Use(s.metrics.middleware)
+	g.GET("/metrics", s.metrics.handler())
 	g.NoRoute(func(c *gin.Context) {
 		s.fail(c, fault.E(fault.NotFound, "no such endpoint %s %s", c.Request.Method, c.Request.URL.Path))
 	})

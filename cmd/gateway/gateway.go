@@ -34,6 +34,8 @@ type options struct {
 	MaxBody      int64         `yaml:"max_body_bytes"`
 	Limits       privacy.Limits
 	Alerts       alerts.Config
+	// TLSCert and TLSKey, when set, serve the API over TLS (Art. 22(3)).
+	TLSCert, TLSKey string
 }
 
 func (o *options) defaults() {
@@ -164,8 +166,15 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	g.log.Info("gateway serving", "addr", "http://"+ln.Addr().String(), "openapi", "http://"+ln.Addr().String()+"/v1/openapi.json")
+	scheme := "http"
+	if g.opts.TLSCert != "" {
+		scheme = "https"
+		go func() { errc <- hs.ServeTLS(ln, g.opts.TLSCert, g.opts.TLSKey) }()
+	} else {
+		go func() { errc <- hs.Serve(ln) }()
+	}
+	base := scheme + "://" + ln.Addr().String()
+	g.log.Info("gateway serving", "addr", base, "openapi", base+"/v1/openapi.json")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -29,6 +29,8 @@ type fileConfig struct {
 	AlertWebhook  string    `yaml:"alert_webhook"`
 	WorkingHours  [2]int    `yaml:"working_hours"`
 	BurstQueries  int       `yaml:"burst_queries_per_minute"`
+	TLSCert       string    `yaml:"tls_cert"`
+	TLSKey        string    `yaml:"tls_key"`
 }
 
 func loadConfig(path string) (options, []float64, error) {
@@ -42,6 +44,10 @@ func loadConfig(path string) (options, []float64, error) {
 	}
 	o := options{Addr: fc.Addr, Dir: fc.Dir, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
+	o.TLSCert, o.TLSKey = fc.TLSCert, fc.TLSKey
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return options{}, nil, fmt.Errorf("config %s: give both tls_cert and tls_key, or neither", path)
+	}
 	o.Alerts.Webhook, o.Alerts.Policy.WorkingHours, o.Alerts.Policy.BurstQueries = fc.AlertWebhook, fc.WorkingHours, fc.BurstQueries
 	if fc.QueryTimeout != "" {
 		if o.QueryTimeout, err = time.ParseDuration(fc.QueryTimeout); err != nil {
