@@ -20,7 +20,9 @@ func TestServeConfig(t *testing.T) {
 	os.WriteFile(cfg, []byte("addr: "+addr+"\ndir: "+dir+"\nquery_timeout: 5s\nmax_groups: 500\n"), 0o600)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve", "--config", cfg}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", cfg}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/v1/openapi.json")
