@@ -107,3 +107,58 @@ func TestRegisterOverAPI(t *testing.T) {
 		t.Fatalf("mismatched file: %d %v", status, out)
 	}
 }
+
+// TestExactAnswersForGeneralData: the grade rules allow exact,
+// small-cell-suppressed answers for general data only.
+func TestExactAnswersForGeneralData(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 300})
+	var e errorBody
+	if status, _ := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT sex, count(*) FROM patients GROUP BY sex", "exact": true}, &e); status != 400 || e.Error.Code != "query_rejected" {
+		t.Fatalf("exact on core data: %d %+v", status, e)
+	}
+	if status, out := upload(t, env, "steward", visitsCSV(101)); status != 201 {
+		t.Fatalf("upload: %d %v", status, out)
+	}
+	var d map[string]any
+	if status, _ := env.Do("POST", "/v1/datasets/clinic/grade", "steward", map[string]string{"grade": "general", "reason": "aggregate statistics only"}, &d); status != 200 {
+		t.Fatalf("regrade: %d", status)
+	}
+	var req struct{ ID string }
+	env.Do("POST", "/v1/access-requests", "researcher_internal", map[string]any{"datasets": []string{"clinic"}, "purpose": "fees",
+		"epsilon": 1, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, &req)
+	env.Do("POST", "/v1/access-requests/"+req.ID+"/approve", "steward", nil, nil)
+	var st struct {
+		GrantID string `json:"grant_id"`
+	}
+	env.Do("POST", "/v1/access-requests/"+req.ID+"/verify", "approver", nil, &st)
+	var a struct {
+		Rows    [][]any `json:"rows"`
+		Privacy struct {
+			Mechanism string  `json:"mechanism"`
+			Epsilon   float64 `json:"epsilon"`
+		} `json:"privacy"`
+		Budget struct {
+			EpsilonSpent float64 `json:"epsilon_spent"`
+		} `json:"budget"`
+	}
+	status, _ := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{
+		"sql": "SELECT clinic, count(*) AS n, sum(fee) AS fees FROM visits GROUP BY clinic", "grant_id": st.GrantID, "exact": true}, &a)
+	if status != 200 || a.Privacy.Mechanism != "none" || a.Budget.EpsilonSpent != 0 {
+		t.Fatalf("exact answer: %d %+v", status, a)
+	}
+	// 101 patients: 50 in North (even ids), 51 in South; fees are id % 90.
+	want := map[string][2]float64{}
+	for i := 1; i <= 101; i++ {
+		c := []string{"North", "South"}[i%2]
+		w := want[c]
+		w[0]++
+		w[1] += float64(i % 90)
+		want[c] = w
+	}
+	for _, r := range a.Rows {
+		w := want[r[0].(string)]
+		if r[1].(float64) != w[0] || r[2].(float64) != w[1] {
+			t.Errorf("%v: got %v %v, want %v", r[0], r[1], r[2], w)
+		}
+	}
+}

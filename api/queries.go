@@ -29,6 +29,9 @@ type queryRequest struct {
 	Epsilon *float64 `json:"epsilon"`
 	Delta   *float64 `json:"delta"`
 	GrantID string   `json:"grant_id"`
+	// Exact asks for an exact, small-cell-suppressed answer without noise,
+	// which the grade rules allow for general data only.
+	Exact bool `json:"exact"`
 }
 
 // queryResponse is the contract's query answer.
@@ -212,6 +215,17 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		return res, err
 	}
 
+	// The grade rules bound what any dataset's policy allows (Art. 5).
+	rules := s.cfg.GradeRules
+	if rules == nil {
+		rules = catalog.DefaultGradeRules()
+	}
+	rule := rules[q.Grade]
+	q.Policy.K, q.Policy.SpecialK = max(q.Policy.K, rule.MinK), max(q.Policy.SpecialK, rule.MinK)
+	limits := s.cfg.Limits
+	if limits.MaxEpsilon <= 0 || limits.MaxEpsilon > rule.MaxEpsilon {
+		limits.MaxEpsilon = rule.MaxEpsilon
+	}
 	want := privacy.Cost{Epsilon: grant.DefaultEpsilon}
 	if req.Epsilon != nil {
 		want.Epsilon = *req.Epsilon
@@ -219,12 +233,20 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	if req.Delta != nil {
 		want.Delta = *req.Delta
 	}
-	plan, err := privacy.NewPlan(q, want, s.cfg.Limits)
-	if err != nil {
+	var plan *privacy.Plan
+	if req.Exact {
+		if !rule.ExactAllowed {
+			return res, fault.E(fault.QueryRejected, "exact answers are not allowed for %s-grade data; drop \"exact\" to get a differentially private answer", q.Grade)
+		}
+		plan, want = privacy.NewExactPlan(q, limits), privacy.Cost{}
+	} else if plan, err = privacy.NewPlan(q, want, limits); err != nil {
 		return res, err
 	}
 
 	key := cacheKey(q.Key, want)
+	if req.Exact {
+		key = cacheKey(q.Key+"\x00exact", want)
+	}
 	if body, ok, err := st.Answer(ctx, grant.ID, key); err != nil {
 		return res, err
 	} else if ok {
@@ -257,8 +279,10 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 			return res, err
 		}
 	}
-	bal, err := st.Reserve(ctx, grant.ID, plan.Cost.Epsilon, plan.Cost.Delta)
-	if err != nil {
+	var bal catalog.Balance
+	if req.Exact {
+		bal = catalog.BalanceOf(grant) // exact answers spend no budget
+	} else if bal, err = st.Reserve(ctx, grant.ID, plan.Cost.Epsilon, plan.Cost.Delta); err != nil {
 		return res, err
 	}
 	res.Budget = bal

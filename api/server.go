@@ -39,6 +39,9 @@ type Config struct {
 	MaxUpload int64
 	// Registrar, when set, lets stewards register datasets over the API.
 	Registrar *catalog.Registrar
+	// GradeRules bound every dataset's policy by its grade; nil means
+	// catalog.DefaultGradeRules.
+	GradeRules catalog.GradeRules
 	// Signer, when set, signs a receipt for every released answer.
 	Signer *sm2.PrivateKey
 	// Alerts, when set, watches query outcomes for abnormal use.

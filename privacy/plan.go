@@ -74,10 +74,12 @@ func (l Limits) withDefaults() Limits {
 // Mechanism names the noise distribution.
 type Mechanism string
 
-// The mechanisms.
+// The mechanisms. None is for exact answers over general data, where the
+// grade rules allow them: small groups are suppressed, nothing is noised.
 const (
 	Laplace  Mechanism = "laplace"
 	Gaussian Mechanism = "gaussian"
+	None     Mechanism = "none"
 )
 
 // Plan is a query ready to run: its SQL and how its answer will be noised.
@@ -179,6 +181,29 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 	p.Cost = cost
 	p.SQL = p.sql(randomSalt())
 	return p, nil
+}
+
+// NewExactPlan plans q for an exact, small-cell-suppressed answer: no
+// contribution bounds, no noise, no budget. The caller must have checked that
+// the data's grade allows it.
+func NewExactPlan(q *sandbox.Query, limits Limits) *Plan {
+	limits = limits.withDefaults()
+	p := &Plan{Query: q, Mechanism: None, K: q.Policy.K, MaxRows: limits.MaxGroups + 1, rowsPerGroup: 1, groupsPerUnit: 1}
+	if q.Special {
+		p.K = q.Policy.SpecialK
+	}
+	var groups []string
+	for i := range q.Groups {
+		groups = append(groups, fmt.Sprintf("__g%d", i))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "WITH __base AS (%s)%s", q.Base, p.rowAggregate("__base", groups, "count(DISTINCT __pu)", nil))
+	if len(groups) > 0 {
+		fmt.Fprintf(&b, " GROUP BY %s", strings.Join(groups, ", "))
+	}
+	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
+	p.SQL = b.String()
+	return p
 }
 
 func quantitiesOf(k sandbox.AggKind) int {

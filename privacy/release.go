@@ -52,19 +52,26 @@ type Answer struct {
 type mech struct {
 	n     noise.Noise
 	delta float64
+	exact bool
 }
 
 func (p *Plan) mech() mech {
-	if p.Mechanism == Gaussian {
-		return mech{noise.Gaussian(), p.deltaEach}
+	switch p.Mechanism {
+	case Gaussian:
+		return mech{n: noise.Gaussian(), delta: p.deltaEach}
+	case None:
+		return mech{exact: true}
 	}
-	return mech{noise.Laplace(), 0}
+	return mech{n: noise.Laplace()}
 }
 
 // scale is the noise scale for a quantity with the given sensitivities.
 func (p *Plan) scale(l0 int64, linf float64) float64 { return p.scaleAt(l0, linf, p.epsEach) }
 
 func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
+	if p.Mechanism == None {
+		return 0
+	}
 	if p.Mechanism == Gaussian {
 		return noise.SigmaForGaussian(l0, linf, eps, p.deltaEach)
 	}
@@ -72,6 +79,9 @@ func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
 }
 
 func (m mech) float(x float64, l0 int64, linf, eps float64) float64 {
+	if m.exact {
+		return x
+	}
 	v, err := m.n.AddNoiseFloat64(x, l0, linf, eps, m.delta)
 	if err != nil {
 		// Parameters are validated by NewPlan; an error here is a bug, and
@@ -82,6 +92,9 @@ func (m mech) float(x float64, l0 int64, linf, eps float64) float64 {
 }
 
 func (m mech) ci(noised float64, l0 int64, linf, eps float64) float64 {
+	if m.exact {
+		return 0
+	}
 	ci, err := m.n.ComputeConfidenceIntervalFloat64(noised, l0, linf, eps, m.delta, 0.05)
 	if err != nil {
 		return math.NaN()

@@ -34,6 +34,7 @@ type options struct {
 	MaxBody      int64         `yaml:"max_body_bytes"`
 	Limits       privacy.Limits
 	Alerts       alerts.Config
+	GradeRules   catalog.GradeRules
 	// TLSCert and TLSKey, when set, serve the API over TLS (Art. 22(3)).
 	TLSCert, TLSKey string
 }
@@ -158,7 +159,7 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
 		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
 		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key},
-		Signer:    g.signer,
+		Signer:    g.signer, GradeRules: g.opts.GradeRules,
 	})
 	ln, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {

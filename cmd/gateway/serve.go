@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/quota"
 )
 
@@ -29,6 +31,7 @@ type fileConfig struct {
 	AlertWebhook  string    `yaml:"alert_webhook"`
 	WorkingHours  [2]int    `yaml:"working_hours"`
 	BurstQueries  int       `yaml:"burst_queries_per_minute"`
+	GradeRules    string    `yaml:"grade_rules"`
 	TLSCert       string    `yaml:"tls_cert"`
 	TLSKey        string    `yaml:"tls_key"`
 }
@@ -45,6 +48,15 @@ func loadConfig(path string) (options, []float64, error) {
 	o := options{Addr: fc.Addr, Dir: fc.Dir, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
 	o.TLSCert, o.TLSKey = fc.TLSCert, fc.TLSKey
+	if fc.GradeRules != "" {
+		p := fc.GradeRules
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(path), p)
+		}
+		if o.GradeRules, err = catalog.LoadGradeRules(p); err != nil {
+			return options{}, nil, err
+		}
+	}
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		return options{}, nil, fmt.Errorf("config %s: give both tls_cert and tls_key, or neither", path)
 	}

@@ -1,0 +1,58 @@
+package catalog
+
+import (
+	"fmt"
+	"os"
+
+	"gopkg.in/yaml.v3"
+)
+
+// GradeRule is what a grade allows, whatever a dataset's own policy says:
+// the policy can be stricter, never looser.
+type GradeRule struct {
+	// MaxEpsilon caps one query's epsilon.
+	MaxEpsilon float64 `yaml:"max_epsilon_per_query" json:"max_epsilon_per_query"`
+	// MinK is the smallest group size released.
+	MinK int `yaml:"min_k" json:"min_k"`
+	// ExactAllowed permits exact, small-cell-suppressed aggregates without
+	// noise (meant for general data only).
+	ExactAllowed bool `yaml:"exact_allowed" json:"exact_allowed"`
+}
+
+// GradeRules are the rules of each grade; see grades.yaml at the root of
+// the repository for the commented defaults.
+type GradeRules map[Grade]GradeRule
+
+// DefaultGradeRules mirror grades.yaml.
+func DefaultGradeRules() GradeRules {
+	return GradeRules{
+		Core:      {MaxEpsilon: 1.0, MinK: 10},
+		Important: {MaxEpsilon: 2.0, MinK: 5},
+		General:   {MaxEpsilon: 5.0, MinK: 3, ExactAllowed: true},
+	}
+}
+
+// LoadGradeRules reads a grade rules file; every grade must be present.
+func LoadGradeRules(path string) (GradeRules, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read grade rules: %w", err)
+	}
+	var r GradeRules
+	if err := yaml.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("grade rules %s: %w", path, err)
+	}
+	for _, g := range []Grade{Core, Important, General} {
+		rule, ok := r[g]
+		if !ok {
+			return nil, fmt.Errorf("grade rules %s: no rule for %s", path, g)
+		}
+		if rule.MaxEpsilon <= 0 || rule.MinK < 2 {
+			return nil, fmt.Errorf("grade rules %s: %s needs max_epsilon_per_query > 0 and min_k >= 2", path, g)
+		}
+		if rule.ExactAllowed && g != General {
+			return nil, fmt.Errorf("grade rules %s: exact answers may only be allowed for general data", path)
+		}
+	}
+	return r, nil
+}
