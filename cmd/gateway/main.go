@@ -46,6 +46,9 @@ Commands:
                 method, responsible party, cross-border transmission, protection
   audit verify  check the audit log's hash chain and signed heads
                   --dir DIR | --metadata DSN
+  audit prune --before YYYY-MM-DD [--dir DIR]
+                delete expired entries; refused while any is within retention
+                (1 year; 3 years for core data and providing important data)
   audit check-export --public-key FILE EXPORT
                 verify a signed audit export (JSON or CSV from GET /v1/audit/export)
   help          show this text
@@ -102,6 +105,8 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 			return runAuditVerify(ctx, args[2:], stdout)
 		case len(args) >= 2 && args[1] == "check-export":
 			return runCheckExport(args[2:], stdout)
+		case len(args) >= 2 && args[1] == "prune":
+			return runPrune(ctx, args[2:], stdout, log)
 		}
 		return usageError{"audit takes the subcommand verify or check-export"}
 	}

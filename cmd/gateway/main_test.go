@@ -96,3 +96,23 @@ func TestCheckExportCommand(t *testing.T) {
 		t.Fatal("an altered export verified")
 	}
 }
+
+func TestPruneRefusedWithinRetention(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	g, err := openGateway(ctx, options{Dir: dir}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.audit.Append(ctx, audit.Entry{Actor: "a", Action: "read", Outcome: "ok"})
+	g.Close()
+	tomorrow := time.Now().AddDate(0, 0, 1).Format(time.DateOnly)
+	if err := run(ctx, []string{"audit", "prune", "--dir", dir, "--before", tomorrow}, io.Discard, log); err == nil || !strings.Contains(err.Error(), "retention") {
+		t.Fatalf("prune within retention: %v", err)
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"audit", "verify", "--dir", dir}, &out, log); err != nil {
+		t.Fatalf("verify after refused prune: %v", err)
+	}
+}
