@@ -273,9 +273,10 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	// the quota measure and the bounded aggregation.
 	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
-	var measured *quota.Pending
+	// A dataset whose Article 11 line was reached refuses other legal
+	// entities before any budget is spent.
 	if s.cfg.Quota != nil {
-		if measured, err = s.cfg.Quota.Prepare(runCtx, p.Org, used, plan); err != nil {
+		if err := s.cfg.Quota.Blocked(ctx, p.Org, used); err != nil {
 			return res, err
 		}
 	}
@@ -288,7 +289,26 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	res.Budget = bal
 	res.QueryID = catalog.NewID("qry")
 
+	// The quota measure runs beside the aggregation, and both finish
+	// before anything is released. A release refused because it would
+	// cross the line keeps its reservation (fail closed); only the query
+	// that crosses pays, later ones are refused above for free.
+	var (
+		measured *quota.Pending
+		qerr     error
+		done     = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		if s.cfg.Quota != nil {
+			measured, qerr = s.cfg.Quota.Prepare(runCtx, p.Org, used, plan)
+		}
+	}()
 	out, err := s.cfg.Engine.Query(runCtx, plan.SQL, plan.MaxRows)
+	<-done
+	if err == nil {
+		err = qerr
+	}
 	if err != nil {
 		if rerr := st.RecordQuery(context.WithoutCancel(ctx), s.record(p, grant, q, res, plan.Cost, fault.KindOf(err).Code()), nil); rerr != nil {
 			s.cfg.Log.Error("record query history", "err", rerr)

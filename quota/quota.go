@@ -14,8 +14,8 @@
 // take the share to the threshold (30%) or beyond is refused with
 // quota_exceeded, and so is every later one to another legal entity, until an
 // approved risk assessment is recorded, which raises the line for the rest of
-// the year. Internal use by the institution itself is recorded but does not
-// count. Warnings fire as the share crosses configurable lines below 30%.
+// the year. Internal use by the institution itself does not count; it is
+// recorded in the audit log and the query history with its organisation. Warnings fire as the share crosses configurable lines below 30%.
 package quota
 
 import (
@@ -129,6 +129,27 @@ type Pending struct {
 	units    *roaring64.Bitmap
 }
 
+// Blocked refuses a release to another legal entity from a core dataset
+// whose line was reached this year, without measuring anything.
+func (t *Tracker) Blocked(ctx context.Context, org catalog.Org, datasets []catalog.Dataset) error {
+	if org.Kind == catalog.Internal {
+		return nil
+	}
+	for _, d := range datasets {
+		if d.Grade != catalog.Core {
+			continue
+		}
+		st, err := t.state(ctx, d.Name)
+		if err != nil {
+			return err
+		}
+		if st.State == "blocked" {
+			return t.check(ctx, st, st.Provided)
+		}
+	}
+	return nil
+}
+
 // Prepare measures which patients a planned query draws on and, for
 // releases to other legal entities, refuses it when the share of a core
 // dataset could reach the line. It returns nil when nothing is measured.
@@ -142,19 +163,20 @@ func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catal
 	if len(core) == 0 {
 		return nil, nil
 	}
-	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: roaring64.New()}
 	if org.Kind == catalog.Internal {
-		// Internal use is recorded as an event, not measured: it never
-		// counts, and measuring it would double the work of every query.
-		return p, nil
+		// Internal use never counts; it is recorded, with the
+		// organisation, in the audit log and the query history, and
+		// measuring it would double the work of every query.
+		return nil, nil
 	}
+	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core}
 	units, err := t.contributors(ctx, core[0], plan)
 	if err != nil {
 		return nil, err
 	}
 	p.units = units
 	for _, name := range core {
-		st, err := t.Status(ctx, name)
+		st, err := t.state(ctx, name)
 		if err != nil {
 			return nil, err
 		}
@@ -203,7 +225,7 @@ func (p *Pending) Commit(ctx context.Context, queryID string) error {
 	defer t.mu.Unlock()
 	counted := p.org.Kind != catalog.Internal
 	for _, name := range p.datasets {
-		st, err := t.Status(ctx, name)
+		st, err := t.state(ctx, name)
 		if err != nil {
 			return err
 		}
@@ -266,9 +288,18 @@ func (p *Pending) Commit(ctx context.Context, queryID string) error {
 	return nil
 }
 
-// Status returns a dataset's quota this year, creating the year's record
-// with its static total on first use.
+// Status returns a dataset's quota this year with its recipients and recent
+// events, creating the year's record with its static total on first use.
 func (t *Tracker) Status(ctx context.Context, dataset string) (Status, error) {
+	st, err := t.state(ctx, dataset)
+	if err != nil || st.State == "not_core" {
+		return st, err
+	}
+	return t.details(ctx, st)
+}
+
+// state is Status without recipients and events: what the query path needs.
+func (t *Tracker) state(ctx context.Context, dataset string) (Status, error) {
 	d, err := t.store.Dataset(ctx, dataset)
 	if err != nil {
 		return Status{}, err
@@ -282,14 +313,20 @@ func (t *Tracker) Status(ctx context.Context, dataset string) (Status, error) {
 	// The static total is frozen on the year's first use: the dataset's
 	// units as recorded at the end of the previous year (or at
 	// registration, for the first year).
-	_, err = t.store.DB().ExecContext(ctx, `INSERT INTO quota_years (dataset, year, static_total, threshold, created_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (dataset, year) DO NOTHING`, dataset, year, d.Units, Threshold, t.store.Now().Format(time.RFC3339Nano))
-	if err != nil {
-		return Status{}, fmt.Errorf("open quota year of %s: %w", dataset, err)
-	}
 	var blocked bool
-	err = t.store.DB().QueryRowContext(ctx, `SELECT static_total, threshold, blocked, provided FROM quota_years WHERE dataset = $1 AND year = $2`,
-		dataset, year).Scan(&st.StaticTotal, &st.Threshold, &blocked, &st.Provided)
+	load := func() error {
+		return t.store.DB().QueryRowContext(ctx, `SELECT static_total, threshold, blocked, provided FROM quota_years WHERE dataset = $1 AND year = $2`,
+			dataset, year).Scan(&st.StaticTotal, &st.Threshold, &blocked, &st.Provided)
+	}
+	err = load()
+	if errors.Is(err, sql.ErrNoRows) {
+		_, err = t.store.DB().ExecContext(ctx, `INSERT INTO quota_years (dataset, year, static_total, threshold, created_at) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (dataset, year) DO NOTHING`, dataset, year, d.Units, Threshold, t.store.Now().Format(time.RFC3339Nano))
+		if err != nil {
+			return Status{}, fmt.Errorf("open quota year of %s: %w", dataset, err)
+		}
+		err = load()
+	}
 	if err != nil {
 		return Status{}, fmt.Errorf("load quota of %s: %w", dataset, err)
 	}
@@ -303,6 +340,11 @@ func (t *Tracker) Status(ctx context.Context, dataset string) (Status, error) {
 	if blocked || (st.Threshold < 1 && st.Ratio >= st.Threshold) {
 		st.State = "blocked"
 	}
+	return st, nil
+}
+
+func (t *Tracker) details(ctx context.Context, st Status) (Status, error) {
+	dataset, year := st.Dataset, st.Year
 	rows, err := t.store.DB().QueryContext(ctx, `SELECT org, counted, provided FROM quota_recipients WHERE dataset = $1 AND year = $2 ORDER BY org`, dataset, year)
 	if err != nil {
 		return Status{}, fmt.Errorf("load quota recipients of %s: %w", dataset, err)
