@@ -128,7 +128,9 @@ func writeDemoData(dir, dataset string, patients int, key atrest.Key) (rows, uni
 		return w.Write(rec)
 	})
 	if err != nil {
-		closeAll()
+		for _, w := range writers {
+			w.Abort() // no half-written table is left behind
+		}
 		return 0, 0, fmt.Errorf("generate demo data: %w", err)
 	}
 	if err := closeAll(); err != nil {
