@@ -460,10 +460,21 @@ func (t *Tracker) contributors(ctx context.Context, dataset string, plan *privac
 		return bm, nil
 	}
 	bits, _ := res.Rows[0][0].(string)
-	for i := 0; i < len(bits); i++ {
-		if bits[i] == '1' {
-			bm.Add(uint64(lo) + uint64(i))
+	// Add runs of set bits as ranges: contributors are mostly contiguous.
+	for i := 0; i < len(bits); {
+		j := strings.IndexByte(bits[i:], '1')
+		if j < 0 {
+			break
 		}
+		start := i + j
+		end := strings.IndexByte(bits[start:], '0')
+		if end < 0 {
+			end = len(bits)
+		} else {
+			end += start
+		}
+		bm.AddRange(uint64(lo)+uint64(start), uint64(lo)+uint64(end))
+		i = end
 	}
 	return bm, nil
 }
