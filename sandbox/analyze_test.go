@@ -45,7 +45,7 @@ func testScope() sandbox.Scope {
 	return s
 }
 
-func openEngine(t *testing.T) *engine.Engine {
+func openEngine(t testing.TB) *engine.Engine {
 	t.Helper()
 	e, err := engine.Open(context.Background(), engine.Config{MemoryLimit: "512MB", Threads: 1})
 	if err != nil {
