@@ -119,7 +119,9 @@ func TestTamperingDetected(t *testing.T) {
 			exec1(t, db, `DELETE FROM audit_entries WHERE seq > 18`)
 		}, 20, "missing from the chain"},
 		{"forge a signed head", func(t *testing.T, db *sql.DB) {
-			exec1(t, db, `UPDATE audit_heads SET signature = '3045022100' || substr(signature, 11) WHERE seq = 10`)
+			// Flip one hex digit inside the signature's r value.
+			exec1(t, db, `UPDATE audit_heads SET signature = substr(signature, 1, 19) ||
+				CASE substr(signature, 20, 1) WHEN '0' THEN '1' ELSE '0' END || substr(signature, 21) WHERE seq = 10`)
 		}, 10, "signature"},
 	}
 	for _, tc := range cases {
