@@ -269,15 +269,24 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		return res, nil
 	}
 
-	// One wall-clock limit covers everything the query makes DuckDB do:
-	// the quota measure and the bounded aggregation.
+	// One wall-clock limit covers what the query makes DuckDB do.
 	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
 	// A dataset whose Article 11 line was reached refuses other legal
-	// entities before any budget is spent.
+	// entities before any budget is spent; a release that must be measured
+	// returns its contributing units in the same DuckDB pass.
+	var lo int64
+	measure := false
 	if s.cfg.Quota != nil {
 		if err := s.cfg.Quota.Blocked(ctx, p.Org, used); err != nil {
 			return res, err
+		}
+		var hi int64
+		if lo, hi, measure, err = s.cfg.Quota.Range(ctx, p.Org, used); err != nil {
+			return res, err
+		}
+		if measure {
+			plan.MeasureUnits(lo, hi)
 		}
 	}
 	var bal catalog.Balance
@@ -289,25 +298,13 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	res.Budget = bal
 	res.QueryID = catalog.NewID("qry")
 
-	// The quota measure runs beside the aggregation, and both finish
-	// before anything is released. A release refused because it would
-	// cross the line keeps its reservation (fail closed); only the query
-	// that crosses pays, later ones are refused above for free.
-	var (
-		measured *quota.Pending
-		qerr     error
-		done     = make(chan struct{})
-	)
-	go func() {
-		defer close(done)
-		if s.cfg.Quota != nil {
-			measured, qerr = s.cfg.Quota.Prepare(runCtx, p.Org, used, plan)
-		}
-	}()
 	out, err := s.cfg.Engine.Query(runCtx, plan.SQL, plan.MaxRows)
-	<-done
-	if err == nil {
-		err = qerr
+	// A release refused because it would cross the line keeps its
+	// reservation (fail closed); only the query that crosses pays, later
+	// ones are refused above for free.
+	var measured *quota.Pending
+	if err == nil && measure {
+		measured, err = s.cfg.Quota.Prepare(ctx, p.Org, used, out, lo)
 	}
 	if err != nil {
 		if rerr := st.RecordQuery(context.WithoutCancel(ctx), s.record(p, grant, q, res, plan.Cost, fault.KindOf(err).Code()), nil); rerr != nil {

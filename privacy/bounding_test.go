@@ -2,6 +2,7 @@ package privacy_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -134,5 +135,46 @@ func TestContributionBounds(t *testing.T) {
 				t.Errorf("the heavy patient appears in %d groups, want 1 or 2 (MaxGroups 2)", heavyGroups)
 			}
 		})
+	}
+}
+
+// TestMeasureUnits checks that the Article 11 measure returned with the
+// answer names exactly the patients whose rows were aggregated.
+func TestMeasureUnits(t *testing.T) {
+	e := loadVisits(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		"SELECT dept, count(*) AS n FROM visits GROUP BY dept",
+		"SELECT dept, median(cost) AS m FROM visits GROUP BY dept",
+		"SELECT count(*) AS n FROM visits WHERE cost < 50",
+	} {
+		q, err := sandbox.Analyze(ctx, e, sql, visitsScope())
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan.MeasureUnits(1, 101)
+		res, err := e.Query(ctx, plan.SQL, 100)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, plan.SQL)
+		}
+		last := len(res.Columns) - 1
+		bits, _ := res.Rows[0][last].(string)
+		ones := strings.Count(bits, "1")
+		want := 101 // every patient has a visit in some kept group
+		if strings.Contains(sql, "cost < 50") {
+			want = 100 // the heavy patient's visits cost 100
+		}
+		if res.Columns[last].Name != "__units" || len(bits) != 101 || ones != want {
+			t.Errorf("%s: %d units measured in %d bits, want %d", sql, ones, len(bits), want)
+		}
+		for _, r := range res.Rows[1:] {
+			if r[last] != nil {
+				t.Errorf("units repeated on later rows")
+			}
+		}
 	}
 }

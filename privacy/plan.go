@@ -100,6 +100,8 @@ type Plan struct {
 	selectGroups  bool  // partition selection needed
 	public        [][]string
 	quantities    int
+	salt          uint32
+	units         *[2]int64 // when set, the SQL also returns the contributing units
 	epsEach       float64 // noise epsilon per noised quantity
 	deltaEach     float64 // Gaussian delta per noised quantity
 	psDelta       float64 // threshold delta of partition selection
@@ -179,7 +181,8 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 		}
 	}
 	p.Cost = cost
-	p.SQL = p.sql(randomSalt())
+	p.salt = randomSalt()
+	p.SQL = p.sql(p.salt)
 	return p, nil
 }
 
@@ -192,18 +195,25 @@ func NewExactPlan(q *sandbox.Query, limits Limits) *Plan {
 	if q.Special {
 		p.K = q.Policy.SpecialK
 	}
-	var groups []string
-	for i := range q.Groups {
-		groups = append(groups, fmt.Sprintf("__g%d", i))
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "WITH __base AS (%s)%s", q.Base, p.rowAggregate("__base", groups, "count(DISTINCT __pu)", nil))
-	if len(groups) > 0 {
-		fmt.Fprintf(&b, " GROUP BY %s", strings.Join(groups, ", "))
-	}
-	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
-	p.SQL = b.String()
+	p.SQL = p.sql(0)
 	return p
+}
+
+// MeasureUnits makes the plan's SQL also return, in the first row's
+// __units column, the bit string of the privacy units (ids lo to hi) whose
+// rows entered the aggregation after contribution bounding: the Article 11
+// measure, computed in the same pass as the answer.
+func (p *Plan) MeasureUnits(lo, hi int64) {
+	p.units = &[2]int64{lo, hi}
+	p.SQL = fmt.Sprintf("SELECT * EXCLUDE (__bits), CASE WHEN row_number() OVER () = 1 THEN (bit_or(__bits) OVER ())::VARCHAR END AS __units FROM (%s)",
+		p.sql(p.salt))
+}
+
+func (p *Plan) unitBits() []string {
+	if p.units == nil {
+		return nil
+	}
+	return []string{fmt.Sprintf("bitstring_agg(__pu::BIGINT, %d, %d) AS __bits", p.units[0], p.units[1])}
 }
 
 func quantitiesOf(k sandbox.AggKind) int {
@@ -252,6 +262,8 @@ func (p *Plan) sql(salt uint32) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "WITH __base AS (%s)", q.Base)
 	switch {
+	case p.Mechanism == None:
+		b.WriteString(p.rowAggregate("__base", groups, "count(DISTINCT __pu)", nil))
 	case q.PerUnitRows:
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", nil))
 	case !hasQuantile:
@@ -311,6 +323,7 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, where []
 				treeLeaves-1, clamped, num(a.Min), num(width), treeLeaves, arg, j))
 		}
 	}
+	cols = append(cols, p.unitBits()...)
 	out := fmt.Sprintf(" SELECT %s FROM %s", strings.Join(cols, ", "), from)
 	if len(where) > 0 {
 		out += " WHERE " + strings.Join(where, " AND ")
@@ -365,5 +378,6 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		where = " WHERE __th IS NULL OR __h <= __th"
 	}
 	out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base GROUP BY %s)", strings.Join(partial, ", "), strings.Join(keys, ", "))
+	final = append(final, p.unitBits()...)
 	return fmt.Sprintf("%s SELECT %s FROM %s%s", out, strings.Join(final, ", "), from, where)
 }

@@ -6,9 +6,11 @@
 // The share is measured, not estimated: every release to another legal entity
 // records which patients' rows entered the released aggregation, as a roaring
 // bitmap per dataset, year and recipient, and the cumulative share is the
-// size of the union of those bitmaps over the static total. The measure is a
-// conservative upper bound: a patient whose rows passed the query's WHERE
-// clause counts as provided even if their group was later suppressed.
+// size of the union of those bitmaps over the static total. The units are
+// computed in the same DuckDB pass as the answer, after contribution
+// bounding, so a patient whose rows were bounded away is not counted; the
+// measure stays a conservative upper bound in one respect: a patient whose
+// group was later suppressed still counts as provided.
 //
 // The line is checked before release ("may reach"): a release that would
 // take the share to the threshold (30%) or beyond is refused with
@@ -34,7 +36,6 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
-	"github.com/hospital/gateway/privacy"
 )
 
 // Threshold is the Article 11 line.
@@ -150,31 +151,42 @@ func (t *Tracker) Blocked(ctx context.Context, org catalog.Org, datasets []catal
 	return nil
 }
 
-// Prepare measures which patients a planned query draws on and, for
-// releases to other legal entities, refuses it when the share of a core
-// dataset could reach the line. It returns nil when nothing is measured.
-func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catalog.Dataset, plan *privacy.Plan) (*Pending, error) {
+// Range tells whether a release of datasets to org must be measured and,
+// if so, the range of privacy unit ids to measure over: the caller asks
+// the plan to return its contributing units (privacy.Plan.MeasureUnits).
+func (t *Tracker) Range(ctx context.Context, org catalog.Org, datasets []catalog.Dataset) (lo, hi int64, ok bool, err error) {
+	if org.Kind == catalog.Internal {
+		// Internal use never counts; it is recorded, with the
+		// organisation, in the audit log and the query history.
+		return 0, 0, false, nil
+	}
+	for _, d := range datasets {
+		if d.Grade == catalog.Core {
+			lo, hi, err := t.unitRange(ctx, d.Name)
+			return lo, hi, err == nil, err
+		}
+	}
+	return 0, 0, false, nil
+}
+
+// Prepare reads the contributing units out of an answer computed with
+// MeasureUnits(lo, ...) and refuses the release when the share of a core
+// dataset provided to other legal entities this year could reach the line.
+func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catalog.Dataset, res *engine.Result, lo int64) (*Pending, error) {
 	var core []string
 	for _, d := range datasets {
 		if d.Grade == catalog.Core {
 			core = append(core, d.Name)
 		}
 	}
-	if len(core) == 0 {
+	if len(core) == 0 || org.Kind == catalog.Internal {
 		return nil, nil
 	}
-	if org.Kind == catalog.Internal {
-		// Internal use never counts; it is recorded, with the
-		// organisation, in the audit log and the query history, and
-		// measuring it would double the work of every query.
-		return nil, nil
-	}
-	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core}
-	units, err := t.contributors(ctx, core[0], plan)
+	units, err := contributors(res, lo)
 	if err != nil {
 		return nil, err
 	}
-	p.units = units
+	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: units}
 	for _, name := range core {
 		st, err := t.state(ctx, name)
 		if err != nil {
@@ -440,26 +452,22 @@ func encode(bm *roaring64.Bitmap) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// contributors returns the distinct patients whose rows pass the query's
-// filters, computed inside DuckDB as a bit string over the unit range.
-func (t *Tracker) contributors(ctx context.Context, dataset string, plan *privacy.Plan) (*roaring64.Bitmap, error) {
-	lo, hi, err := t.unitRange(ctx, dataset)
-	if err != nil {
-		return nil, err
-	}
+// contributors reads the __units bit string (first row) of an answer.
+func contributors(res *engine.Result, lo int64) (*roaring64.Bitmap, error) {
 	bm := roaring64.New()
-	if hi < lo {
+	col := -1
+	for i, c := range res.Columns {
+		if c.Name == "__units" {
+			col = i
+		}
+	}
+	if col < 0 {
+		return nil, fmt.Errorf("the answer carries no unit measure; plan it with MeasureUnits")
+	}
+	if len(res.Rows) == 0 || res.Rows[0][col] == nil {
 		return bm, nil
 	}
-	q := fmt.Sprintf("WITH __base AS (%s) SELECT bitstring_agg(__pu::BIGINT, %d, %d)::VARCHAR FROM __base", plan.Query.Base, lo, hi)
-	res, err := t.engine.Query(ctx, q, 1)
-	if err != nil {
-		return nil, fmt.Errorf("measure contributors: %w", err)
-	}
-	if len(res.Rows) == 0 || res.Rows[0][0] == nil {
-		return bm, nil
-	}
-	bits, _ := res.Rows[0][0].(string)
+	bits, _ := res.Rows[0][col].(string)
 	// Add runs of set bits as ranges: contributors are mostly contiguous.
 	for i := 0; i < len(bits); {
 		j := strings.IndexByte(bits[i:], '1')
