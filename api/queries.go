@@ -317,11 +317,6 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		return res, err
 	}
 	res.Columns, res.Rows, res.Privacy = ans.Columns, ans.Rows, ans.Privacy
-	if measured != nil {
-		if err := measured.Commit(ctx, res.QueryID); err != nil {
-			return res, err
-		}
-	}
 	if err := s.sign(&res.queryResponse); err != nil {
 		return res, err
 	}
@@ -332,13 +327,31 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	// The answer, its history line and its audit entry commit together: an
 	// answer whose audit entry cannot be written is not released.
 	rec := s.record(p, grant, q, res, plan.Cost, "ok")
-	stored, err := st.Release(ctx, key, body, rec, s.auditHook(ctx, audit.Entry{
+	auditRelease := s.auditHook(ctx, audit.Entry{
 		Actor: p.ID, Role: roleText(p), Action: "query", Dataset: strings.Join(q.Datasets, ","), Grade: string(q.Grade), Outcome: "ok",
 		Detail: detail(map[string]any{"query_id": res.QueryID, "grant_id": grant.ID, "sql": req.SQL, "epsilon": plan.Cost.Epsilon,
 			"delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind, "groups": len(res.Rows), "suppressed": res.Privacy.SuppressedGroups}),
-	}))
+	})
+	var warnings []quota.Warning
+	stored, err := st.Release(ctx, key, body, rec, func(tx *sql.Tx) error {
+		if measured != nil {
+			if warnings, err = measured.CommitTx(ctx, tx, res.QueryID); err != nil {
+				return err
+			}
+		}
+		return auditRelease(tx)
+	})
 	if err != nil {
-		return res, fmt.Errorf("release answer: %w", err)
+		if measured != nil && fault.Is(err, fault.QuotaExceeded) {
+			measured.Block(context.WithoutCancel(ctx))
+		}
+		if fault.KindOf(err) == fault.Internal {
+			err = fmt.Errorf("release answer: %w", err)
+		}
+		return res, err
+	}
+	if measured != nil {
+		measured.Warn(ctx, warnings)
 	}
 	if err := json.Unmarshal(stored, &res.queryResponse); err != nil {
 		return res, fmt.Errorf("decode stored answer: %w", err)

@@ -102,9 +102,9 @@ type Plan struct {
 	quantities    int
 	salt          uint32
 	units         *[2]int64 // when set, the SQL also returns the contributing units
-	epsEach       float64 // noise epsilon per noised quantity
-	deltaEach     float64 // Gaussian delta per noised quantity
-	psDelta       float64 // threshold delta of partition selection
+	epsEach       float64   // noise epsilon per noised quantity
+	deltaEach     float64   // Gaussian delta per noised quantity
+	psDelta       float64   // threshold delta of partition selection
 }
 
 // NewPlan plans q at the requested cost. Epsilon and delta come from the

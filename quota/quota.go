@@ -123,6 +123,8 @@ type Event struct {
 
 // Pending is a measured release waiting for commit.
 type Pending struct {
+	states   map[string]Status
+	crossed  []string // datasets whose line this release would cross
 	t        *Tracker
 	org      catalog.Org
 	year     int
@@ -145,7 +147,7 @@ func (t *Tracker) Blocked(ctx context.Context, org catalog.Org, datasets []catal
 			return err
 		}
 		if st.State == "blocked" {
-			return t.check(ctx, st, st.Provided)
+			return blockedErr(st)
 		}
 	}
 	return nil
@@ -186,39 +188,32 @@ func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catal
 	if err != nil {
 		return nil, err
 	}
-	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: units}
+	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: units, states: map[string]Status{}}
 	for _, name := range core {
 		st, err := t.state(ctx, name)
 		if err != nil {
 			return nil, err
 		}
-		union, err := t.union(ctx, name, p.year)
-		if err != nil {
-			return nil, err
-		}
-		union.Or(units)
-		if err := t.check(ctx, st, int64(union.GetCardinality())); err != nil {
-			return nil, err
-		}
+		p.states[name] = st
 	}
 	return p, nil
 }
 
-func (t *Tracker) check(ctx context.Context, st Status, after int64) error {
-	if st.State == "blocked" {
-		return fault.E(fault.QuotaExceeded, "%s: a release this year could have taken the share provided to other legal entities to the Article 11 line (%.0f%% of %d patients; %.1f%% provided so far); no release to another legal entity until an approved risk assessment is recorded",
-			st.Dataset, 100*st.Threshold, st.StaticTotal, 100*st.Ratio)
-	}
-	if st.Threshold < 1 && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
-		if _, err := t.store.DB().ExecContext(ctx, `UPDATE quota_years SET blocked = TRUE WHERE dataset = $1 AND year = $2`, st.Dataset, st.Year); err != nil {
-			return fmt.Errorf("block quota of %s: %w", st.Dataset, err)
+// Block marks the line reached after CommitTx refused a release that would
+// have crossed it, and raises the alert.
+func (p *Pending) Block(ctx context.Context) {
+	for _, name := range p.crossed {
+		st := p.states[name]
+		if _, err := p.t.store.DB().ExecContext(ctx, `UPDATE quota_years SET blocked = TRUE WHERE dataset = $1 AND year = $2`, name, p.year); err != nil {
+			p.t.cfg.Log.Error("block quota", "dataset", name, "err", err)
 		}
-		msg := fmt.Sprintf("%s: this release would take the share provided to other legal entities this year to %.1f%% of %d patients, at or over the %.0f%% line; apply for a risk assessment",
-			st.Dataset, 100*float64(after)/float64(st.StaticTotal), st.StaticTotal, 100*st.Threshold)
-		t.alert(ctx, st.Dataset, "quota.blocked", msg)
-		return fault.E(fault.QuotaExceeded, "%s", msg)
+		p.t.alert(ctx, name, "quota.blocked", fmt.Sprintf("%s: a release would have taken the share provided to other legal entities this year to the %.0f%% line; releases to other legal entities are refused until a risk assessment is recorded", name, 100*st.Threshold))
 	}
-	return nil
+}
+
+func blockedErr(st Status) error {
+	return fault.E(fault.QuotaExceeded, "%s: a release this year could have taken the share provided to other legal entities to the Article 11 line (%.0f%% of %d patients; %.1f%% provided so far); no release to another legal entity until an approved risk assessment is recorded",
+		st.Dataset, 100*st.Threshold, st.StaticTotal, 100*st.Ratio)
 }
 
 func (t *Tracker) alert(ctx context.Context, dataset, kind, msg string) {
@@ -228,76 +223,77 @@ func (t *Tracker) alert(ctx context.Context, dataset, kind, msg string) {
 	}
 }
 
-// Commit records the measured release. For other legal entities it checks
-// the line again inside the transaction, so that concurrent releases cannot
-// together pass it.
-func (p *Pending) Commit(ctx context.Context, queryID string) error {
+// CommitTx records the measured release inside the caller's transaction
+// (the one that stores the answer and its audit entry), checking the line
+// again on the locked row so that concurrent releases, in this process or
+// another sharing PostgreSQL, cannot together pass it. It returns the
+// warnings to raise once the transaction has committed (see Warn).
+func (p *Pending) CommitTx(ctx context.Context, tx *sql.Tx, queryID string) ([]Warning, error) {
 	t := p.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	counted := p.org.Kind != catalog.Internal
+	lock := ""
+	if t.store.Dialect() == catalog.Postgres {
+		lock = " FOR UPDATE"
+	}
+	var warnings []Warning
 	for _, name := range p.datasets {
-		st, err := t.state(ctx, name)
+		st := p.states[name]
+		union, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_years WHERE dataset = $1 AND year = $2`+lock, name, p.year)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		var warn string
-		err = t.store.Tx(ctx, func(tx *sql.Tx) error {
-			union, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_years WHERE dataset = $1 AND year = $2`, name, p.year)
-			if err != nil {
-				return err
-			}
-			before := int64(union.GetCardinality())
-			if counted {
-				union.Or(p.units)
-			}
-			after := int64(union.GetCardinality())
-			if counted && st.Threshold < 1 && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
-				return fault.E(fault.QuotaExceeded, "%s: a concurrent release reached the Article 11 line; apply for a risk assessment", name)
-			}
-			rec, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_recipients WHERE dataset = $1 AND year = $2 AND org = $3`, name, p.year, p.org.ID)
-			if err != nil {
-				return err
-			}
-			rec.Or(p.units)
-			rb, err := encode(rec)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO quota_recipients (dataset, year, org, counted, provided, bitmap) VALUES ($1, $2, $3, $4, $5, $6)
-				ON CONFLICT (dataset, year, org) DO UPDATE SET provided = excluded.provided, bitmap = excluded.bitmap`,
-				name, p.year, p.org.ID, counted, int64(rec.GetCardinality()), rb); err != nil {
-				return fmt.Errorf("store recipient measure: %w", err)
-			}
-			if counted {
-				ub, err := encode(union)
-				if err != nil {
-					return err
-				}
-				if _, err := tx.ExecContext(ctx, `UPDATE quota_years SET provided = $1, bitmap = $2 WHERE dataset = $3 AND year = $4`,
-					after, ub, name, p.year); err != nil {
-					return fmt.Errorf("store quota measure: %w", err)
-				}
-				for _, w := range t.cfg.Warnings {
-					line := w * float64(st.StaticTotal)
-					if float64(before) < line && float64(after) >= line {
-						warn = fmt.Sprintf("%s: share provided to other legal entities this year crossed %.0f%% (%d of %d patients)", name, 100*w, after, st.StaticTotal)
-					}
-				}
-			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO quota_events (query_id, dataset, year, org, counted, units, added, provided_after, at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-				queryID, name, p.year, p.org.ID, counted, int64(p.units.GetCardinality()), after-before, after, t.store.Now().Format(time.RFC3339Nano))
-			return err
-		})
+		before := int64(union.GetCardinality())
+		union.Or(p.units)
+		after := int64(union.GetCardinality())
+		if st.Threshold < 1 && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
+			p.crossed = append(p.crossed, name)
+			return nil, fault.E(fault.QuotaExceeded, "%s: this release would take the share provided to other legal entities this year to %.1f%% of %d patients, at or over the %.0f%% line; apply for a risk assessment",
+				name, 100*float64(after)/float64(st.StaticTotal), st.StaticTotal, 100*st.Threshold)
+		}
+		rec, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_recipients WHERE dataset = $1 AND year = $2 AND org = $3`, name, p.year, p.org.ID)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if warn != "" {
-			t.alert(ctx, name, "quota.warning", warn)
+		rec.Or(p.units)
+		rb, err := encode(rec)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO quota_recipients (dataset, year, org, counted, provided, bitmap) VALUES ($1, $2, $3, TRUE, $4, $5)
+			ON CONFLICT (dataset, year, org) DO UPDATE SET provided = excluded.provided, bitmap = excluded.bitmap`,
+			name, p.year, p.org.ID, int64(rec.GetCardinality()), rb); err != nil {
+			return nil, fmt.Errorf("store recipient measure: %w", err)
+		}
+		ub, err := encode(union)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE quota_years SET provided = $1, bitmap = $2 WHERE dataset = $3 AND year = $4`,
+			after, ub, name, p.year); err != nil {
+			return nil, fmt.Errorf("store quota measure: %w", err)
+		}
+		for _, w := range t.cfg.Warnings {
+			line := w * float64(st.StaticTotal)
+			if float64(before) < line && float64(after) >= line {
+				warnings = append(warnings, Warning{name, fmt.Sprintf("%s: share provided to other legal entities this year crossed %.0f%% (%d of %d patients)", name, 100*w, after, st.StaticTotal)})
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO quota_events (query_id, dataset, year, org, counted, units, added, provided_after, at)
+			VALUES ($1, $2, $3, $4, TRUE, $5, $6, $7, $8)`,
+			queryID, name, p.year, p.org.ID, int64(p.units.GetCardinality()), after-before, after, t.store.Now().Format(time.RFC3339Nano)); err != nil {
+			return nil, fmt.Errorf("record quota event: %w", err)
 		}
 	}
-	return nil
+	return warnings, nil
+}
+
+// Warning is a warning line crossed by a committed release.
+type Warning struct{ Dataset, Message string }
+
+// Warn raises the warnings a committed release produced.
+func (p *Pending) Warn(ctx context.Context, ws []Warning) {
+	for _, w := range ws {
+		p.t.alert(ctx, w.Dataset, "quota.warning", w.Message)
+	}
 }
 
 // Status returns a dataset's quota this year with its recipients and recent
@@ -417,10 +413,6 @@ func (t *Tracker) RecordAssessment(ctx context.Context, dataset string, threshol
 		return Status{}, fmt.Errorf("record risk assessment for %s: %w", dataset, err)
 	}
 	return t.Status(ctx, dataset)
-}
-
-func (t *Tracker) union(ctx context.Context, dataset string, year int) (*roaring64.Bitmap, error) {
-	return loadBitmap(ctx, t.store.DB(), `SELECT bitmap FROM quota_years WHERE dataset = $1 AND year = $2`, dataset, year)
 }
 
 type querier interface {
