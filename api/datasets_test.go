@@ -66,14 +66,7 @@ func TestRegisterOverAPI(t *testing.T) {
 		t.Fatalf("registered %v", ds)
 	}
 	// Grant access through the two-step approval and query it.
-	var req struct{ ID string }
-	env.Do("POST", "/v1/access-requests", "researcher_internal", map[string]any{"datasets": []string{"clinic"}, "purpose": "fees",
-		"epsilon": 1, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, &req)
-	env.Do("POST", "/v1/access-requests/"+req.ID+"/approve", "steward", nil, nil)
-	var st struct {
-		GrantID string `json:"grant_id"`
-	}
-	env.Do("POST", "/v1/access-requests/"+req.ID+"/verify", "approver", nil, &st)
+	st := struct{ GrantID string }{grantOn(t, env, "researcher_internal", "clinic")}
 	var a map[string]any
 	status, _ = env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT clinic, avg(fee) AS fee FROM visits GROUP BY clinic", "grant_id": st.GrantID, "epsilon": 0.5}, &a)
 	if status != 200 || len(a["rows"].([]any)) != 2 || a["grade"] != "important" {
@@ -123,14 +116,7 @@ func TestExactAnswersForGeneralData(t *testing.T) {
 	if status, _ := env.Do("POST", "/v1/datasets/clinic/grade", "steward", map[string]string{"grade": "general", "reason": "aggregate statistics only"}, &d); status != 200 {
 		t.Fatalf("regrade: %d", status)
 	}
-	var req struct{ ID string }
-	env.Do("POST", "/v1/access-requests", "researcher_internal", map[string]any{"datasets": []string{"clinic"}, "purpose": "fees",
-		"epsilon": 1, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, &req)
-	env.Do("POST", "/v1/access-requests/"+req.ID+"/approve", "steward", nil, nil)
-	var st struct {
-		GrantID string `json:"grant_id"`
-	}
-	env.Do("POST", "/v1/access-requests/"+req.ID+"/verify", "approver", nil, &st)
+	st := struct{ GrantID string }{grantOn(t, env, "researcher_internal", "clinic")}
 	var a struct {
 		Rows    [][]any `json:"rows"`
 		Privacy struct {
@@ -161,4 +147,21 @@ func TestExactAnswersForGeneralData(t *testing.T) {
 			t.Errorf("%v: got %v %v, want %v", r[0], r[1], r[2], w)
 		}
 	}
+}
+
+// grantOn takes an access request for researcher on dataset through the
+// two-step approval and returns the new grant's id.
+func grantOn(t *testing.T, env *apitest.Env, researcher, dataset string) string {
+	t.Helper()
+	var req struct{ ID string }
+	env.Do("POST", "/v1/access-requests", researcher, map[string]any{"datasets": []string{dataset}, "purpose": "study",
+		"epsilon": 1, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, &req)
+	env.Do("POST", "/v1/access-requests/"+req.ID+"/approve", "steward", nil, nil)
+	var st struct {
+		GrantID string `json:"grant_id"`
+	}
+	if status, _ := env.Do("POST", "/v1/access-requests/"+req.ID+"/verify", "approver", nil, &st); status != 200 || st.GrantID == "" {
+		t.Fatalf("grant on %s: %d", dataset, status)
+	}
+	return st.GrantID
 }

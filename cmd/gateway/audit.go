@@ -99,19 +99,12 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	if *pubPath == "" {
 		*pubPath = filepath.Join(*dir, "keys", "audit.pub")
 	}
+	// The public key is optional here: without it, heads are checked
+	// against the keys stored beside them.
 	var pub *ecdsa.PublicKey
-	if b, err := os.ReadFile(*pubPath); err == nil {
-		der, err := hex.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil {
-			return fmt.Errorf("public key %s: %w", *pubPath, err)
-		}
-		k, err := smx509.ParsePKIXPublicKey(der)
-		if err != nil {
-			return fmt.Errorf("public key %s: %w", *pubPath, err)
-		}
-		var ok bool
-		if pub, ok = k.(*ecdsa.PublicKey); !ok {
-			return fmt.Errorf("public key %s is not an SM2 key", *pubPath)
+	if _, err := os.Stat(*pubPath); err == nil {
+		if pub, err = loadPublicKey(*pubPath); err != nil {
+			return err
 		}
 	}
 	store, err := catalog.Open(ctx, *meta)
@@ -143,21 +136,9 @@ func runCheckExport(args []string, stdout io.Writer) error {
 	if fs.NArg() != 1 || *pubPath == "" {
 		return usageError{"audit check-export --public-key FILE EXPORT"}
 	}
-	pb, err := os.ReadFile(*pubPath)
+	pub, err := loadPublicKey(*pubPath)
 	if err != nil {
-		return fmt.Errorf("read public key: %w", err)
-	}
-	der, err := hex.DecodeString(strings.TrimSpace(string(pb)))
-	if err != nil {
-		return fmt.Errorf("public key %s: %w", *pubPath, err)
-	}
-	k, err := smx509.ParsePKIXPublicKey(der)
-	if err != nil {
-		return fmt.Errorf("public key %s: %w", *pubPath, err)
-	}
-	pub, ok := k.(*ecdsa.PublicKey)
-	if !ok {
-		return fmt.Errorf("public key %s is not an SM2 key", *pubPath)
+		return err
 	}
 	b, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -212,4 +193,26 @@ func runPrune(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 	}
 	fmt.Fprintf(stdout, "pruned %d audit entries older than %s\n", n, *before)
 	return nil
+}
+
+// loadPublicKey reads the gateway's audit public key (hex of PKIX DER), as
+// written to keys/audit.pub.
+func loadPublicKey(path string) (*ecdsa.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read public key: %w", err)
+	}
+	der, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("public key %s: %w", path, err)
+	}
+	k, err := smx509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("public key %s: %w", path, err)
+	}
+	pub, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("public key %s is not an SM2 key", path)
+	}
+	return pub, nil
 }
