@@ -178,3 +178,36 @@ func TestMeasureUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestRowBoundWithoutGroups covers the hash-threshold row bound used for
+// quantiles when each patient is in one group: the heavy patient's 300 rows
+// count as MaxRows (3), the 100 light patients' rows as they are.
+func TestRowBoundWithoutGroups(t *testing.T) {
+	e := loadVisits(t)
+	ctx := context.Background()
+	q, err := sandbox.Analyze(ctx, e, "SELECT count(*) AS n, median(cost) AS m FROM visits", visitsScope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plan.SQL, "__heavy") {
+		t.Fatalf("plan does not use the hash threshold: %s", plan.SQL)
+	}
+	res, err := e.Query(ctx, plan.SQL, 10)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, plan.SQL)
+	}
+	col := map[string]int{}
+	for i, c := range res.Columns {
+		col[c.Name] = i
+	}
+	if n := res.Rows[0][col["__c0"]].(int64); n != 103 {
+		t.Errorf("count %d, want 103 (100 light rows and 3 of the heavy patient's)", n)
+	}
+	if u := res.Rows[0][col["__users"]].(int64); u != 101 {
+		t.Errorf("patients %d, want 101", u)
+	}
+}
