@@ -179,9 +179,9 @@ func TestMeasureUnits(t *testing.T) {
 	}
 }
 
-// TestRowBoundWithoutGroups covers the hash-threshold row bound used for
-// quantiles when each patient is in one group: the heavy patient's 300 rows
-// count as MaxRows (3), the 100 light patients' rows as they are.
+// TestRowBoundWithoutGroups: for quantiles without groups, the heavy
+// patient's 300 rows count as MaxRows (3), the 100 light patients' rows as
+// they are.
 func TestRowBoundWithoutGroups(t *testing.T) {
 	e := loadVisits(t)
 	ctx := context.Background()
@@ -192,9 +192,6 @@ func TestRowBoundWithoutGroups(t *testing.T) {
 	plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if !strings.Contains(plan.SQL, "__heavy") {
-		t.Fatalf("plan does not use the hash threshold: %s", plan.SQL)
 	}
 	res, err := e.Query(ctx, plan.SQL, 10)
 	if err != nil {

@@ -268,22 +268,6 @@ func (p *Plan) sql(salt uint32) string {
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", nil))
 	case !hasQuantile:
 		b.WriteString(p.partialAggregate(groups, salt))
-	case p.groupsPerUnit == 1:
-		// Quantiles with one group per patient: rows over MaxRows are cut
-		// by a salted-hash threshold per (patient, group) instead of a
-		// sort. (Two rows with equal 64-bit hashes at the threshold would
-		// let one extra row through: a chance of about n^2 / 2^64.)
-		keys := append([]string{"__pu"}, groups...)
-		on := []string{"__hashed.__pu = __heavy.__pu"}
-		for _, g := range groups {
-			on = append(on, fmt.Sprintf("__hashed.%s IS NOT DISTINCT FROM __heavy.%s", g, g))
-		}
-		fmt.Fprintf(&b, ", __hashed AS (SELECT *, hash(row_number() OVER (), %d) AS __h FROM __base)", salt)
-		fmt.Fprintf(&b, ", __heavy AS (SELECT %s, list_max(min(__h, %d)) AS __th FROM __hashed GROUP BY %s HAVING count(*) > %d)",
-			strings.Join(keys, ", "), p.rowsPerGroup, strings.Join(keys, ", "), p.rowsPerGroup)
-		fmt.Fprintf(&b, ", __kept AS (SELECT __hashed.* FROM __hashed LEFT JOIN __heavy ON %s WHERE __heavy.__th IS NULL OR __hashed.__h <= __heavy.__th)",
-			strings.Join(on, " AND "))
-		b.WriteString(p.rowAggregate("__kept", groups, "count(DISTINCT __pu)", nil))
 	default:
 		part := "__pu"
 		if gl != "" {
