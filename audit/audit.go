@@ -92,15 +92,20 @@ type Log struct {
 	cfg Config
 }
 
-var migrations = map[Dialect][]string{
+// tables are the same in both dialects; only the triggers that refuse
+// edits differ.
+var tables = []string{
+	`CREATE TABLE IF NOT EXISTS audit_entries (seq BIGINT PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
+		action TEXT NOT NULL, dataset TEXT NOT NULL, grade TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,
+		retain_until TEXT NOT NULL, algo TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
+	`CREATE INDEX IF NOT EXISTS audit_entries_actor ON audit_entries (actor, ts)`,
+	`CREATE INDEX IF NOT EXISTS audit_entries_dataset ON audit_entries (dataset, ts)`,
+	`CREATE TABLE IF NOT EXISTS audit_heads (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, signature TEXT NOT NULL, public_key TEXT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS audit_watermark (id INTEGER PRIMARY KEY, first_seq BIGINT NOT NULL, prev_hash TEXT NOT NULL)`,
+}
+
+var triggers = map[Dialect][]string{
 	SQLite: {
-		`CREATE TABLE IF NOT EXISTS audit_entries (seq BIGINT PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
-			action TEXT NOT NULL, dataset TEXT NOT NULL, grade TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,
-			retain_until TEXT NOT NULL, algo TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
-		`CREATE INDEX IF NOT EXISTS audit_entries_actor ON audit_entries (actor, ts)`,
-		`CREATE INDEX IF NOT EXISTS audit_entries_dataset ON audit_entries (dataset, ts)`,
-		`CREATE TABLE IF NOT EXISTS audit_heads (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, signature TEXT NOT NULL, public_key TEXT NOT NULL)`,
-		`CREATE TABLE IF NOT EXISTS audit_watermark (id INTEGER PRIMARY KEY, first_seq BIGINT NOT NULL, prev_hash TEXT NOT NULL)`,
 		`CREATE TRIGGER IF NOT EXISTS audit_entries_no_update BEFORE UPDATE ON audit_entries
 			BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END`,
 		`CREATE TRIGGER IF NOT EXISTS audit_entries_retention BEFORE DELETE ON audit_entries
@@ -108,13 +113,6 @@ var migrations = map[Dialect][]string{
 			BEGIN SELECT RAISE(ABORT, 'audit entry is within its retention period'); END`,
 	},
 	Postgres: {
-		`CREATE TABLE IF NOT EXISTS audit_entries (seq BIGINT PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
-			action TEXT NOT NULL, dataset TEXT NOT NULL, grade TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,
-			retain_until TEXT NOT NULL, algo TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
-		`CREATE INDEX IF NOT EXISTS audit_entries_actor ON audit_entries (actor, ts)`,
-		`CREATE INDEX IF NOT EXISTS audit_entries_dataset ON audit_entries (dataset, ts)`,
-		`CREATE TABLE IF NOT EXISTS audit_heads (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, signature TEXT NOT NULL, public_key TEXT NOT NULL)`,
-		`CREATE TABLE IF NOT EXISTS audit_watermark (id INTEGER PRIMARY KEY, first_seq BIGINT NOT NULL, prev_hash TEXT NOT NULL)`,
 		`CREATE OR REPLACE FUNCTION audit_entries_guard() RETURNS trigger AS $$
 			BEGIN
 				IF TG_OP = 'UPDATE' THEN RAISE EXCEPTION 'audit entries are append-only'; END IF;
@@ -140,7 +138,7 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect) error {
 			return fmt.Errorf("migrate audit log: %w", err)
 		}
 	}
-	for _, m := range migrations[d] {
+	for _, m := range append(append([]string{}, tables...), triggers[d]...) {
 		if _, err := tx.ExecContext(ctx, m); err != nil {
 			return fmt.Errorf("migrate audit log: %w", err)
 		}

@@ -145,13 +145,3 @@ func (g Grant) Dataset() string {
 func (g Grant) Live(now time.Time) bool {
 	return g.RevokedAt == nil && now.Before(g.ExpiresAt)
 }
-
-// Covers reports whether the grant includes dataset.
-func (g Grant) Covers(dataset string) bool {
-	for _, d := range g.Datasets {
-		if d == dataset {
-			return true
-		}
-	}
-	return false
-}

@@ -246,14 +246,6 @@ func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema 
 	return nil
 }
 
-// DropDataset removes a dataset's tables from memory.
-func (e *Engine) DropDataset(ctx context.Context, dataset string) error {
-	if _, err := e.db.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+ident(dataset)+" CASCADE"); err != nil {
-		return fmt.Errorf("drop %s: %w", dataset, err)
-	}
-	return nil
-}
-
 // Loader appends Arrow record batches to one table.
 type Loader struct {
 	conn     *sql.Conn

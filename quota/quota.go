@@ -71,8 +71,7 @@ type Tracker struct {
 	store  *catalog.Store
 	engine *engine.Engine
 	cfg    Config
-	mu     sync.Mutex // serialises commits in this process; the DB transaction does across processes
-	ranges sync.Map   // dataset -> [2]int64 unit range
+	ranges sync.Map // dataset -> [2]int64 unit range
 }
 
 // New prepares the quota tables and returns a tracker.

@@ -262,9 +262,11 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 	default:
 		return nil, nil, reject("unsupported query form %s; send a single aggregate SELECT", t)
 	}
-	for _, c := range nodes(obj(sel, "cte_map"), "map") {
-		if str(obj(obj(obj(c, "value"), "query"), "node"), "type") == "RECURSIVE_CTE_NODE" {
-			return nil, nil, reject("recursive CTEs are not allowed")
+	if ctes := nodes(obj(sel, "cte_map"), "map"); len(ctes) > 0 {
+		for _, c := range ctes {
+			if str(obj(obj(obj(c, "value"), "query"), "node"), "type") == "RECURSIVE_CTE_NODE" {
+				return nil, nil, reject("recursive CTEs are not allowed")
+			}
 		}
 		return nil, nil, reject("WITH clauses are not supported; write the query as one SELECT with joins")
 	}

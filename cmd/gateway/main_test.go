@@ -34,10 +34,7 @@ func TestAuditVerifyCommand(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	g, err := openGateway(ctx, options{Dir: dir}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := newGateway(t, dir)
 	for i := 0; i < 5; i++ {
 		if _, err := g.audit.Append(ctx, audit.Entry{Actor: "steward", Action: "dataset.register", Outcome: "ok"}); err != nil {
 			t.Fatal(err)
@@ -71,10 +68,7 @@ func TestCheckExportCommand(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	g, err := openGateway(ctx, options{Dir: dir}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := newGateway(t, dir)
 	for i := 0; i < 3; i++ {
 		g.audit.Append(ctx, audit.Entry{Actor: "auditor", Action: "read", Outcome: "ok"})
 	}
@@ -101,10 +95,7 @@ func TestPruneRefusedWithinRetention(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	g, err := openGateway(ctx, options{Dir: dir}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := newGateway(t, dir)
 	g.audit.Append(ctx, audit.Entry{Actor: "a", Action: "read", Outcome: "ok"})
 	g.Close()
 	tomorrow := time.Now().AddDate(0, 0, 1).Format(time.DateOnly)
@@ -115,4 +106,14 @@ func TestPruneRefusedWithinRetention(t *testing.T) {
 	if err := run(ctx, []string{"audit", "verify", "--dir", dir}, &out, log); err != nil {
 		t.Fatalf("verify after refused prune: %v", err)
 	}
+}
+
+// newGateway opens a gateway on dir with a quiet logger.
+func newGateway(t *testing.T, dir string) *gateway {
+	t.Helper()
+	g, err := openGateway(context.Background(), options{Dir: dir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
