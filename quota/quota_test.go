@@ -1,0 +1,69 @@
+package quota_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/quota"
+)
+
+func TestStatusAndAssessment(t *testing.T) {
+	ctx := context.Background()
+	s, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lo, hi := 0.0, 1.0
+	pol := catalog.Policy{
+		Tables:       []catalog.Table{{Name: "t", Columns: []catalog.Column{{Name: "id", Role: catalog.Unit}, {Name: "v", Role: catalog.Attribute, Min: &lo, Max: &hi}}}},
+		Contribution: catalog.Contribution{MaxGroups: 1, MaxRows: 1}, K: 5, SpecialK: 5, SpecialShare: 1,
+	}
+	for _, d := range []catalog.Dataset{{Name: "core_ds", Grade: catalog.Core, Units: 1000, Policy: pol}, {Name: "gen_ds", Grade: catalog.General, Units: 10, Policy: pol}} {
+		if err := s.PutDataset(ctx, d, "steward"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := quota.New(ctx, s, nil, quota.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tr.Status(ctx, "core_ds")
+	if err != nil || st.StaticTotal != 1000 || st.Threshold != quota.Threshold || st.State != "ok" {
+		t.Fatalf("core status %+v %v", st, err)
+	}
+	if st, _ := tr.Status(ctx, "gen_ds"); st.State != "not_core" {
+		t.Errorf("general data status %+v", st)
+	}
+	cases := []struct {
+		name      string
+		dataset   string
+		threshold float64
+		ref       string
+		ok        bool
+	}{
+		{"not core", "gen_ds", 0.5, "RA-1", false},
+		{"no reference", "core_ds", 0.5, "", false},
+		{"not higher", "core_ds", 0.3, "RA-1", false},
+		{"over one", "core_ds", 1.5, "RA-1", false},
+		{"raised", "core_ds", 0.6, "RA-1", true},
+		{"whole dataset", "core_ds", 1.0, "RA-2", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := tr.RecordAssessment(ctx, tc.dataset, tc.threshold, tc.ref, "approver")
+			if (err == nil) != tc.ok {
+				t.Fatalf("RecordAssessment: %v", err)
+			}
+			if tc.ok && (st.Threshold != tc.threshold || st.State != "ok") {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+	// Internal use is never measured.
+	if _, _, ok, err := tr.Range(ctx, catalog.Org{Kind: catalog.Internal}, []catalog.Dataset{{Name: "core_ds", Grade: catalog.Core}}); ok || err != nil {
+		t.Errorf("internal use measured: %v %v", ok, err)
+	}
+}
