@@ -1,26 +1,48 @@
 // Package audit is the gateway's append-only, tamper-evident record of every
-// operation (Art. 12, 19, 22(5) of the 2026 Measures): queries with their SQL,
-// cost and outcome, governance actions, token use and every refusal.
+// operation, as Articles 11, 12, 19 and 22(5) of the 2026 healthcare data
+// security measures require: queries with their SQL, cost and outcome,
+// governance actions, logins and token use, and every refusal.
 //
-// Entries live in the metadata store (SQLite or PostgreSQL) and form a hash
-// chain: each entry's hash covers the previous hash and every field of the
-// entry, with SM3, the national algorithm, by default (SHA-256 selectable).
-// Every SignEvery entries, and at each checkpoint, the chain head is signed
-// with the gateway's SM2 key. Editing, deleting or reordering any entry breaks
-// the chain; replacing the whole tail breaks the signed heads. Triggers in
-// the database refuse UPDATE, and DELETE before an entry's retention date, so
-// even direct SQL cannot quietly rewrite history; Verify catches whoever
-// drops the triggers.
+// The log lives in the gateway's metadata store, SQLite or PostgreSQL, in the
+// tables that Migrate creates. Each entry is hash-chained to the one before
+// it: its hash covers the previous hash and a length-prefixed encoding of all
+// its fields, with SM3 by default or SHA-256, the algorithm being recorded
+// with each entry. Every Config.SignEvery entries, and on Checkpoint and
+// Close, the head of the chain is signed (SM2 by default) and the signature
+// stored in audit_heads. Verify and VerifyDB walk the chain in pages and name
+// the first entry that was edited, deleted or reordered, and check every
+// signed head against the recomputed chain.
 //
-// Retention: at least one year, three years for entries about core data or
-// about providing important data (Art. 11, 19). Prune removes only an expired
-// prefix of the chain and records a watermark so that the rest still verifies.
+// Entries are kept at least one year, three years for entries about core
+// data or about providing important data (RetentionFor). Database triggers
+// refuse UPDATE of the log and DELETE of entries still within retention, so
+// that even direct SQL cannot quietly rewrite it; an attacker who drops the
+// triggers is still caught by verification. Prune removes only an expired
+// prefix of the chain and records a watermark, so that the remaining chain
+// still verifies.
+//
+// Appends are serialised in the database so that sequence numbers are
+// gap-free and the chain linear even with several gateway processes: with
+// PostgreSQL by a transaction-scoped advisory lock, with SQLite by its single
+// writer. For SQLite the *sql.DB must therefore begin its transactions with
+// BEGIN IMMEDIATE, which modernc.org/sqlite does when the DSN carries
+// _txlock=immediate, for example
+//
+//	file:PATH?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_txlock=immediate
+//
+// For PostgreSQL, transactions given to AppendTx must run at READ COMMITTED
+// (the default) so that the chain head read after taking the lock is current.
+//
+// What the chain cannot show by itself: the loss of the newest entries after
+// the last signed head, or of the whole log. Checkpoint often (Close does),
+// and keep the signed heads, or the gateway's public key and a recent head,
+// outside the database.
 package audit
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"crypto"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
@@ -29,196 +51,231 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"strconv"
+	"io"
 	"strings"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
-	"github.com/emmansun/gmsm/smx509"
 )
 
-// Dialect is the SQL flavour of the store the log lives in. Placeholders are
-// $N in both.
+// Dialect is the SQL flavour of the store the log lives in. Statements use
+// $1, $2 placeholders in both.
 type Dialect int
 
-// The dialects.
+// The supported dialects.
 const (
 	SQLite Dialect = iota
 	Postgres
 )
 
-// ErrRetention is returned when pruning would delete entries whose
-// retention date has not passed.
+// String names the dialect.
+func (d Dialect) String() string {
+	switch d {
+	case SQLite:
+		return "sqlite"
+	case Postgres:
+		return "postgres"
+	}
+	return fmt.Sprintf("dialect(%d)", int(d))
+}
+
+func (d Dialect) valid() error {
+	if d != SQLite && d != Postgres {
+		return fmt.Errorf("unknown audit store dialect %d", int(d))
+	}
+	return nil
+}
+
+// ErrRetention is wrapped by the error Prune returns when it would delete
+// entries whose retention date has not passed.
 var ErrRetention = errors.New("audit entries are within their retention period")
 
-// timeFormat is used for stored times; fixed-width so that text order is
-// time order, and the database triggers can compare with now.
-const timeFormat = "2006-01-02T15:04:05.000000000Z"
+// The hash algorithms an entry can be chained with.
+const (
+	HashSM3    = "sm3"
+	HashSHA256 = "sha256"
+)
+
+// hashSize is the size of both algorithms' digests, and of entry 1's
+// all-zero previous hash.
+const hashSize = 32
+
+// Digest is a hash in the chain. It prints and marshals as lower-case hex.
+type Digest []byte
+
+// String returns d in hex.
+func (d Digest) String() string { return hex.EncodeToString(d) }
+
+// MarshalText encodes d as hex.
+func (d Digest) MarshalText() ([]byte, error) { return []byte(hex.EncodeToString(d)), nil }
+
+// UnmarshalText decodes hex.
+func (d *Digest) UnmarshalText(b []byte) error {
+	v, err := hex.DecodeString(string(b))
+	if err != nil {
+		return fmt.Errorf("decode digest: %w", err)
+	}
+	*d = v
+	return nil
+}
+
+// Entry is one audit record. The caller fills Actor, Role, Action, Dataset,
+// Grade, Outcome and Detail; Append fills the rest.
+type Entry struct {
+	Seq  int64     `json:"seq"`
+	Time time.Time `json:"time"`
+	// Actor is the person or service acting; "" for an unauthenticated
+	// caller.
+	Actor string `json:"actor"`
+	Role  string `json:"role,omitempty"`
+	// Action is what was done, such as "query", "grant.approve",
+	// "token.issue" or "login". Required.
+	Action string `json:"action"`
+	// Dataset names the dataset concerned; several are joined with commas.
+	Dataset string `json:"dataset,omitempty"`
+	// Grade is the data's grade: "core", "important", "general" or "".
+	Grade string `json:"grade,omitempty"`
+	// Outcome is "ok" or an error code such as "forbidden". Required.
+	Outcome string `json:"outcome"`
+	// Detail is a JSON object (the SQL, epsilon spent and so on). Append
+	// stores it in canonical form: keys sorted, no insignificant space, no
+	// HTML escaping.
+	Detail json.RawMessage `json:"detail,omitempty"`
+	// RetainUntil is when the entry may be pruned: Time plus RetentionFor,
+	// or a later time the caller set (a legal hold).
+	RetainUntil time.Time `json:"retain_until"`
+	// Algorithm is the hash algorithm of this entry, HashSM3 or HashSHA256.
+	Algorithm string `json:"algorithm"`
+	PrevHash  Digest `json:"prev_hash"`
+	Hash      Digest `json:"hash"`
+}
 
 // Config configures a Log.
 type Config struct {
+	// Dialect is the SQL flavour of the db given to New.
 	Dialect Dialect
-	// Hash is "sm3" (default) or "sha256".
+	// Hash is HashSM3 (the default) or HashSHA256.
 	Hash string
-	// Signer signs chain heads; nil disables signing.
-	Signer *sm2.PrivateKey
-	// SignEvery is how often the head is signed (default 100 entries).
-	SignEvery int64
+	// Signer signs chain heads; nil disables signing. An *sm2.PrivateKey
+	// from github.com/emmansun/gmsm/sm2 is the expected choice; signers
+	// with ECDSA P-256 or Ed25519 keys also work.
+	Signer crypto.Signer
+	// SignEvery is how often, in entries, the head is signed (default 100).
+	SignEvery int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
 
-// Entry is one audit record.
-type Entry struct {
-	Seq         int64           `json:"seq"`
-	Time        time.Time       `json:"time"`
-	Actor       string          `json:"actor"`
-	Role        string          `json:"role,omitempty"`
-	Action      string          `json:"action"`
-	Dataset     string          `json:"dataset,omitempty"`
-	Grade       string          `json:"grade,omitempty"`
-	Outcome     string          `json:"outcome"`
-	Detail      json.RawMessage `json:"detail,omitempty"`
-	RetainUntil time.Time       `json:"retain_until"`
-	Algorithm   string          `json:"algorithm"`
-	PrevHash    string          `json:"prev_hash"`
-	Hash        string          `json:"hash"`
-}
-
-// Log is the audit log.
+// Log appends to and reads the audit log in one database. It is safe for
+// concurrent use; other processes may append to the same database at the
+// same time.
 type Log struct {
-	db  *sql.DB
-	cfg Config
+	db     *sql.DB
+	cfg    Config
+	signer *headSigner
+	// sem admits one Append, Prune or Checkpoint of this process at a time,
+	// so that they queue here instead of contending for the database lock.
+	sem chan struct{}
 }
 
-// tables are the same in both dialects; only the triggers that refuse
-// edits differ.
-var tables = []string{
-	`CREATE TABLE IF NOT EXISTS audit_entries (seq BIGINT PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
-		action TEXT NOT NULL, dataset TEXT NOT NULL, grade TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,
-		retain_until TEXT NOT NULL, algo TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
-	`CREATE INDEX IF NOT EXISTS audit_entries_actor ON audit_entries (actor, ts)`,
-	`CREATE INDEX IF NOT EXISTS audit_entries_dataset ON audit_entries (dataset, ts)`,
-	`CREATE TABLE IF NOT EXISTS audit_heads (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, ts TEXT NOT NULL, signature TEXT NOT NULL, public_key TEXT NOT NULL)`,
-	`CREATE TABLE IF NOT EXISTS audit_watermark (id INTEGER PRIMARY KEY, first_seq BIGINT NOT NULL, prev_hash TEXT NOT NULL)`,
-}
-
-var triggers = map[Dialect][]string{
-	SQLite: {
-		`CREATE TRIGGER IF NOT EXISTS audit_entries_no_update BEFORE UPDATE ON audit_entries
-			BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END`,
-		`CREATE TRIGGER IF NOT EXISTS audit_entries_retention BEFORE DELETE ON audit_entries
-			WHEN old.retain_until > strftime('%Y-%m-%dT%H:%M:%S.000000000Z', 'now')
-			BEGIN SELECT RAISE(ABORT, 'audit entry is within its retention period'); END`,
-	},
-	Postgres: {
-		`CREATE OR REPLACE FUNCTION audit_entries_guard() RETURNS trigger AS $$
-			BEGIN
-				IF TG_OP = 'UPDATE' THEN RAISE EXCEPTION 'audit entries are append-only'; END IF;
-				IF OLD.retain_until > to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.000000000"Z"') THEN
-					RAISE EXCEPTION 'audit entry is within its retention period';
-				END IF;
-				RETURN OLD;
-			END $$ LANGUAGE plpgsql`,
-		`DROP TRIGGER IF EXISTS audit_entries_guard ON audit_entries`,
-		`CREATE TRIGGER audit_entries_guard BEFORE UPDATE OR DELETE ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_entries_guard()`,
-	},
-}
-
-// Migrate creates the audit tables and triggers if they are missing.
-func Migrate(ctx context.Context, db *sql.DB, d Dialect) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate audit log: %w", err)
-	}
-	defer tx.Rollback()
-	if d == Postgres {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7426002)`); err != nil {
-			return fmt.Errorf("migrate audit log: %w", err)
-		}
-	}
-	for _, m := range append(append([]string{}, tables...), triggers[d]...) {
-		if _, err := tx.ExecContext(ctx, m); err != nil {
-			return fmt.Errorf("migrate audit log: %w", err)
-		}
-	}
-	return tx.Commit()
-}
-
-// New opens the log over db. For SQLite, db must begin transactions with
-// BEGIN IMMEDIATE (the _txlock=immediate DSN option) so that appends are
-// serialised; catalog.Open does this.
+// New returns a log over db, whose tables Migrate must have created.
 func New(ctx context.Context, db *sql.DB, cfg Config) (*Log, error) {
+	if err := cfg.Dialect.valid(); err != nil {
+		return nil, err
+	}
 	if cfg.Hash == "" {
-		cfg.Hash = "sm3"
+		cfg.Hash = HashSM3
 	}
-	if cfg.Hash != "sm3" && cfg.Hash != "sha256" {
-		return nil, fmt.Errorf("audit hash %q: use sm3 or sha256", cfg.Hash)
+	if _, err := newHash(cfg.Hash); err != nil {
+		return nil, fmt.Errorf("audit config: %w", err)
 	}
-	if cfg.SignEvery <= 0 {
+	switch {
+	case cfg.SignEvery == 0:
 		cfg.SignEvery = 100
+	case cfg.SignEvery < 0:
+		return nil, fmt.Errorf("audit config: SignEvery is %d, want a positive number", cfg.SignEvery)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Log{db: db, cfg: cfg}, nil
-}
-
-func newHash(algo string) (hash.Hash, error) {
-	switch algo {
-	case "sm3":
-		return sm3.New(), nil
-	case "sha256":
-		return sha256.New(), nil
+	l := &Log{db: db, cfg: cfg, sem: make(chan struct{}, 1)}
+	if cfg.Signer != nil {
+		s, err := newHeadSigner(cfg.Signer)
+		if err != nil {
+			return nil, fmt.Errorf("audit config: %w", err)
+		}
+		l.signer = s
 	}
-	return nil, fmt.Errorf("unknown hash algorithm %q", algo)
-}
-
-// RetentionFor is how long an entry must be kept: three years for entries
-// about core data or about providing important data, one year otherwise.
-func RetentionFor(e Entry) time.Duration {
-	const year = 365 * 24 * time.Hour
-	switch {
-	case e.Grade == "core":
-		return 3 * year
-	case e.Grade == "important" && (e.Action == "query" || strings.HasPrefix(e.Action, "export")):
-		return 3 * year
-	}
-	return year
-}
-
-// digest computes an entry's hash from its fields and the previous hash.
-func digest(e Entry) (string, error) {
-	h, err := newHash(e.Algorithm)
+	v, err := schemaVersionOf(ctx, db)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	prev, err := hex.DecodeString(e.PrevHash)
-	if err != nil {
-		return "", fmt.Errorf("prev hash of %d: %w", e.Seq, err)
+	if v != schemaVersion {
+		return nil, fmt.Errorf("audit schema is at version %d, this gateway needs %d: run Migrate", v, schemaVersion)
 	}
-	h.Write(prev)
-	for _, f := range []string{strconv.FormatInt(e.Seq, 10), e.Time.UTC().Format(timeFormat), e.Actor, e.Role, e.Action,
-		e.Dataset, e.Grade, e.Outcome, string(e.Detail), e.RetainUntil.UTC().Format(timeFormat), e.Algorithm} {
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
-		h.Write(n[:])
-		h.Write([]byte(f))
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return l, nil
 }
 
-var zeroHash = strings.Repeat("0", 64)
+func (l *Log) lock(ctx context.Context) error {
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for audit log: %w", ctx.Err())
+	}
+}
 
-// Append adds e to the log in its own transaction.
+func (l *Log) unlock() { <-l.sem }
+
+// beginWrite starts a transaction that appends to or prunes the chain, and
+// takes the chain lock in PostgreSQL.
+func (l *Log) beginWrite(ctx context.Context) (*sql.Tx, error) {
+	var opts *sql.TxOptions
+	if l.cfg.Dialect == Postgres {
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	tx, err := l.db.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("begin audit transaction: %w", err)
+	}
+	if err := lockChain(ctx, tx, l.cfg.Dialect); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	return tx, nil
+}
+
+// chainLockKey is the PostgreSQL advisory lock that serialises writers of
+// the chain across processes.
+const chainLockKey = 0x6761_7564_6974 // "gaudit"
+
+func lockChain(ctx context.Context, tx *sql.Tx, d Dialect) error {
+	if d != Postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(chainLockKey)); err != nil {
+		return fmt.Errorf("lock audit chain: %w", err)
+	}
+	return nil
+}
+
+// Append adds e to the log in a transaction of its own and returns it as
+// stored. An error means nothing was written.
 func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
-	tx, err := l.db.BeginTx(ctx, nil)
+	e, err := l.prepare(e)
 	if err != nil {
-		return Entry{}, fmt.Errorf("append audit entry: %w", err)
+		return Entry{}, err
+	}
+	if err := l.lock(ctx); err != nil {
+		return Entry{}, err
+	}
+	defer l.unlock()
+	tx, err := l.beginWrite(ctx)
+	if err != nil {
+		return Entry{}, err
 	}
 	defer tx.Rollback()
-	out, err := l.AppendTx(ctx, tx, e)
+	out, err := l.insert(ctx, tx, e)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -229,52 +286,74 @@ func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
 }
 
 // AppendTx adds e inside the caller's transaction, so that a change and its
-// audit entry commit or fail together.
+// audit entry commit or roll back together. The entry is durable only once
+// the caller commits. For SQLite, tx must have begun with BEGIN IMMEDIATE;
+// for PostgreSQL, at READ COMMITTED, and it holds the chain lock until it
+// ends, so keep it short.
 func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Entry, error) {
-	if l.cfg.Dialect == Postgres {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7426003)`); err != nil {
-			return Entry{}, fmt.Errorf("lock audit chain: %w", err)
-		}
-	}
-	var last sql.NullInt64
-	var prev sql.NullString
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.QueryRowContext(ctx, `SELECT first_seq - 1, prev_hash FROM audit_watermark WHERE id = 1`).Scan(&last, &prev)
-		if errors.Is(err, sql.ErrNoRows) {
-			err = nil
-		}
-	}
+	e, err := l.prepare(e)
 	if err != nil {
-		return Entry{}, fmt.Errorf("read audit chain head: %w", err)
-	}
-	e.Seq = last.Int64 + 1
-	e.PrevHash = zeroHash
-	if prev.Valid {
-		e.PrevHash = prev.String
-	}
-	e.Time = l.cfg.Now().UTC().Truncate(time.Microsecond)
-	e.RetainUntil = e.Time.Add(RetentionFor(e))
-	e.Algorithm = l.cfg.Hash
-	if len(e.Detail) == 0 {
-		e.Detail = json.RawMessage("{}")
-	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, e.Detail); err != nil {
-		return Entry{}, fmt.Errorf("audit detail is not JSON: %w", err)
-	}
-	e.Detail = compact.Bytes()
-	if e.Hash, err = digest(e); err != nil {
 		return Entry{}, err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO audit_entries (seq, ts, actor, role, action, dataset, grade, outcome, detail, retain_until, algo, prev_hash, hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		e.Seq, e.Time.Format(timeFormat), e.Actor, e.Role, e.Action, e.Dataset, e.Grade, e.Outcome, string(e.Detail),
-		e.RetainUntil.Format(timeFormat), e.Algorithm, e.PrevHash, e.Hash)
-	if err != nil {
-		return Entry{}, fmt.Errorf("write audit entry: %w", err)
+	// No in-process lock here: the caller's transaction may already hold
+	// the database's write lock, and waiting on l.sem behind an Append that
+	// waits for that lock would deadlock.
+	if err := lockChain(ctx, tx, l.cfg.Dialect); err != nil {
+		return Entry{}, err
 	}
-	if l.cfg.Signer != nil && e.Seq%l.cfg.SignEvery == 0 {
+	return l.insert(ctx, tx, e)
+}
+
+// prepare checks the caller's fields and canonicalises the detail; it needs
+// no lock.
+func (l *Log) prepare(e Entry) (Entry, error) {
+	if e.Action == "" {
+		return Entry{}, errors.New("audit entry has no action")
+	}
+	if e.Outcome == "" {
+		return Entry{}, fmt.Errorf("audit entry %q has no outcome", e.Action)
+	}
+	switch e.Grade {
+	case "", "general", "important", "core":
+	default:
+		return Entry{}, fmt.Errorf("audit entry %q: unknown grade %q", e.Action, e.Grade)
+	}
+	d, err := canonicalDetail(e.Detail)
+	if err != nil {
+		return Entry{}, fmt.Errorf("audit entry %q: %w", e.Action, err)
+	}
+	e.Detail = d
+	e.Algorithm = l.cfg.Hash
+	return e, nil
+}
+
+// insert chains e to the current head and writes it, all inside tx, which
+// holds the chain lock.
+func (l *Log) insert(ctx context.Context, tx *sql.Tx, e Entry) (Entry, error) {
+	last, prev, err := chainHead(ctx, tx)
+	if err != nil {
+		return Entry{}, err
+	}
+	e.Seq = last + 1
+	e.PrevHash = prev
+	e.Time = l.cfg.Now().UTC().Truncate(time.Microsecond)
+	retain := e.Time.Add(RetentionFor(e))
+	if hold := e.RetainUntil.UTC().Truncate(time.Microsecond); hold.After(retain) {
+		retain = hold
+	}
+	e.RetainUntil = retain
+	if e.Hash, err = entryHash(e); err != nil {
+		return Entry{}, err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO audit_entries
+		(seq, time_us, actor, role, action, dataset, grade, outcome, detail, retain_until_us, hash_alg, prev_hash, hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		e.Seq, e.Time.UnixMicro(), e.Actor, e.Role, e.Action, e.Dataset, e.Grade, e.Outcome, string(e.Detail),
+		e.RetainUntil.UnixMicro(), e.Algorithm, []byte(e.PrevHash), []byte(e.Hash))
+	if err != nil {
+		return Entry{}, fmt.Errorf("write audit entry %d: %w", e.Seq, err)
+	}
+	if l.signer != nil && e.Seq%int64(l.cfg.SignEvery) == 0 {
 		if err := l.signHead(ctx, tx, e.Seq, e.Hash); err != nil {
 			return Entry{}, err
 		}
@@ -282,153 +361,140 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, e Entry) (Entry, error) 
 	return e, nil
 }
 
-func headMessage(seq int64, hash string) []byte {
-	return []byte(fmt.Sprintf("gateway-audit-head\x00%d\x00%s", seq, hash))
-}
-
-func (l *Log) signHead(ctx context.Context, tx *sql.Tx, seq int64, hash string) error {
-	sig, err := l.cfg.Signer.SignWithSM2(rand.Reader, nil, headMessage(seq, hash))
-	if err != nil {
-		return fmt.Errorf("sign audit head: %w", err)
-	}
-	pub, err := smx509.MarshalPKIXPublicKey(&l.cfg.Signer.PublicKey)
-	if err != nil {
-		return fmt.Errorf("encode audit public key: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO audit_heads (seq, hash, ts, signature, public_key) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (seq) DO NOTHING`, seq, hash, l.cfg.Now().UTC().Format(timeFormat), hex.EncodeToString(sig), hex.EncodeToString(pub))
-	if err != nil {
-		return fmt.Errorf("store signed audit head: %w", err)
-	}
-	return nil
-}
-
-// Checkpoint signs the current head now.
-func (l *Log) Checkpoint(ctx context.Context) error {
-	if l.cfg.Signer == nil {
-		return nil
-	}
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("checkpoint audit log: %w", err)
-	}
-	defer tx.Rollback()
+// chainHead returns the last sequence number and hash of the chain: the
+// newest entry, else the prune watermark, else 0 and the zero hash.
+func chainHead(ctx context.Context, tx *sql.Tx) (int64, Digest, error) {
 	var seq int64
-	var h string
-	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1`).Scan(&seq, &h)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil
+	var h []byte
+	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1`).Scan(&seq, &h)
+	if err == nil {
+		return seq, h, nil
 	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, fmt.Errorf("read audit chain head: %w", err)
+	}
+	w, err := readWatermark(ctx, tx)
 	if err != nil {
-		return fmt.Errorf("checkpoint audit log: %w", err)
+		return 0, nil, err
 	}
-	if err := l.signHead(ctx, tx, seq, h); err != nil {
-		return err
+	if w != nil {
+		return w.firstSeq - 1, w.prevHash, nil
 	}
-	return tx.Commit()
+	return 0, make(Digest, hashSize), nil
 }
 
-// Close signs the head so that the tail written since the last signature is
-// covered too.
-func (l *Log) Close(ctx context.Context) error { return l.Checkpoint(ctx) }
-
-// Filter selects entries for List.
-type Filter struct {
-	Actor, Dataset, Action, Outcome string
-	From, To                        time.Time
-	AfterSeq                        int64
-	Limit                           int
+// RetentionFor is how long e must be kept: three years when it concerns
+// core data, or provides important data (a query, export, download,
+// transfer and the like); one year otherwise. Years are counted as 366 days
+// (1096 for three) so that leap days never shorten them.
+func RetentionFor(e Entry) time.Duration {
+	const day = 24 * time.Hour
+	if e.Grade == "core" || (e.Grade == "important" && providing(e.Action)) {
+		return 1096 * day
+	}
+	return 366 * day
 }
 
-const entryCols = `seq, ts, actor, role, action, dataset, grade, outcome, detail, retain_until, algo, prev_hash, hash`
-
-func scanEntry(rows *sql.Rows) (Entry, error) {
-	var e Entry
-	var ts, retain, detail string
-	if err := rows.Scan(&e.Seq, &ts, &e.Actor, &e.Role, &e.Action, &e.Dataset, &e.Grade, &e.Outcome, &detail, &retain, &e.Algorithm, &e.PrevHash, &e.Hash); err != nil {
-		return Entry{}, err
-	}
-	e.Time, _ = time.Parse(timeFormat, ts)
-	e.RetainUntil, _ = time.Parse(timeFormat, retain)
-	e.Detail = json.RawMessage(detail)
-	return e, nil
-}
-
-// List returns entries matching f in sequence order.
-func (l *Log) List(ctx context.Context, f Filter) ([]Entry, error) {
-	if f.Limit <= 0 || f.Limit > 10000 {
-		f.Limit = 1000
-	}
-	from, to := "", "9999"
-	if !f.From.IsZero() {
-		from = f.From.UTC().Format(timeFormat)
-	}
-	if !f.To.IsZero() {
-		to = f.To.UTC().Format(timeFormat)
-	}
-	rows, err := l.db.QueryContext(ctx, `SELECT `+entryCols+` FROM audit_entries
-		WHERE seq > $1 AND ($2 = '' OR actor = $2) AND ($3 = '' OR dataset = $3 OR dataset LIKE $3 || ',%' OR dataset LIKE '%,' || $3)
-		AND ($4 = '' OR action = $4) AND ($5 = '' OR outcome = $5) AND ts >= $6 AND ts < $7 ORDER BY seq LIMIT $8`,
-		f.AfterSeq, f.Actor, f.Dataset, f.Action, f.Outcome, from, to, f.Limit)
-	if err != nil {
-		return nil, fmt.Errorf("list audit entries: %w", err)
-	}
-	defer rows.Close()
-	out := []Entry{}
-	for rows.Next() {
-		e, err := scanEntry(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list audit entries: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
-// Prune deletes entries older than before whose retention has passed. Only
-// a prefix of the chain is removed, and a watermark keeps the remaining
-// chain verifiable. It fails with ErrRetention when an entry older than
-// before is still within its retention period.
-func (l *Log) Prune(ctx context.Context, before time.Time) (int64, error) {
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("prune audit log: %w", err)
-	}
-	defer tx.Rollback()
-	if l.cfg.Dialect == Postgres {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7426003)`); err != nil {
-			return 0, fmt.Errorf("lock audit chain: %w", err)
+// providing reports whether action hands data, or answers computed from
+// it, to someone: any dot-separated part of it names such a step.
+func providing(action string) bool {
+	for _, part := range strings.Split(action, ".") {
+		switch part {
+		case "query", "export", "provide", "share", "transfer", "download", "release":
+			return true
 		}
 	}
-	cut := before.UTC().Format(timeFormat)
-	now := l.cfg.Now().UTC().Format(timeFormat)
-	var held int64
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM audit_entries WHERE ts < $1 AND retain_until > $2`, cut, now).Scan(&held); err != nil {
-		return 0, fmt.Errorf("prune audit log: %w", err)
-	}
-	if held > 0 {
-		return 0, fmt.Errorf("%w: %d entries before %s must be kept until their retention date", ErrRetention, held, before.Format(time.DateOnly))
-	}
-	var last sql.NullInt64
-	var lastHash sql.NullString
-	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_entries WHERE ts < $1 ORDER BY seq DESC LIMIT 1`, cut).Scan(&last, &lastHash)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("prune audit log: %w", err)
-	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM audit_entries WHERE seq <= $1`, last.Int64)
-	if err != nil {
-		return 0, fmt.Errorf("prune audit log: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_heads WHERE seq <= $1`, last.Int64); err != nil {
-		return 0, fmt.Errorf("prune audit heads: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_watermark (id, first_seq, prev_hash) VALUES (1, $1, $2)
-		ON CONFLICT (id) DO UPDATE SET first_seq = excluded.first_seq, prev_hash = excluded.prev_hash`, last.Int64+1, lastHash.String); err != nil {
-		return 0, fmt.Errorf("record prune watermark: %w", err)
-	}
-	return n, tx.Commit()
+	return false
 }
+
+// canonicalDetail returns raw as a canonical JSON object: sorted keys, no
+// insignificant space, no HTML escaping, numbers as written. Empty and null
+// become {}.
+func canonicalDetail(raw json.RawMessage) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return json.RawMessage("{}"), nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("detail is not JSON: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("detail has data after its JSON object")
+	}
+	switch v.(type) {
+	case nil:
+		return json.RawMessage("{}"), nil
+	case map[string]any:
+	default:
+		return nil, errors.New("detail must be a JSON object")
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode detail: %w", err)
+	}
+	return json.RawMessage(bytes.TrimSuffix(buf.Bytes(), []byte("\n"))), nil
+}
+
+func newHash(algo string) (hash.Hash, error) {
+	switch algo {
+	case HashSM3:
+		return sm3.New(), nil
+	case HashSHA256:
+		return sha256.New(), nil
+	}
+	return nil, fmt.Errorf("unknown hash algorithm %q (want %s or %s)", algo, HashSM3, HashSHA256)
+}
+
+// entryEncodingTag starts every entry's encoding, so that a change of
+// encoding can never collide with this one.
+const entryEncodingTag = "hospital-gateway/audit-entry/v1"
+
+// entryHash is H(prev_hash || encoding of e's fields), H being
+// e.Algorithm. Every field is length-prefixed, so field boundaries are
+// unambiguous.
+func entryHash(e Entry) (Digest, error) {
+	h, err := newHash(e.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	if len(e.PrevHash) != hashSize {
+		return nil, fmt.Errorf("previous hash of entry %d has %d bytes, want %d", e.Seq, len(e.PrevHash), hashSize)
+	}
+	var enc encoder
+	enc.bytes([]byte(entryEncodingTag))
+	enc.str(e.Algorithm)
+	enc.int(e.Seq)
+	enc.str(e.Time.UTC().Format(time.RFC3339Nano))
+	enc.str(e.Actor)
+	enc.str(e.Role)
+	enc.str(e.Action)
+	enc.str(e.Dataset)
+	enc.str(e.Grade)
+	enc.str(e.Outcome)
+	enc.bytes(e.Detail)
+	enc.str(e.RetainUntil.UTC().Format(time.RFC3339Nano))
+	h.Write(e.PrevHash)
+	h.Write(enc.buf)
+	return h.Sum(nil), nil
+}
+
+// encoder builds a length-prefixed binary encoding: each field is its
+// length as 4 big-endian bytes, then its bytes; integers are 8 big-endian
+// bytes.
+type encoder struct{ buf []byte }
+
+func (e *encoder) bytes(b []byte) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(b)))
+	e.buf = append(e.buf, b...)
+}
+
+func (e *encoder) str(s string) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(s)))
+	e.buf = append(e.buf, s...)
+}
+
+func (e *encoder) int(v int64) { e.buf = binary.BigEndian.AppendUint64(e.buf, uint64(v)) }

@@ -112,7 +112,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		return err
 	}
 	defer store.Close()
-	rep, err := audit.VerifyDB(ctx, store.DB(), pub)
+	rep, err := audit.VerifyDB(ctx, store.DB(), dialectOf(store), pub)
 	if err != nil {
 		return err
 	}
