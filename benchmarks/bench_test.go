@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -61,7 +62,7 @@ func BenchmarkGatewayVsDuckDB(b *testing.B) {
 					// A distinct epsilon per iteration defeats the answer
 					// cache, so every iteration is a fresh, charged query.
 					status, err := env.Do("POST", "/v1/queries", "researcher_internal",
-						map[string]any{"sql": q.sql, "epsilon": 0.2 + float64(i)*1e-9}, &out)
+						map[string]any{"sql": q.sql, "epsilon": fresh(0.2, i)}, &out)
 					if err != nil || status != 200 {
 						b.Fatalf("gateway: %d %v %v", status, err, out)
 					}
@@ -97,7 +98,7 @@ func BenchmarkSmallQueriesQPS(b *testing.B) {
 				}
 				var out map[string]any
 				sql := fmt.Sprintf("SELECT sex, count(*) AS n FROM patients WHERE age >= %d GROUP BY sex", i%100)
-				status, err := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": sql, "epsilon": 0.01 + float64(i)*1e-9}, &out)
+				status, err := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": sql, "epsilon": fresh(0.01, int(i))}, &out)
 				if err != nil || status != 200 {
 					failed.Add(1)
 				}
@@ -130,7 +131,7 @@ func BenchmarkAuditAndQuotaOverhead(b *testing.B) {
 				for _, env := range []*apitest.Env{full, bare} {
 					start := time.Now()
 					var out map[string]any
-					status, err := env.Do("POST", "/v1/queries", "researcher", map[string]any{"sql": q.sql, "epsilon": 0.2 + float64(i)*1e-9}, &out)
+					status, err := env.Do("POST", "/v1/queries", "researcher", map[string]any{"sql": q.sql, "epsilon": fresh(0.2, i)}, &out)
 					if err != nil || status != 200 {
 						b.Fatalf("%d %v %v", status, err, out)
 					}
@@ -146,4 +147,11 @@ func BenchmarkAuditAndQuotaOverhead(b *testing.B) {
 			b.ReportMetric(float64(fullT)/float64(bareT), "overhead-ratio")
 		})
 	}
+}
+
+// fresh returns an epsilon near base that no earlier iteration, nor an
+// earlier run against the same environment (-count), has used: a distinct
+// epsilon defeats the answer cache, so every iteration is a charged query.
+func fresh(base float64, i int) float64 {
+	return base + float64(i)*1e-9 + rand.Float64()*1e-6
 }
