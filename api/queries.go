@@ -275,18 +275,13 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	// A dataset whose Article 11 line was reached refuses other legal
 	// entities before any budget is spent; a release that must be measured
 	// returns its contributing units in the same DuckDB pass.
-	var lo int64
-	measure := false
+	var measured *quota.Pending
 	if s.cfg.Quota != nil {
-		if err := s.cfg.Quota.Blocked(ctx, p.Org, used); err != nil {
+		if measured, err = s.cfg.Quota.Check(ctx, p.Org, used); err != nil {
 			return res, err
 		}
-		var hi int64
-		if lo, hi, measure, err = s.cfg.Quota.Range(ctx, p.Org, used); err != nil {
-			return res, err
-		}
-		if measure {
-			plan.MeasureUnits(lo, hi)
+		if measured != nil {
+			plan.MeasureUnits(measured.Range())
 		}
 	}
 	var bal catalog.Balance
@@ -302,9 +297,8 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	// A release refused because it would cross the line keeps its
 	// reservation (fail closed); only the query that crosses pays, later
 	// ones are refused above for free.
-	var measured *quota.Pending
-	if err == nil && measure {
-		measured, err = s.cfg.Quota.Prepare(ctx, p.Org, used, out, lo)
+	if err == nil && measured != nil {
+		err = measured.Measure(out)
 	}
 	if err != nil {
 		if rerr := st.RecordQuery(context.WithoutCancel(ctx), s.record(p, grant, q, res, plan.Cost, fault.KindOf(err).Code()), nil); rerr != nil {

@@ -122,6 +122,7 @@ type Event struct {
 
 // Pending is a measured release waiting for commit.
 type Pending struct {
+	lo, hi   int64 // unit id range of the measure
 	states   map[string]Status
 	crossed  []string // datasets whose line this release would cross
 	t        *Tracker
@@ -131,71 +132,56 @@ type Pending struct {
 	units    *roaring64.Bitmap
 }
 
-// Blocked refuses a release to another legal entity from a core dataset
-// whose line was reached this year, without measuring anything.
-func (t *Tracker) Blocked(ctx context.Context, org catalog.Org, datasets []catalog.Dataset) error {
+// Check is called before a query runs. For a release to another legal
+// entity from core data it refuses at once when this year's line was
+// reached (before any budget is spent), and otherwise returns the measure
+// to fill: the caller asks the plan for its contributing units over
+// Range() (privacy.Plan.MeasureUnits), hands the answer to Measure, and
+// commits with CommitTx. It returns nil when the release is not measured:
+// internal use never counts; it is recorded, with the organisation, in the
+// audit log and the query history.
+func (t *Tracker) Check(ctx context.Context, org catalog.Org, datasets []catalog.Dataset) (*Pending, error) {
 	if org.Kind == catalog.Internal {
-		return nil
+		return nil, nil
 	}
+	p := &Pending{t: t, org: org, year: t.store.Now().Year(), states: map[string]Status{}}
 	for _, d := range datasets {
 		if d.Grade != catalog.Core {
 			continue
 		}
 		st, err := t.state(ctx, d.Name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if st.State == "blocked" {
-			return blockedErr(st)
+			return nil, blockedErr(st)
 		}
+		p.datasets = append(p.datasets, d.Name)
+		p.states[d.Name] = st
 	}
-	return nil
-}
-
-// Range tells whether a release of datasets to org must be measured and,
-// if so, the range of privacy unit ids to measure over: the caller asks
-// the plan to return its contributing units (privacy.Plan.MeasureUnits).
-func (t *Tracker) Range(ctx context.Context, org catalog.Org, datasets []catalog.Dataset) (lo, hi int64, ok bool, err error) {
-	if org.Kind == catalog.Internal {
-		// Internal use never counts; it is recorded, with the
-		// organisation, in the audit log and the query history.
-		return 0, 0, false, nil
-	}
-	for _, d := range datasets {
-		if d.Grade == catalog.Core {
-			lo, hi, err := t.unitRange(ctx, d.Name)
-			return lo, hi, err == nil, err
-		}
-	}
-	return 0, 0, false, nil
-}
-
-// Prepare reads the contributing units out of an answer computed with
-// MeasureUnits(lo, ...) and refuses the release when the share of a core
-// dataset provided to other legal entities this year could reach the line.
-func (t *Tracker) Prepare(ctx context.Context, org catalog.Org, datasets []catalog.Dataset, res *engine.Result, lo int64) (*Pending, error) {
-	var core []string
-	for _, d := range datasets {
-		if d.Grade == catalog.Core {
-			core = append(core, d.Name)
-		}
-	}
-	if len(core) == 0 || org.Kind == catalog.Internal {
+	if len(p.datasets) == 0 {
 		return nil, nil
 	}
-	units, err := contributors(res, lo)
+	lo, hi, err := t.unitRange(ctx, p.datasets[0])
 	if err != nil {
 		return nil, err
 	}
-	p := &Pending{t: t, org: org, year: t.store.Now().Year(), datasets: core, units: units, states: map[string]Status{}}
-	for _, name := range core {
-		st, err := t.state(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		p.states[name] = st
-	}
+	p.lo, p.hi = lo, hi
 	return p, nil
+}
+
+// Range is the range of privacy unit ids the answer must report.
+func (p *Pending) Range() (lo, hi int64) { return p.lo, p.hi }
+
+// Measure reads the contributing units out of an answer computed with
+// MeasureUnits(Range()).
+func (p *Pending) Measure(res *engine.Result) error {
+	units, err := contributors(res, p.lo)
+	if err != nil {
+		return err
+	}
+	p.units = units
+	return nil
 }
 
 // Block marks the line reached after CommitTx refused a release that would

@@ -63,7 +63,10 @@ func TestStatusAndAssessment(t *testing.T) {
 		})
 	}
 	// Internal use is never measured.
-	if _, _, ok, err := tr.Range(ctx, catalog.Org{Kind: catalog.Internal}, []catalog.Dataset{{Name: "core_ds", Grade: catalog.Core}}); ok || err != nil {
-		t.Errorf("internal use measured: %v %v", ok, err)
+	if p, err := tr.Check(ctx, catalog.Org{Kind: catalog.Internal}, []catalog.Dataset{{Name: "core_ds", Grade: catalog.Core}}); p != nil || err != nil {
+		t.Errorf("internal use measured: %v %v", p, err)
+	}
+	if p, err := tr.Check(ctx, catalog.Org{Kind: catalog.Domestic}, []catalog.Dataset{{Name: "gen_ds", Grade: catalog.General}}); p != nil || err != nil {
+		t.Errorf("general data measured: %v %v", p, err)
 	}
 }
