@@ -84,20 +84,19 @@ func openAudit(ctx context.Context, store *catalog.Store, key *sm2.PrivateKey) (
 // the first bad entry when not.
 func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("audit verify")
-	dir := fs.String("dir", "./gateway-data", "data directory")
-	meta := fs.String("metadata", "", "metadata store DSN (default DIR/metadata.db)")
+	var opts options
+	dataFlags(fs, &opts)
 	pubPath := fs.String("public-key", "", "the gateway's audit public key (default DIR/keys/audit.pub)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
-	if *meta == "" {
-		*meta = filepath.Join(*dir, "metadata.db")
-		if _, err := os.Stat(*meta); err != nil {
-			return fmt.Errorf("no metadata store at %s: %w", *meta, err)
-		}
+	local := opts.Metadata == ""
+	opts.defaults()
+	if _, err := os.Stat(opts.Metadata); local && err != nil {
+		return fmt.Errorf("no metadata store at %s: %w", opts.Metadata, err)
 	}
 	if *pubPath == "" {
-		*pubPath = filepath.Join(*dir, "keys", "audit.pub")
+		*pubPath = filepath.Join(opts.Dir, "keys", "audit.pub")
 	}
 	// The public key is optional here: without it, heads are checked
 	// against the keys stored beside them.
@@ -107,7 +106,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 			return err
 		}
 	}
-	store, err := catalog.Open(ctx, *meta)
+	store, err := catalog.Open(ctx, opts.Metadata)
 	if err != nil {
 		return err
 	}
@@ -168,8 +167,7 @@ func runCheckExport(args []string, stdout io.Writer) error {
 func runPrune(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs := newFlags("audit prune")
 	var opts options
-	fs.StringVar(&opts.Dir, "dir", "./gateway-data", "data directory")
-	fs.StringVar(&opts.Metadata, "metadata", "", "metadata store DSN")
+	dataFlags(fs, &opts)
 	before := fs.String("before", "", "prune entries older than this date (YYYY-MM-DD)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,8 +35,7 @@ func runDataset(ctx context.Context, args []string, stdout io.Writer, log *slog.
 func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs := newFlags("dataset register")
 	var opts options
-	fs.StringVar(&opts.Dir, "dir", "./gateway-data", "data directory")
-	fs.StringVar(&opts.Metadata, "metadata", "", "metadata store DSN")
+	dataFlags(fs, &opts)
 	steward := fs.String("as", "", "the registering steward's person id (recorded in the audit log)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
@@ -136,16 +134,14 @@ func containsAny(s string, words []string) bool {
 // runReport prints the Article 6 catalog report as a table or JSON.
 func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("catalog report")
-	dir := fs.String("dir", "./gateway-data", "data directory")
-	meta := fs.String("metadata", "", "metadata store DSN")
+	var opts options
+	dataFlags(fs, &opts)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
-	if *meta == "" {
-		*meta = filepath.Join(*dir, "metadata.db")
-	}
-	store, err := catalog.Open(ctx, *meta)
+	opts.defaults()
+	store, err := catalog.Open(ctx, opts.Metadata)
 	if err != nil {
 		return err
 	}

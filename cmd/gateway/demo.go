@@ -30,8 +30,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	var opts options
 	var patients int
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&opts.Dir, "dir", "./gateway-data", "data directory")
-	fs.StringVar(&opts.Metadata, "metadata", "", "metadata store DSN")
+	dataFlags(fs, &opts)
 	fs.IntVar(&patients, "patients", 100000, "demo patients")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}

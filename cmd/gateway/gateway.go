@@ -44,7 +44,7 @@ func (o *options) defaults() {
 		o.Addr = "127.0.0.1:8080"
 	}
 	if o.Dir == "" {
-		o.Dir = "./gateway-data"
+		o.Dir = defaultDir
 	}
 	if o.Metadata == "" {
 		o.Metadata = filepath.Join(o.Dir, "metadata.db")

@@ -113,6 +113,16 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
 
+// defaultDir is the data directory when --dir is not given.
+const defaultDir = "./gateway-data"
+
+// dataFlags registers --dir and --metadata, shared by every command that
+// opens a data directory; options.defaults resolves what is left empty.
+func dataFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.Dir, "dir", defaultDir, "data directory")
+	fs.StringVar(&o.Metadata, "metadata", "", "metadata store: SQLite path or postgres:// URL (default DIR/metadata.db)")
+}
+
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
