@@ -112,120 +112,30 @@ func badJSON(err error) error {
 	return fault.Wrap(fault.Invalid, err, "the body must be JSON like {\"sql\": \"SELECT ...\", \"epsilon\": 0.1}")
 }
 
+// admission is what the checks before any planning establish: the
+// analysed query, the one grant that covers it, the datasets it reads and
+// the limits its grade allows.
+type admission struct {
+	q      *sandbox.Query
+	grant  catalog.Grant
+	used   []catalog.Dataset
+	rule   catalog.GradeRule
+	limits privacy.Limits
+}
+
 // runQuery is the query path: grant, analysis, plan, cache, quota, budget,
 // execution, noise, storage, audit. Nothing leaves it but a protected answer.
 func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryRequest) (*queryResult, error) {
-	st := s.cfg.Store
-	now := st.Now()
-	grants, err := st.Grants(ctx, p.ID)
+	res := &queryResult{}
+	adm, err := s.admit(ctx, p, req.SQL, req.GrantID, res)
 	if err != nil {
-		return nil, err
-	}
-	var live []catalog.Grant
-	for _, g := range grants {
-		if req.GrantID != "" && g.ID != req.GrantID {
-			continue
+		if res.datasets == nil { // refused before the analysis named what it reads
+			return nil, err
 		}
-		if req.GrantID != "" && !g.Live(now) {
-			return nil, fault.E(fault.Forbidden, "grant %s is revoked or expired", g.ID)
-		}
-		if g.Live(now) {
-			live = append(live, g)
-		}
-	}
-	if len(live) == 0 {
-		if req.GrantID != "" {
-			return nil, fault.E(fault.Forbidden, "grant %s is not yours", req.GrantID)
-		}
-		return nil, fault.E(fault.Forbidden, "you have no live grant; file an access request at POST /v1/access-requests")
-	}
-
-	// The scope is every dataset of the candidate grants; the grant is then
-	// the one that covers what the query reads.
-	datasets := map[string]catalog.Dataset{}
-	var scope sandbox.Scope
-	for _, g := range live {
-		for _, name := range g.Datasets {
-			if _, ok := datasets[name]; ok {
-				continue
-			}
-			d, err := st.Dataset(ctx, name)
-			if err != nil {
-				return nil, err
-			}
-			datasets[name] = d
-		}
-	}
-	columnsOf := func(g catalog.Grant) map[string]bool {
-		if len(g.Columns) == 0 {
-			return nil
-		}
-		m := map[string]bool{}
-		for _, c := range g.Columns {
-			m[strings.ToLower(c)] = true
-		}
-		return m
-	}
-	if len(live) == 1 {
-		for _, name := range live[0].Datasets {
-			scope.Sources = append(scope.Sources, sources(datasets[name], columnsOf(live[0]))...)
-		}
-	} else {
-		for name, d := range datasets {
-			_ = name
-			scope.Sources = append(scope.Sources, sources(d, nil)...)
-		}
-	}
-	q, err := sandbox.Analyze(ctx, s.cfg.Engine, req.SQL, scope)
-	if err != nil {
-		return nil, err
-	}
-	res := &queryResult{datasets: q.Datasets, shape: q.Shape, key: q.Key}
-	res.Grade = q.Grade
-	var grant catalog.Grant
-	var cands []catalog.Grant
-	for _, g := range live {
-		if coversAll(g, q.Datasets) {
-			cands = append(cands, g)
-		}
-	}
-	switch {
-	case len(cands) == 0:
-		return res, fault.E(fault.Forbidden, "no single grant of yours covers %s", strings.Join(q.Datasets, ", "))
-	case len(cands) > 1:
-		return res, fault.E(fault.Invalid, "several of your grants cover %s; name one with \"grant_id\"", strings.Join(q.Datasets, ", "))
-	}
-	grant = cands[0]
-	if len(live) > 1 && len(grant.Columns) > 0 {
-		// Re-check the column scope against the chosen grant.
-		scope.Sources = nil
-		for _, name := range grant.Datasets {
-			scope.Sources = append(scope.Sources, sources(datasets[name], columnsOf(grant))...)
-		}
-		if q, err = sandbox.Analyze(ctx, s.cfg.Engine, req.SQL, scope); err != nil {
-			return res, err
-		}
-	}
-	res.GrantID, res.grantTotal = grant.ID, grant.EpsilonTotal
-	var used []catalog.Dataset
-	for _, name := range q.Datasets {
-		used = append(used, datasets[name])
-	}
-	if err := crossBorder(p.Org, q.Grade); err != nil {
 		return res, err
 	}
-
-	// The grade rules bound what any dataset's policy allows (Art. 5).
-	rules := s.cfg.GradeRules
-	if rules == nil {
-		rules = catalog.DefaultGradeRules()
-	}
-	rule := rules[q.Grade]
-	q.Policy.K, q.Policy.SpecialK = max(q.Policy.K, rule.MinK), max(q.Policy.SpecialK, rule.MinK)
-	limits := s.cfg.Limits
-	if limits.MaxEpsilon <= 0 || limits.MaxEpsilon > rule.MaxEpsilon {
-		limits.MaxEpsilon = rule.MaxEpsilon
-	}
+	st := s.cfg.Store
+	q, grant, used, rule, limits := adm.q, adm.grant, adm.used, adm.rule, adm.limits
 	want := privacy.Cost{Epsilon: grant.DefaultEpsilon}
 	if req.Epsilon != nil {
 		want.Epsilon = *req.Epsilon
@@ -352,6 +262,122 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	}
 	res.Budget = bal
 	return res, nil
+}
+
+// admit runs the checks every query passes before it is planned: a live
+// grant, the analysis against the grant's scope, one grant covering what is
+// read, cross-border rules and the grade rules (Art. 5, 10, 13, 22(4)). It
+// fills res with what the audit entry and the detectors need.
+func (s *Server) admit(ctx context.Context, p catalog.Person, sqlText, grantID string, res *queryResult) (*admission, error) {
+	st := s.cfg.Store
+	now := st.Now()
+	grants, err := st.Grants(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	var live []catalog.Grant
+	for _, g := range grants {
+		if grantID != "" && g.ID != grantID {
+			continue
+		}
+		if grantID != "" && !g.Live(now) {
+			return nil, fault.E(fault.Forbidden, "grant %s is revoked or expired", g.ID)
+		}
+		if g.Live(now) {
+			live = append(live, g)
+		}
+	}
+	if len(live) == 0 {
+		if grantID != "" {
+			return nil, fault.E(fault.Forbidden, "grant %s is not yours", grantID)
+		}
+		return nil, fault.E(fault.Forbidden, "you have no live grant; file an access request at POST /v1/access-requests")
+	}
+
+	// The scope is every dataset of the candidate grants; the grant is then
+	// the one that covers what the query reads.
+	datasets := map[string]catalog.Dataset{}
+	var scope sandbox.Scope
+	for _, g := range live {
+		for _, name := range g.Datasets {
+			if _, ok := datasets[name]; ok {
+				continue
+			}
+			d, err := st.Dataset(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			datasets[name] = d
+		}
+	}
+	columnsOf := func(g catalog.Grant) map[string]bool {
+		if len(g.Columns) == 0 {
+			return nil
+		}
+		m := map[string]bool{}
+		for _, c := range g.Columns {
+			m[strings.ToLower(c)] = true
+		}
+		return m
+	}
+	if len(live) == 1 {
+		for _, name := range live[0].Datasets {
+			scope.Sources = append(scope.Sources, sources(datasets[name], columnsOf(live[0]))...)
+		}
+	} else {
+		for _, d := range datasets {
+			scope.Sources = append(scope.Sources, sources(d, nil)...)
+		}
+	}
+	q, err := sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scope)
+	if err != nil {
+		return nil, err
+	}
+	res.datasets, res.shape, res.key, res.Grade = q.Datasets, q.Shape, q.Key, q.Grade
+	var cands []catalog.Grant
+	for _, g := range live {
+		if coversAll(g, q.Datasets) {
+			cands = append(cands, g)
+		}
+	}
+	switch {
+	case len(cands) == 0:
+		return nil, fault.E(fault.Forbidden, "no single grant of yours covers %s", strings.Join(q.Datasets, ", "))
+	case len(cands) > 1:
+		return nil, fault.E(fault.Invalid, "several of your grants cover %s; name one with \"grant_id\"", strings.Join(q.Datasets, ", "))
+	}
+	grant := cands[0]
+	if len(live) > 1 && len(grant.Columns) > 0 {
+		// Re-check the column scope against the chosen grant.
+		scope.Sources = nil
+		for _, name := range grant.Datasets {
+			scope.Sources = append(scope.Sources, sources(datasets[name], columnsOf(grant))...)
+		}
+		if q, err = sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scope); err != nil {
+			return nil, err
+		}
+	}
+	res.GrantID, res.grantTotal = grant.ID, grant.EpsilonTotal
+	adm := &admission{q: q, grant: grant}
+	for _, name := range q.Datasets {
+		adm.used = append(adm.used, datasets[name])
+	}
+	if err := crossBorder(p.Org, q.Grade); err != nil {
+		return nil, err
+	}
+
+	// The grade rules bound what any dataset's policy allows (Art. 5).
+	rules := s.cfg.GradeRules
+	if rules == nil {
+		rules = catalog.DefaultGradeRules()
+	}
+	adm.rule = rules[q.Grade]
+	q.Policy.K, q.Policy.SpecialK = max(q.Policy.K, adm.rule.MinK), max(q.Policy.SpecialK, adm.rule.MinK)
+	adm.limits = s.cfg.Limits
+	if adm.limits.MaxEpsilon <= 0 || adm.limits.MaxEpsilon > adm.rule.MaxEpsilon {
+		adm.limits.MaxEpsilon = adm.rule.MaxEpsilon
+	}
+	return adm, nil
 }
 
 // auditHook writes e inside a store transaction.
