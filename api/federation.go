@@ -157,3 +157,18 @@ func (s *Server) federatedShare(ctx context.Context, p catalog.Person, fq Federa
 	return &FederatedShare{QueryID: res.QueryID, GrantID: adm.grant.ID, Values: values, Layout: plan.Layout(),
 		K: plan.K, Cost: plan.Cost, Budget: bal}, nil
 }
+
+// FederatedDatasets lists this hospital's datasets for a federation's
+// coordinator: names, grades and column policies, which the coordinator
+// needs to analyse queries, without their scale or any data value.
+func (s *Server) FederatedDatasets(ctx context.Context) ([]catalog.Dataset, error) {
+	ds, err := s.cfg.Store.Datasets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]catalog.Dataset, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, catalog.Dataset{Name: d.Name, Grade: d.Grade, Policy: d.Policy})
+	}
+	return out, nil
+}

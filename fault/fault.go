@@ -28,6 +28,7 @@ const (
 	NotFound                    // no such object, or not visible to the caller
 	Conflict                    // the object is in a state that does not allow the action
 	TooLarge                    // the request body is over the size limit
+	Unavailable                 // a federation node could not be reached or failed mid-query
 )
 
 var kinds = map[Kind]struct {
@@ -46,10 +47,22 @@ var kinds = map[Kind]struct {
 	NotFound:        {"not_found", http.StatusNotFound},
 	Conflict:        {"conflict", http.StatusConflict},
 	TooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge},
+	Unavailable:     {"node_unavailable", http.StatusServiceUnavailable},
 }
 
 // Code is the stable machine-readable code of k, as listed in CONTRACT.md.
 func (k Kind) Code() string { return kinds[k].code }
+
+// KindOfCode is the kind whose code is code, or Internal: how a gateway
+// reads another gateway's error answer.
+func KindOfCode(code string) Kind {
+	for k, v := range kinds {
+		if v.code == code {
+			return k
+		}
+	}
+	return Internal
+}
 
 // Status is the HTTP status that k maps to.
 func (k Kind) Status() int { return kinds[k].status }

@@ -45,12 +45,16 @@ type Options struct {
 	// Bare leaves out the audit log, the quota tracker and the detectors,
 	// to measure what they cost.
 	Bare bool
+	// Seed draws the synthetic hospital (default 20260101); federation
+	// tests give each node its own.
+	Seed uint64
 }
 
 // Env is a running gateway.
 type Env struct {
 	URL    string
 	Tokens map[string]string
+	Server *api.Server
 	Store  *catalog.Store
 	Engine *engine.Engine
 	Audit  *audit.Log
@@ -90,10 +94,15 @@ func PostgresSchema(tb testing.TB, dsn string) string {
 
 // LoadDemo generates the demo dataset into e and returns its row count.
 func LoadDemo(ctx context.Context, e *engine.Engine, patients int) (int64, error) {
+	return LoadSeeded(ctx, e, patients, 20260101)
+}
+
+// LoadSeeded generates a demo hospital drawn from seed into e.
+func LoadSeeded(ctx context.Context, e *engine.Engine, patients int, seed uint64) (int64, error) {
 	loaders := map[string]*engine.Loader{}
 	schemas := synth.Schemas()
 	var rows int64
-	err := synth.Generate(synth.Config{Patients: patients, Seed: 20260101}, memory.DefaultAllocator, func(table string, rec arrow.RecordBatch) error {
+	err := synth.Generate(synth.Config{Patients: patients, Seed: seed}, memory.DefaultAllocator, func(table string, rec arrow.RecordBatch) error {
 		l, ok := loaders[table]
 		if !ok {
 			if err := e.CreateTable(ctx, demo.Dataset, table, schemas[table]); err != nil {
@@ -137,7 +146,10 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { eng.Close() })
-	rows, err := LoadDemo(ctx, eng, o.Patients)
+	if o.Seed == 0 {
+		o.Seed = 20260101
+	}
+	rows, err := LoadSeeded(ctx, eng, o.Patients, o.Seed)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -188,7 +200,7 @@ func New(tb testing.TB, o Options) *Env {
 	srv := api.New(cfg)
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
-	return &Env{URL: hs.URL, Tokens: tokens, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
+	return &Env{URL: hs.URL, Tokens: tokens, Server: srv, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 }
 
