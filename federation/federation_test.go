@@ -14,9 +14,9 @@ import (
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 
 	"github.com/hospital/gateway/demo"
+	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/federation"
 	"github.com/hospital/gateway/federation/fedtest"
-	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/privacy/he"
 )
