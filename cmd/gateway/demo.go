@@ -25,6 +25,9 @@ import (
 
 const demoDataset = demo.Dataset
 
+// demoSeed draws the demo hospital of CONTRACT.md.
+const demoSeed = 20260101
+
 func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs := newFlags("demo")
 	var opts options
@@ -43,7 +46,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 		return err
 	}
 	defer g.Close()
-	if err := g.ensureDemo(ctx, patients, stdout); err != nil {
+	if err := g.ensureDemo(ctx, patients, demoSeed, stdout); err != nil {
 		return err
 	}
 	if err := g.loadDatasets(ctx); err != nil {
@@ -57,7 +60,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 }
 
 // ensureDemo creates the demo dataset, people and grants on first start.
-func (g *gateway) ensureDemo(ctx context.Context, patients int, stdout io.Writer) error {
+func (g *gateway) ensureDemo(ctx context.Context, patients int, seed uint64, stdout io.Writer) error {
 	credPath := filepath.Join(g.opts.Dir, "demo-credentials.json")
 	if _, err := g.store.Dataset(ctx, demoDataset); err == nil {
 		if _, err := os.Stat(credPath); err == nil {
@@ -69,7 +72,7 @@ func (g *gateway) ensureDemo(ctx context.Context, patients int, stdout io.Writer
 		return err
 	}
 	start := time.Now()
-	rows, units, err := writeDemoData(g.opts.Dir, demoDataset, patients, g.key)
+	rows, units, err := writeDemoData(g.opts.Dir, demoDataset, patients, seed, g.key)
 	if err != nil {
 		return err
 	}
@@ -100,7 +103,7 @@ func (g *gateway) record(ctx context.Context, actor, action string, fields map[s
 }
 
 // writeDemoData generates the demo tables into encrypted files.
-func writeDemoData(dir, dataset string, patients int, key atrest.Key) (rows, units int64, err error) {
+func writeDemoData(dir, dataset string, patients int, seed uint64, key atrest.Key) (rows, units int64, err error) {
 	writers := map[string]*atrest.Writer{}
 	closeAll := func() error {
 		var errs []error
@@ -110,7 +113,7 @@ func writeDemoData(dir, dataset string, patients int, key atrest.Key) (rows, uni
 		return errors.Join(errs...)
 	}
 	schemas := synth.Schemas()
-	err = synth.Generate(synth.Config{Patients: patients, Seed: 20260101}, memory.DefaultAllocator, func(table string, rec arrow.RecordBatch) error {
+	err = synth.Generate(synth.Config{Patients: patients, Seed: seed}, memory.DefaultAllocator, func(table string, rec arrow.RecordBatch) error {
 		w, ok := writers[table]
 		if !ok {
 			path := engine.TableFile(dir, dataset, table)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,38 +154,57 @@ func (g *gateway) loadDatasets(ctx context.Context) error {
 	return nil
 }
 
-// serve runs the API until ctx ends, then drains requests.
-func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
-	srv := api.New(api.Config{
+// apiServer builds the REST API over the gateway's parts.
+func (g *gateway) apiServer(quota *quota.Tracker) *api.Server {
+	return api.New(api.Config{
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
 		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
 		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key},
 		Signer:    g.signer, GradeRules: g.opts.GradeRules,
 	})
+}
+
+// serve runs the API until ctx ends, then drains requests.
+func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 	ln, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", g.opts.Addr, err)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	var tlsConfig *tls.Config
+	if g.opts.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(g.opts.TLSCert, g.opts.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return serveOn(ctx, g.log, "gateway", ln, g.apiServer(quota).Handler(), tlsConfig)
+}
+
+// serveOn serves h on ln (over TLS when tlsConfig is set) until ctx ends,
+// then drains requests.
+func serveOn(ctx context.Context, log *slog.Logger, what string, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
 	errc := make(chan error, 1)
 	scheme := "http"
-	if g.opts.TLSCert != "" {
+	if tlsConfig != nil {
 		scheme = "https"
-		go func() { errc <- hs.ServeTLS(ln, g.opts.TLSCert, g.opts.TLSKey) }()
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
 	} else {
 		go func() { errc <- hs.Serve(ln) }()
 	}
 	base := scheme + "://" + ln.Addr().String()
-	g.log.Info("gateway serving", "addr", base, "openapi", base+"/v1/openapi.json")
+	log.Info(what+" serving", "addr", base)
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		return fmt.Errorf("serve %s: %w", what, err)
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shut down: %w", err)
+		return fmt.Errorf("shut down %s: %w", what, err)
 	}
 	<-errc
 	return nil

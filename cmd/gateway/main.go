@@ -7,6 +7,9 @@
 //	gateway demo  [--addr 127.0.0.1:8080] [--dir ./gateway-data] [--patients 100000]
 //	gateway serve --config FILE
 //	gateway audit verify --dir DIR
+//	gateway node --config FILE
+//	gateway coordinator --config FILE
+//	gateway federation demo [--dir ./federation-data] [--nodes 3]
 //
 // cmd/gateway is the only package that reads flags and the environment; it
 // builds the objects of the library packages and wires them together.
@@ -51,6 +54,18 @@ Commands:
                 (1 year; 3 years for core data and providing important data)
   audit check-export --public-key FILE EXPORT
                 verify a signed audit export (JSON or CSV from GET /v1/audit/export)
+  node          serve a hospital's gateway and its federation endpoint
+                  --config FILE     serve's YAML plus a federation: block (name, listen,
+                                    certs, members, coordinator); see gateway.example.yaml
+  coordinator   accept researchers' federated queries and combine the hospitals' shares
+                  --config FILE     YAML: addr, name, certs, timeout, nodes (name, url),
+                                    researchers (id, token_sm3)
+  federation certs [--dir DIR] NAME...
+                issue a federation authority and mutual-TLS certificates for members
+  federation demo [--dir ./federation-data] [--nodes 3] [--patients 20000]
+                  [--addr 127.0.0.1:8090]
+                start synthetic hospitals, their federation endpoints and a
+                coordinator on loopback; tokens in DIR/federation-credentials.json
   help          show this text
 
 Environment:
@@ -92,6 +107,12 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 		return runDemo(ctx, args[1:], stdout, log)
 	case "serve":
 		return runServe(ctx, args[1:], log)
+	case "node":
+		return runNode(ctx, args[1:], log)
+	case "coordinator":
+		return runCoordinator(ctx, args[1:], log)
+	case "federation":
+		return runFederation(ctx, args[1:], stdout, log)
 	case "dataset":
 		return runDataset(ctx, args[1:], stdout, log)
 	case "catalog":
