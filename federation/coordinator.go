@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,11 @@ import (
 	"github.com/hospital/gateway/privacy/he"
 	"github.com/hospital/gateway/sandbox"
 )
+
+// openAPI describes the coordinator's API.
+//
+//go:embed openapi.json
+var openAPI []byte
 
 // Member is a node as the coordinator reaches it.
 type Member struct {
@@ -430,6 +436,10 @@ func (c *Coordinator) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, ans)
 	}))
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
 	mux.HandleFunc("GET /v1/federation", c.authenticated(func(w http.ResponseWriter, r *http.Request, _ string) {
 		c.mu.Lock()
 		round := c.round

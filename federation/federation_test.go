@@ -162,6 +162,20 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
+	// The coordinator describes its API.
+	resp, err := http.Get(c.URL + "/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ Paths map[string]any }
+	json.NewDecoder(resp.Body).Decode(&doc)
+	resp.Body.Close()
+	for _, p := range []string{"/v1/queries", "/v1/federation"} {
+		if doc.Paths[p] == nil {
+			t.Errorf("openapi.json lacks %s", p)
+		}
+	}
+
 	// Nothing refused above reached a node's budget.
 	for i, h := range c.Hospitals {
 		g, err := h.Store.Grants(context.Background(), "researcher_internal")
