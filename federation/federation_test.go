@@ -152,6 +152,7 @@ func TestRefusals(t *testing.T) {
 		{"quantile", "researcher_internal", map[string]any{"sql": "SELECT sex, median(age) FROM patients GROUP BY sex"}, 400, "query_rejected", "quantiles"},
 		{"file read", "researcher_internal", map[string]any{"sql": "SELECT count(*) FROM read_csv('/etc/passwd')"}, 400, "query_rejected", ""},
 		{"epsilon above a node's cap", "researcher_internal", map[string]any{"sql": "SELECT sex, count(*) FROM patients GROUP BY sex", "epsilon": 50}, 400, "query_rejected", "hospital-1"},
+		{"the hospitals' Article 11 line", "researcher", map[string]any{"sql": "SELECT sex, count(*) FROM patients GROUP BY sex"}, 403, "quota_exceeded", "node hospital-"},
 		{"unknown aggregation", "researcher_internal", map[string]any{"sql": "SELECT sex, count(*) FROM patients GROUP BY sex", "aggregation": "secret"}, 400, "invalid_request", ""},
 	}
 	for _, tc := range cases {
