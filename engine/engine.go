@@ -11,6 +11,10 @@
 // nonce generation). So the gateway encrypts at rest itself (SM4-GCM by
 // default) and DuckDB holds plaintext only in memory, with spilling to disk
 // turned off so that no plaintext ever reaches a temporary file.
+//
+// Tables with several rows per patient get, on first use, a hidden column
+// ranking each patient's rows at random (RankRows), so that the privacy
+// package can bound what one patient adds with a plain filter.
 package engine
 
 import (
@@ -20,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -41,6 +46,9 @@ type Config struct {
 type Engine struct {
 	db        *sql.DB
 	connector *duckdb.Connector
+
+	mu     sync.Mutex
+	tables tables
 }
 
 // Open starts an empty in-memory database with the sandbox settings applied
@@ -75,7 +83,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	db.SetMaxIdleConns(cfg.Threads * 4)
-	return &Engine{db: db, connector: connector}, nil
+	return &Engine{db: db, connector: connector, tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}, nil
 }
 
 // Close releases the database and all data in it.
@@ -228,6 +236,9 @@ func duckType(t arrow.DataType) (string, error) {
 func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema *arrow.Schema) error {
 	var cols []string
 	for _, f := range schema.Fields() {
+		if strings.EqualFold(f.Name, RankColumn) {
+			return fmt.Errorf("table %s: column name %s is reserved for the gateway; rename the column", table, f.Name)
+		}
 		t, err := duckType(f.Type)
 		if err != nil {
 			return fmt.Errorf("table %s column %s: %w", table, f.Name, err)
@@ -238,6 +249,7 @@ func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema 
 		"CREATE SCHEMA IF NOT EXISTS " + ident(dataset),
 		fmt.Sprintf("CREATE OR REPLACE TABLE %s.%s (%s)", ident(dataset), ident(table), strings.Join(cols, ", ")),
 	}
+	e.forget(tableKey(dataset, table), 0)
 	for _, s := range stmts {
 		if _, err := e.db.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("create %s.%s: %w", dataset, table, err)
@@ -248,18 +260,34 @@ func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema 
 
 // Loader appends Arrow record batches to one table.
 type Loader struct {
+	e        *Engine
+	key      string
 	conn     *sql.Conn
 	appender *duckdb.Appender
 	rows     int64
 }
 
-// NewLoader opens an appender on dataset.table, which must exist.
+// NewLoader opens an appender on dataset.table, which must exist. Until
+// Close, the table is not ranked (see RankRows) and a ranking it had is
+// dropped.
 func (e *Engine) NewLoader(ctx context.Context, dataset, table string) (*Loader, error) {
+	key := tableKey(dataset, table)
+	e.forget(key, 1)
+	done := func() {
+		e.mu.Lock()
+		e.tables.loading[key]--
+		e.mu.Unlock()
+	}
+	if err := e.dropRank(ctx, dataset, table); err != nil {
+		done()
+		return nil, err
+	}
 	conn, err := e.db.Conn(ctx)
 	if err != nil {
+		done()
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	l := &Loader{conn: conn}
+	l := &Loader{e: e, key: key, conn: conn}
 	err = conn.Raw(func(dc any) error {
 		a, err := duckdb.NewAppender(dc.(driver.Conn), "", dataset, table)
 		l.appender = a
@@ -267,6 +295,7 @@ func (e *Engine) NewLoader(ctx context.Context, dataset, table string) (*Loader,
 	})
 	if err != nil {
 		conn.Close()
+		done()
 		return nil, fmt.Errorf("open appender on %s.%s: %w", dataset, table, err)
 	}
 	return l, nil
@@ -298,7 +327,11 @@ func (l *Loader) Rows() int64 { return l.rows }
 // Close flushes the appended rows.
 func (l *Loader) Close() error {
 	err := l.appender.Close()
-	return errors.Join(err, l.conn.Close())
+	err = errors.Join(err, l.conn.Close())
+	l.e.mu.Lock()
+	l.e.tables.loading[l.key]--
+	l.e.mu.Unlock()
+	return err
 }
 
 func value(col arrow.Array, i int) (driver.Value, error) {

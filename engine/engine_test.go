@@ -5,6 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
 )
@@ -44,4 +48,113 @@ func TestMapsBecomeGoMaps(t *testing.T) {
 	if !ok || len(m) != 2 || m[int32(1)] != uint64(2) {
 		t.Fatalf("histogram %T %v", r.Rows[0][0], r.Rows[0][0])
 	}
+}
+
+// loadUnits creates h.t with rows (unit, value): unit u has u rows.
+func loadUnits(t *testing.T, e *engine.Engine, units int) {
+	t.Helper()
+	ctx := context.Background()
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "patient_id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "v", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for u := 1; u <= units; u++ {
+		for i := 0; i < u; i++ {
+			b.Field(0).(*array.Int64Builder).Append(int64(u))
+			b.Field(1).(*array.Int64Builder).Append(int64(i))
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	if err := e.CreateTable(ctx, "h", "t", schema); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.NewLoader(ctx, "h", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRankRows checks that the hidden rank numbers each unit's rows 1..n,
+// that a reload drops it and that appending to a ranked table works.
+func TestRankRows(t *testing.T) {
+	e := open(t)
+	ctx := context.Background()
+	loadUnits(t, e, 30)
+	if err := e.RankRows(ctx, "h", "t", "patient_id"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(units int) {
+		t.Helper()
+		r, err := e.Query(ctx, `SELECT patient_id, count(*), min(__rank), max(__rank), count(DISTINCT __rank) FROM h.t GROUP BY patient_id`, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Rows) != units {
+			t.Fatalf("%d units, want %d", len(r.Rows), units)
+		}
+		for _, row := range r.Rows {
+			n := row[1].(int64)
+			lo, hi, distinct := toInt(row[2]), toInt(row[3]), row[4].(int64)
+			if lo != 1 || hi != n || distinct != n {
+				t.Errorf("unit %v: %d rows ranked %d..%d (%d distinct), want 1..%d", row[0], n, lo, hi, distinct, n)
+			}
+		}
+	}
+	check(30)
+	// Ranking again is free and changes nothing.
+	if err := e.RankRows(ctx, "h", "t", "patient_id"); err != nil {
+		t.Fatal(err)
+	}
+	check(30)
+	// A reload drops the rank column; ranking again gives it back.
+	loadUnits(t, e, 20)
+	if _, err := e.Query(ctx, "SELECT __rank FROM h.t", 1000); err == nil {
+		t.Error("the rank column survived a reload")
+	}
+	if err := e.RankRows(ctx, "h", "t", "patient_id"); err != nil {
+		t.Fatal(err)
+	}
+	check(20)
+	// Appending to a ranked table drops the rank until ranked again.
+	l, err := e.NewLoader(ctx, "h", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RankRows(ctx, "h", "t", "patient_id"); err == nil {
+		t.Error("ranked while rows were being appended")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RankRows(ctx, "h", "t", "patient_id"); err != nil {
+		t.Fatal(err)
+	}
+	check(20)
+}
+
+func TestRankColumnIsReserved(t *testing.T) {
+	e := open(t)
+	schema := arrow.NewSchema([]arrow.Field{{Name: "__RANK", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	if err := e.CreateTable(context.Background(), "h", "t", schema); err == nil {
+		t.Fatal("a table with a column named __rank was created")
+	}
+}
+
+func toInt(v any) int64 {
+	switch x := v.(type) {
+	case uint16:
+		return int64(x)
+	case int64:
+		return x
+	}
+	return -1
 }
