@@ -32,6 +32,17 @@ type Parser interface {
 	Deserialize(ctx context.Context, tree []byte) (string, error)
 }
 
+// Ranker is implemented by engines that can give each row of a table a
+// hidden rank among the rows of its privacy unit (engine.RankRows). The
+// analyser asks for it when a query may bound contributions by rank.
+type Ranker interface {
+	RankRows(ctx context.Context, dataset, table, unit string) error
+}
+
+// RankColumn is the hidden rank column (engine.RankColumn); Base selects it
+// as __rk when Query.RowRank is set.
+const RankColumn = "__rank"
+
 // Source is one table a query may read, with where it lives and its policy.
 type Source struct {
 	Dataset string
@@ -166,6 +177,13 @@ type Query struct {
 	// PerUnitRows is true when every table read has at most one row per
 	// patient, so no row bounding is needed.
 	PerUnitRows bool
+	// RowRank is true when Base also selects __rk, the hidden rank of the
+	// row among its patient's rows in the query's only table with several
+	// rows per patient, and no filter (WHERE or join condition) reads that
+	// table, and every join is inner. Then, for every patient, either none
+	// of their rows of that table reach Base or all of them do, each once,
+	// ranked 1, 2, ..., so privacy may bound each patient's rows by __rk.
+	RowRank bool
 	// Policy is the most protective combination of the read datasets'
 	// policies (their contribution bounds and minimum group sizes).
 	Policy catalog.Policy
@@ -181,6 +199,10 @@ type analyzer struct {
 	scope   Scope
 	refs    []ref
 	special bool
+	// filters are the WHERE clause and the join conditions other than
+	// the equality of privacy units: what can drop some rows of a patient.
+	filters []node
+	outer   bool // an outer join may add a row without the other side's
 }
 
 func reject(format string, args ...any) error {
@@ -221,6 +243,10 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	if err != nil {
 		return nil, err
 	}
+	if r, ok := a.rankable(); ok && ranked(ctx, p, a.refs[r]) {
+		q.RowRank = true
+		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, RankColumn), "__rk"))
+	}
 	q.SQL = strings.TrimSpace(sql)
 	q.Key = cacheKey(sel)
 	q.Shape = shapeKey(sel)
@@ -228,6 +254,19 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 		return nil, err
 	}
 	return q, nil
+}
+
+// ranked asks the engine to rank the rows of the query's multi-row table.
+// The rank only makes bounding cheaper: when the engine cannot rank (it is
+// not a Ranker, the table is being loaded, the ranking failed), the query
+// is planned without it.
+func ranked(ctx context.Context, p Parser, r ref) bool {
+	rk, ok := p.(Ranker)
+	if !ok {
+		return false
+	}
+	u, _ := r.src.Table.UnitColumn()
+	return rk.RankRows(ctx, r.src.Dataset, r.src.Table.Name, u.Name) == nil
 }
 
 func deserialize(ctx context.Context, p Parser, stmt, sel node) (string, error) {
@@ -292,6 +331,7 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 		if err := a.expr(w, "WHERE"); err != nil {
 			return nil, nil, err
 		}
+		a.filters = append(a.filters, w)
 	}
 
 	q := &Query{Limit: -1, PerUnitRows: true}
@@ -375,6 +415,49 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 	return q, base, nil
 }
 
+// rankable returns the query's only table with several rows per patient
+// when no filter reads it and every join is inner, so that a patient's rows
+// of it reach the base query all or none, each once (the other tables have
+// one row per patient).
+func (a *analyzer) rankable() (int, bool) {
+	if a.outer {
+		return -1, false
+	}
+	multi := -1
+	for i, r := range a.refs {
+		if r.src.Table.OneRowPerUnit {
+			continue
+		}
+		if multi >= 0 {
+			return -1, false
+		}
+		multi = i
+	}
+	if multi < 0 {
+		return -1, false
+	}
+	for _, f := range a.filters {
+		if a.reads(f, multi) {
+			return -1, false
+		}
+	}
+	return multi, true
+}
+
+// reads reports whether expression n reads a column of table refs[i].
+func (a *analyzer) reads(n node, i int) bool {
+	if str(n, "class") == "COLUMN_REF" {
+		_, r, err := a.resolve(strs(n, "column_names"), "a filter")
+		return err != nil || r == i
+	}
+	for _, c := range children(n) {
+		if a.reads(c, i) {
+			return true
+		}
+	}
+	return false
+}
+
 // strictest combines two policies, taking the tighter value of each field.
 func strictest(a, b catalog.Policy) catalog.Policy {
 	if len(a.Tables) == 0 && a.K == 0 {
@@ -409,6 +492,8 @@ func (a *analyzer) from(t node) error {
 		}
 		if jt := str(t, "join_type"); jt != "INNER" && jt != "LEFT" && jt != "RIGHT" {
 			return reject("%s joins are not allowed; use an inner or outer join on the privacy unit", jt)
+		} else if jt != "INNER" {
+			a.outer = true
 		}
 		if err := a.from(obj(t, "left")); err != nil {
 			return err
@@ -480,15 +565,23 @@ func (a *analyzer) joinCondition(t node) error {
 	if using := strs(t, "using_columns"); len(using) > 0 {
 		hasUnit := false
 		for _, c := range using {
+			known := false
 			for _, r := range a.refs {
 				col, ok := r.src.Table.Column(c)
 				if !ok {
 					continue
 				}
+				known = true
 				if col.Role == catalog.Identifier {
 					return reject("column %s is an identifier; join on the privacy unit instead", c)
 				}
 				hasUnit = hasUnit || col.Role == catalog.Unit
+				if col.Role != catalog.Unit {
+					a.filters = append(a.filters, columnRef(col.Name))
+				}
+			}
+			if !known {
+				return reject("column %s in USING does not exist in the tables of this join", c)
 			}
 		}
 		if !hasUnit {
@@ -515,6 +608,7 @@ func (a *analyzer) joinCondition(t node) error {
 		if err := a.expr(c, "JOIN condition"); err != nil {
 			return err
 		}
+		a.filters = append(a.filters, c)
 	}
 	if !hasUnit {
 		return reject("joins must match the privacy unit, as in ON a.patient_id = b.patient_id")
