@@ -2,6 +2,7 @@ package privacy_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 
@@ -206,5 +207,82 @@ func TestRowBoundWithoutGroups(t *testing.T) {
 	}
 	if u := res.Rows[0][col["__users"]].(int64); u != 101 {
 		t.Errorf("patients %d, want 101", u)
+	}
+}
+
+// TestHeavyPatientsKeepTheirMean: patients with 50 visits each costing
+// about 5000 (bounds 0 to 100000, midpoint 50000) must leave the average
+// near 5000 whichever way rows are bounded. Clamping a heavy patient's
+// mid-centred sum to MaxRows times the half-width, while their count is
+// cut to MaxRows, used to pull each of them to the lower bound.
+func TestHeavyPatientsKeepTheirMean(t *testing.T) {
+	e := loadVisits(t)
+	ctx := context.Background()
+	if _, err := e.Query(ctx, `CREATE TABLE h.stays AS SELECT p AS patient_id, chr(65 + (p % 3)::INTEGER) AS dept,
+		4900 + (i % 3) * 100 AS cost FROM range(1, 21) a(p), range(50) b(i)`, 1); err != nil {
+		t.Fatal(err)
+	}
+	const trueMean = (17*4900 + 17*5000 + 16*5100) / 50.0
+	lo, hi := 0.0, 100000.0
+	table := func(public []string) catalog.Table {
+		return catalog.Table{Name: "stays", Columns: []catalog.Column{
+			{Name: "patient_id", Role: catalog.Unit},
+			{Name: "dept", Role: catalog.Attribute, Public: public},
+			{Name: "cost", Role: catalog.Attribute, Min: &lo, Max: &hi},
+		}}
+	}
+	cases := []struct {
+		name   string
+		public []string
+	}{
+		// Non-public groups: per (patient, group) partial aggregates.
+		{"per-group bounds", nil},
+		// Public groups, or none: the rank bound.
+		{"rank bound", []string{"A", "B", "C"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := catalog.Policy{Tables: []catalog.Table{table(tc.public)},
+				Contribution: catalog.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1}
+			scope := sandbox.Scope{Sources: []sandbox.Source{{Dataset: "h", Grade: catalog.General, Table: pol.Tables[0], Policy: pol}}}
+			for _, sql := range []string{"SELECT dept, avg(cost) AS a, stddev_pop(cost) AS sd FROM stays GROUP BY dept", "SELECT avg(cost) AS a, stddev_pop(cost) AS sd FROM stays"} {
+				q, err := sandbox.Analyze(ctx, e, sql, scope)
+				if err != nil {
+					t.Fatal(err)
+				}
+				plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := e.Query(ctx, plan.SQL, 100)
+				if err != nil {
+					t.Fatalf("%v\n%s", err, plan.SQL)
+				}
+				col := map[string]int{}
+				for i, c := range res.Columns {
+					col[c.Name] = i
+				}
+				// Per group, each patient's own mean is kept exactly;
+				// bounded by rank, a patient's kept rows are a random
+				// few, whose mean is within 100 of theirs.
+				tol := 1e-6
+				if strings.Contains(plan.SQL, "__rk <=") {
+					tol = 100
+				}
+				for _, r := range res.Rows {
+					n := float64(r[col["__c0"]].(int64))
+					mean := 50000 + r[col["__s0"]].(float64)/n
+					if math.Abs(mean-trueMean) > tol {
+						t.Errorf("%s: %v: mean %g before noise, want %g", sql, r[0], mean, trueMean)
+					}
+					// The spread of one patient's costs is about 82; the
+					// mid-centred sum of squares must keep it.
+					sd := math.Sqrt(r[col["__q1"]].(float64)/float64(r[col["__c1"]].(int64)) - math.Pow(r[col["__s1"]].(float64)/float64(r[col["__c1"]].(int64)), 2))
+					if sd > 200 {
+						t.Errorf("%s: %v: standard deviation %g before noise, want about 82", sql, r[0], sd)
+					}
+				}
+			}
+		})
 	}
 }

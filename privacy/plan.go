@@ -354,12 +354,18 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 			partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS __ps%d", clamped, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
+			// A patient with n > MaxRows rows in the group counts as
+			// MaxRows rows, so their sums are scaled by MaxRows/n: they
+			// keep the patient's own mean (and spread) at that weight,
+			// within the same bounds as MaxRows rows. Clamping the raw
+			// sum instead would pull heavy patients toward a bound.
+			scale := fmt.Sprintf("least(count(%s), %d) / nullif(count(%s), 0)", arg, p.rowsPerGroup, arg)
 			partial = append(partial, fmt.Sprintf("count(%s) AS __pc%d", arg, j))
-			partial = append(partial, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __ps%d", clamped, num(mid), j))
+			partial = append(partial, fmt.Sprintf("coalesce(sum(%s - %s) * %s, 0) AS __ps%d", clamped, num(mid), scale, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), -C*half, C*half), j))
 			if a.Kind != sandbox.Avg {
-				partial = append(partial, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0) AS __pq%d", clamped, num(mid), clamped, num(mid), j))
+				partial = append(partial, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)) * %s, 0) AS __pq%d", clamped, num(mid), clamped, num(mid), scale, j))
 				final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __q%d", clampSQL(fmt.Sprintf("__pq%d", j), 0, C*half*half), j))
 			}
 		}
