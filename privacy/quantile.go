@@ -9,10 +9,10 @@ import (
 // Quantiles are read off a noisy tree over the column's declared range, as in
 // Google's bounded quantiles: DuckDB counts rows per leaf (4096 equal-width
 // leaves), Go sums leaves into a tree of branching 16 and height 3, noises
-// every node (each row adds to one node per level, so each level spends a
-// third of the quantile's epsilon), and the quantile is found by descending
-// from the root, at each node choosing the child where the noisy cumulative
-// count reaches the wanted share. Noise on empty ranges then only distorts
+// every node it reads (each row adds to one node per level, so each level
+// spends a third of the quantile's epsilon), and the quantile is found by
+// descending from the root, at each node choosing the child where the noisy
+// cumulative count reaches the wanted share. Noise on empty ranges then only distorts
 // the choice among 16 siblings, not the whole range, which is what makes a
 // flat noisy histogram useless for skewed data.
 const (
@@ -21,13 +21,21 @@ const (
 	treeLeaves    = 4096 // treeBranching ^ treeLevels
 )
 
-// tree holds noisy counts per level: level 0 has 16 nodes, level 2 has 4096.
+// tree holds exact counts per level (level 0 has 16 nodes, level 2 has
+// 4096) and noises a node the first time the descent reads it. Drawing each
+// node's independent noise when it is first read gives the released
+// quantile exactly the distribution it has when every node is noised up
+// front, but a descent reads 48 nodes, not 4368, and the secure noise of
+// the DP library is the costly part of a quantile's release.
 type tree struct {
-	levels [treeLevels][]float64
+	exact [treeLevels][]float64
+	noisy [treeLevels][]float64
+	drawn [treeLevels][]bool
+	noise func(l, i int) float64
 }
 
 func newTree(leaves map[int]float64, noisy func(float64) float64) *tree {
-	var t tree
+	t := &tree{}
 	exact := make([]float64, treeLeaves)
 	for k, v := range leaves {
 		if k >= 0 && k < treeLeaves {
@@ -43,25 +51,31 @@ func newTree(leaves map[int]float64, noisy func(float64) float64) *tree {
 			}
 			exact = sums
 		}
-		t.levels[l] = make([]float64, n)
-		for i := range exact {
-			t.levels[l][i] = noisy(exact[i])
-		}
+		t.exact[l] = exact
 	}
-	return &t
+	t.noise = func(l, i int) float64 { return noisy(t.exact[l][i]) }
+	return t
 }
 
-// resampled is a copy with fresh noise added to every node, for simulating
-// the spread of the released quantile.
-func (t *tree) resampled(draw func() float64) *tree {
-	var out tree
-	for l := range t.levels {
-		out.levels[l] = make([]float64, len(t.levels[l]))
-		for i, v := range t.levels[l] {
-			out.levels[l][i] = v + draw()
-		}
+// node is the noisy count of node i of level l.
+func (t *tree) node(l, i int) float64 {
+	if t.drawn[l] == nil {
+		t.drawn[l] = make([]bool, len(t.exact[l]))
+		t.noisy[l] = make([]float64, len(t.exact[l]))
 	}
-	return &out
+	if !t.drawn[l][i] {
+		t.noisy[l][i] = t.noise(l, i)
+		t.drawn[l][i] = true
+	}
+	return t.noisy[l][i]
+}
+
+// resampled is a tree whose nodes are t's noisy nodes with fresh noise
+// added, for simulating the spread of the released quantile.
+func (t *tree) resampled(draw func() float64) *tree {
+	out := &tree{exact: t.exact}
+	out.noise = func(l, i int) float64 { return t.node(l, i) + draw() }
+	return out
 }
 
 // quantile descends the tree to a's quantile.
@@ -70,10 +84,11 @@ func (t *tree) quantile(a sandbox.Agg) float64 {
 	lo, width := 0, treeLeaves
 	node := 0
 	for l := 0; l < treeLevels; l++ {
-		children := t.levels[l][node*treeBranching : node*treeBranching+treeBranching]
+		var children [treeBranching]float64
 		total := 0.0
-		for _, c := range children {
-			total += math.Max(0, c)
+		for i := range children {
+			children[i] = t.node(l, node*treeBranching+i)
+			total += math.Max(0, children[i])
 		}
 		width /= treeBranching
 		if total <= 0 {

@@ -103,7 +103,7 @@ func (m mech) ci(noised float64, l0 int64, linf, eps float64) float64 {
 }
 
 // aggColumns locates each aggregate's columns in the engine result.
-type aggCols struct{ c, s, q, h int }
+type aggCols struct{ c, s, q, hk, hv int }
 
 // Release noises res, the result of p.SQL, into the protected answer.
 func (p *Plan) Release(res *engine.Result) (*Answer, error) {
@@ -120,7 +120,7 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 	}
 	ac := make([]aggCols, len(q.Aggs))
 	for j := range q.Aggs {
-		ac[j] = aggCols{col(fmt.Sprintf("__c%d", j)), col(fmt.Sprintf("__s%d", j)), col(fmt.Sprintf("__q%d", j)), col(fmt.Sprintf("__h%d", j))}
+		ac[j] = aggCols{col(fmt.Sprintf("__c%d", j)), col(fmt.Sprintf("__s%d", j)), col(fmt.Sprintf("__q%d", j)), col(fmt.Sprintf("__hk%d", j)), col(fmt.Sprintf("__hv%d", j))}
 	}
 	usersCol := col("__users")
 	if usersCol < 0 {
@@ -241,8 +241,8 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		return v, ColumnReport{p.scale(G, sl), ci}
 	case sandbox.Quantile:
 		leaves := make(map[int]float64)
-		if r != nil && c.h >= 0 {
-			leaves = toMap(r[c.h])
+		if r != nil && c.hk >= 0 && c.hv >= 0 {
+			leaves = toLeaves(r[c.hk], r[c.hv])
 		}
 		levelEps := eps / treeLevels
 		t := newTree(leaves, func(x float64) float64 { return m.float(x, G, float64(C), levelEps) })
@@ -454,13 +454,17 @@ func toFloat(v any) float64 {
 	panic(fmt.Sprintf("release: unexpected aggregate type %T", v)) // a plan bug; never release a made-up zero
 }
 
-// toMap reads a DuckDB MAP(INTEGER, UBIGINT) histogram.
-func toMap(v any) map[int]float64 {
+// toLeaves reads a histogram returned as its keys and its counts, two
+// DuckDB lists (NULL when the group has no value).
+func toLeaves(keys, counts any) map[int]float64 {
 	out := map[int]float64{}
-	if m, ok := v.(map[any]any); ok {
-		for k, n := range m {
-			out[int(toFloat(k))] = toFloat(n)
-		}
+	ks, _ := keys.([]any)
+	ns, _ := counts.([]any)
+	if len(ks) != len(ns) {
+		panic(fmt.Sprintf("release: histogram with %d keys and %d counts", len(ks), len(ns))) // a plan bug
+	}
+	for i, k := range ks {
+		out[int(toFloat(k))] = toFloat(ns[i])
 	}
 	return out
 }
