@@ -17,6 +17,36 @@
 // every group key is a per-patient attribute (sex, province), a patient falls
 // in exactly one group however many rows they have.
 //
+// Bounding by rank. The engine gives every row of a table with several rows
+// per patient a hidden rank among its patient's rows (engine.RankRows): a
+// uniformly random order within each patient, drawn once per load,
+// independently of the other patients. When a query reads one such table,
+// joins it only on the patient to tables of one row per patient (inner
+// joins) and filters none of its rows (see sandbox.Query.RowRank), each
+// patient's rows of it reach the aggregation all or none, and keeping rows
+// of rank at most m = MaxGroups*MaxRows (MaxRows when a patient falls in one
+// group) keeps at most m rows per patient in all groups together. The
+// aggregation is then a plain filter and GROUP BY, with no per-patient work
+// at query time. The guarantee: fix the ranks of every patient other than
+// one; with or without that patient, the others keep the same rows, so the
+// per-group counts change by at most m in L1 and in L2 (m rows in one
+// group), sums by m times the largest absolute bound, and each level of a
+// quantile's histogram tree by m. Noise is calibrated to those (L0 1, Linf m
+// in the DP library's terms), which for Laplace is the scale of per-group
+// bounds (MaxGroups groups times MaxRows rows). As this holds for any ranks
+// of the others, it holds for the random ones, and for every query that
+// reuses them (sequential composition, the budget adds up as before). A
+// patient may touch up to min(m, groups) groups, which would raise the
+// threshold of partition selection and the sensitivity of COUNT(DISTINCT
+// patient) and, with Gaussian noise, makes the L2 of per-group bounds
+// (sqrt(MaxGroups)*MaxRows) smaller: those queries, and every query that
+// filters the table's rows (bounding before the filter would drop most of a
+// heavy patient's matching rows), keep per-group bounding. The exact
+// patient count of the k rule comes, with per-patient groups, from the rows
+// of rank 1 (each patient has exactly one) and otherwise from the distinct
+// patients among the k*m smallest patient ids of the group, which is exact
+// whenever it is under k (a group with k*m rows has at least k patients).
+//
 // The k rule: a group is released only if it has at least k distinct patients
 // (exactly counted). For non-public keys the DP partition-selection threshold is
 // raised by k-1 so that the exact rule keeps the (epsilon, delta) guarantee. For
@@ -34,6 +64,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/sandbox"
 )
@@ -97,6 +128,8 @@ type Plan struct {
 
 	groupsPerUnit int64 // L0: groups one patient may touch
 	rowsPerGroup  int64 // Linf of counts: rows one patient may add to a group
+	rowBound      int64 // when > 0, rows are bounded by rank: at most this many per patient in all
+	domain        int64 // the number of groups when they are public (1 without groups)
 	selectGroups  bool  // partition selection needed
 	public        [][]string
 	quantities    int
@@ -162,8 +195,27 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 		}
 	}
 
+	if len(q.Groups) == 0 {
+		p.domain = 1
+	} else if p.public != nil {
+		p.domain = 1
+		for _, d := range p.public {
+			p.domain *= int64(len(d))
+		}
+	}
+	countsUnits := false
 	for _, a := range q.Aggs {
 		p.quantities += quantitiesOf(a.Kind)
+		countsUnits = countsUnits || a.Kind == sandbox.CountUnits
+	}
+	// Bounding by rank (see the package comment) keeps the sensitivities
+	// of counts, sums and histograms under Laplace noise and under
+	// Gaussian noise with one group per patient. It is not used for
+	// partition selection, whose threshold would grow with the groups a
+	// patient may touch, nor for COUNT(DISTINCT patient), which would too.
+	if m := p.groupsPerUnit * p.rowsPerGroup; q.RowRank && !p.selectGroups && !countsUnits &&
+		(p.Mechanism == Laplace || p.groupsPerUnit == 1) && m < engine.MaxRank {
+		p.rowBound = m
 	}
 	cost := want
 	if p.selectGroups {
@@ -237,10 +289,12 @@ func randomSalt() uint32 {
 func num(f float64) string { return fmt.Sprintf("%.17g::DOUBLE", f) }
 
 // sql builds the bounded aggregation. See the package comment. There are
-// three shapes, cheapest first:
+// four shapes, cheapest first:
 //
 //   - every table has one row per patient: aggregate directly, each patient
 //     is one row in one group;
+//   - rows are bounded by rank: keep rows of rank at most m, aggregate
+//     directly;
 //   - no quantiles: aggregate per (patient, group) first, clamp each
 //     patient's partial count and sums to what MaxRows rows could add, keep
 //     at most MaxGroups groups per patient (chosen by a salted hash), then
@@ -266,6 +320,12 @@ func (p *Plan) sql(salt uint32) string {
 		b.WriteString(p.rowAggregate("__base", groups, "count(DISTINCT __pu)", nil))
 	case q.PerUnitRows:
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", nil))
+	case p.rowBound > 0:
+		users := "count(*) FILTER (WHERE __rk = 1)"
+		if p.groupsPerUnit > 1 {
+			users = fmt.Sprintf("len(list_distinct(min(__pu, %d)))", int64(p.K)*p.rowBound)
+		}
+		b.WriteString(p.rowAggregate("__base", groups, users, []string{fmt.Sprintf("__rk <= %d", p.rowBound)}))
 	case !hasQuantile:
 		b.WriteString(p.partialAggregate(groups, salt))
 	default:

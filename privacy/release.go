@@ -38,8 +38,11 @@ type Report struct {
 	// ContributionBounds are the per-patient bounds applied.
 	MaxGroupsPerPatient int64 `json:"max_groups_per_patient"`
 	MaxRowsPerGroup     int64 `json:"max_rows_per_group"`
-	PartitionSelection  bool  `json:"partition_selection"`
-	SpecialGroups       bool  `json:"special_groups"`
+	// MaxRowsPerPatient is set when rows were bounded per patient in all
+	// groups together (by rank, see the package comment).
+	MaxRowsPerPatient  int64 `json:"max_rows_per_patient,omitempty"`
+	PartitionSelection bool  `json:"partition_selection"`
+	SpecialGroups      bool  `json:"special_groups"`
 }
 
 // Answer is a protected answer.
@@ -133,7 +136,13 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 	}
 
 	m := p.mech()
+	// G and C are the L0 and Linf the noise is calibrated to. Bounded by
+	// rank, a patient adds at most rowBound rows in all: L1 and L2 of
+	// counts are both at most rowBound, which is (1, rowBound).
 	G, C := p.groupsPerUnit, p.rowsPerGroup
+	if p.rowBound > 0 {
+		G, C = 1, p.rowBound
+	}
 	threshold := 0.0
 	if p.selectGroups {
 		t, err := noise.Laplace().Threshold(G, 1, p.epsEach, 0, p.psDelta)
@@ -145,8 +154,14 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 
 	report := Report{
 		Mechanism: p.Mechanism, Epsilon: p.Cost.Epsilon, Delta: p.Cost.Delta, K: p.K,
-		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: G, MaxRowsPerGroup: C,
+		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: p.groupsPerUnit, MaxRowsPerGroup: p.rowsPerGroup,
 		PartitionSelection: p.selectGroups, SpecialGroups: q.Special,
+	}
+	if p.rowBound > 0 {
+		report.MaxRowsPerPatient = p.rowBound
+		if p.groupsPerUnit > 1 {
+			report.MaxGroupsPerPatient, report.MaxRowsPerGroup = min(p.rowBound, p.domain), p.rowBound
+		}
 	}
 	sim := newSimulator()
 	var out [][]any

@@ -1,0 +1,205 @@
+package privacy_test
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/sandbox"
+)
+
+// loadHospital is loadVisits plus people, one row per patient: the heavy
+// patient 1 is "M", the light patients alternate "F" and "M".
+func loadHospital(t *testing.T) *engine.Engine {
+	t.Helper()
+	e := loadVisits(t)
+	ctx := context.Background()
+	for _, s := range []string{
+		"CREATE TABLE h.people AS SELECT range AS patient_id, CASE WHEN range = 1 OR range % 2 = 1 THEN 'M' ELSE 'F' END AS sex FROM range(1, 102)",
+	} {
+		if _, err := e.Query(ctx, s, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// hospitalScope declares dept and sex public, so that the rank bound
+// applies (it is not used with partition selection).
+func hospitalScope() sandbox.Scope {
+	s := visitsScope()
+	pol := s.Sources[0].Policy
+	pol.Tables[0].Columns[1].Public = []string{"A", "B", "C", "D", "E", "F"}
+	pol.Tables = append(pol.Tables, catalog.Table{Name: "people", OneRowPerUnit: true, Columns: []catalog.Column{
+		{Name: "patient_id", Role: catalog.Unit},
+		{Name: "sex", Role: catalog.QuasiIdentifier, Public: []string{"F", "M"}},
+	}})
+	var out sandbox.Scope
+	for _, t := range pol.Tables {
+		out.Sources = append(out.Sources, sandbox.Source{Dataset: "h", Grade: catalog.General, Table: t, Policy: pol})
+	}
+	return out
+}
+
+// TestRankBounds runs the planned SQL (before noise) and checks what the
+// heavy patient (300 visits in 6 departments) adds: bounded by rank, at
+// most MaxGroups*MaxRows = 6 rows in all groups together (3 when a patient
+// falls in one group), and the patient counts that the k rule reads are
+// exact below k*6 rows. With a filter on visits the plan falls back to
+// bounding per group: at most 3 rows in at most 2 groups.
+func TestRankBounds(t *testing.T) {
+	e := loadHospital(t)
+	ctx := context.Background()
+	cases := []struct {
+		name, sql string
+		rank      bool
+		perUnit   bool // grouped by sex
+		maxTotal  int64
+		maxGroup  int64
+	}{
+		{"count and sum by department", "SELECT dept, count(*) AS n, sum(cost) AS s FROM visits GROUP BY dept", true, false, 6, 6},
+		{"histogram by department", "SELECT dept, count(*) AS n, sum(cost) AS s, median(cost) AS m FROM visits GROUP BY dept", true, false, 6, 6},
+		{"by sex with a join", "SELECT p.sex, count(*) AS n, sum(v.cost) AS s FROM visits v JOIN people p ON v.patient_id = p.patient_id GROUP BY p.sex", true, true, 3, 3},
+		{"without groups", "SELECT count(*) AS n, sum(cost) AS s FROM visits", true, true, 3, 3},
+		{"filter on visits", "SELECT dept, count(*) AS n, sum(cost) AS s FROM visits WHERE cost > 0 GROUP BY dept", false, false, 6, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := sandbox.Analyze(ctx, e, tc.sql, hospitalScope())
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(plan.SQL, "__rk <="); got != tc.rank {
+				t.Fatalf("bounded by rank: %v, want %v\n%s", got, tc.rank, plan.SQL)
+			}
+			res, err := e.Query(ctx, plan.SQL, 100)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, plan.SQL)
+			}
+			col := map[string]int{}
+			for i, c := range res.Columns {
+				col[c.Name] = i
+			}
+			var total int64
+			for _, r := range res.Rows {
+				key := "all"
+				if g, ok := col["__g0"]; ok {
+					key = r[g].(string)
+				}
+				n := r[col["__c0"]].(int64)
+				users := r[col["__users"]].(int64)
+				sum := r[col["__s1"]].(float64)
+				// Light patients: one visit costing 10 each, in A; 50 are
+				// M, 50 are F (patient 1, the heavy one, is M).
+				light := int64(0)
+				switch {
+				case key == "all" || key == "A" && !tc.perUnit:
+					light = 100
+				case tc.perUnit:
+					light = 50
+				}
+				heavy := n - light
+				if heavy < 0 || heavy > tc.maxGroup {
+					t.Errorf("%s: the heavy patient adds %d rows, outside [0, %d]", key, heavy, tc.maxGroup)
+				}
+				// Bounded by rank, the kept rows are summed as they are;
+				// bounded per group, a patient's sum is clamped to what
+				// MaxRows rows at the bound could add.
+				if hs := sum - 10*float64(light); hs < 0 || hs > 1000*float64(tc.maxGroup) || (tc.rank && hs != 100*float64(heavy)) {
+					t.Errorf("%s: the heavy patient adds %g to the sum for %d rows", key, hs, heavy)
+				}
+				total += heavy
+				// The k rule (k = 2) reads exact patient counts where
+				// they are small: the heavy patient alone is one.
+				wantUsers := light
+				if heavy > 0 {
+					wantUsers++
+				}
+				if light == 0 && users != wantUsers {
+					t.Errorf("%s: %d patients counted, want %d", key, users, wantUsers)
+				}
+				if light > 0 && users < 2 {
+					t.Errorf("%s: %d patients counted, want at least 2", key, users)
+				}
+				if h, ok := col["__hv2"]; ok {
+					var leaves int64
+					for _, c := range r[h].([]any) {
+						leaves += int64(c.(uint64))
+					}
+					if leaves != n {
+						t.Errorf("%s: histogram counts %d rows, the count %d", key, leaves, n)
+					}
+				}
+			}
+			if total > tc.maxTotal || total == 0 {
+				t.Errorf("the heavy patient adds %d rows in all, want 1 to %d", total, tc.maxTotal)
+			}
+			if tc.rank && total != tc.maxTotal {
+				t.Errorf("bounded by rank, the heavy patient's %d rows are cut to %d, want %d", 300, total, tc.maxTotal)
+			}
+		})
+	}
+}
+
+// TestRankNoise checks the noise and the bounds reported for plans bounded
+// by rank: a patient adds at most m = MaxGroups*MaxRows rows in all, so a
+// count has Laplace scale m/epsilon, as with per-group bounds; Gaussian
+// noise over several groups per patient keeps per-group bounds, whose L2
+// sensitivity is smaller.
+func TestRankNoise(t *testing.T) {
+	e := loadHospital(t)
+	ctx := context.Background()
+	cases := []struct {
+		name, sql string
+		cost      privacy.Cost
+		rank      bool
+		scale     float64 // of the count
+		groups    int64
+		rowsGroup int64
+		rowsInAll int64
+	}{
+		{"laplace by department", "SELECT dept, count(*) AS n FROM visits GROUP BY dept", privacy.Cost{Epsilon: 1}, true, 6, 6, 6, 6},
+		{"laplace by sex", "SELECT p.sex, count(*) AS n FROM visits v JOIN people p ON v.patient_id = p.patient_id GROUP BY p.sex", privacy.Cost{Epsilon: 1}, true, 3, 1, 3, 3},
+		{"gaussian by department", "SELECT dept, count(*) AS n FROM visits GROUP BY dept", privacy.Cost{Epsilon: 1, Delta: 1e-6}, false, 0, 2, 3, 0},
+		{"count of patients", "SELECT dept, count(DISTINCT patient_id) AS n FROM visits GROUP BY dept", privacy.Cost{Epsilon: 1}, false, 2, 2, 3, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := sandbox.Analyze(ctx, e, tc.sql, hospitalScope())
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := privacy.NewPlan(q, tc.cost, privacy.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(plan.SQL, "__rk <="); got != tc.rank {
+				t.Fatalf("bounded by rank: %v, want %v\n%s", got, tc.rank, plan.SQL)
+			}
+			res, err := e.Query(ctx, plan.SQL, 100)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, plan.SQL)
+			}
+			a, err := plan.Release(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := a.Privacy
+			if tc.scale > 0 && math.Abs(r.Columns["n"].NoiseScale-tc.scale) > 1e-9 {
+				t.Errorf("noise scale %g, want %g", r.Columns["n"].NoiseScale, tc.scale)
+			}
+			if r.MaxGroupsPerPatient != tc.groups || r.MaxRowsPerGroup != tc.rowsGroup || r.MaxRowsPerPatient != tc.rowsInAll {
+				t.Errorf("reported bounds %d groups, %d rows per group, %d in all; want %d, %d, %d",
+					r.MaxGroupsPerPatient, r.MaxRowsPerGroup, r.MaxRowsPerPatient, tc.groups, tc.rowsGroup, tc.rowsInAll)
+			}
+		})
+	}
+}
