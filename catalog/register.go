@@ -88,6 +88,9 @@ func (m *Manifest) Check() error {
 func checkSchema(t Table, names []string) error {
 	have := map[string]bool{}
 	for _, n := range names {
+		if strings.EqualFold(n, engine.RankColumn) {
+			return fault.E(fault.Invalid, "table %s: column name %s is reserved for the gateway; rename the column", t.Name, n)
+		}
 		have[strings.ToLower(n)] = true
 		if _, ok := t.Column(n); !ok {
 			return fault.E(fault.Invalid, "table %s: column %s is in the file but not in the policy; declare its role", t.Name, n)
