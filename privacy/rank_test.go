@@ -203,3 +203,36 @@ func TestRankNoise(t *testing.T) {
 		})
 	}
 }
+
+// TestRankMeasureUnits checks the Article 11 measure of plans bounded by
+// rank: every patient has a row of rank 1, so all 101 are measured.
+func TestRankMeasureUnits(t *testing.T) {
+	e := loadHospital(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		"SELECT dept, count(*) AS n FROM visits GROUP BY dept",
+		"SELECT p.sex, median(v.cost) AS m FROM visits v JOIN people p ON v.patient_id = p.patient_id GROUP BY p.sex",
+	} {
+		q, err := sandbox.Analyze(ctx, e, sql, hospitalScope())
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan.MeasureUnits(1, 101)
+		if !strings.Contains(plan.SQL, "__rk <=") {
+			t.Fatalf("%s: not bounded by rank", sql)
+		}
+		res, err := e.Query(ctx, plan.SQL, 100)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, plan.SQL)
+		}
+		last := len(res.Columns) - 1
+		bits, _ := res.Rows[0][last].(string)
+		if res.Columns[last].Name != "__units" || len(bits) != 101 || strings.Count(bits, "1") != 101 {
+			t.Errorf("%s: %d units measured in %d bits, want 101", sql, strings.Count(bits, "1"), len(bits))
+		}
+	}
+}
