@@ -100,8 +100,8 @@ func NewFederatedPlan(q *sandbox.Query, want Cost, limits Limits, nodes int, agg
 	if err != nil {
 		return nil, err
 	}
-	if p.selectGroups || p.Mechanism != Gaussian {
-		return nil, fmt.Errorf("federated plan: unexpected partition selection or mechanism %s", p.Mechanism)
+	if p.selectGroups || p.Mechanism != Gaussian || (p.rowBound > 0 && p.groupsPerUnit > 1) {
+		return nil, fmt.Errorf("federated plan: unexpected partition selection, mechanism %s or rank bound with several groups per patient", p.Mechanism)
 	}
 	// The pooled patient count per group is noised too (the k rule).
 	p.epsEach = p.epsEach * float64(p.quantities) / float64(p.quantities+1)
@@ -124,9 +124,20 @@ type quantity struct {
 	linf float64 // sensitivity per group
 }
 
+// bounds are the L0 and the Linf of counts that the noise is calibrated
+// to, as in Release: bounded by rank (only with one group per patient
+// here), a patient adds at most rowBound rows to their one group.
+func (p *FederatedPlan) bounds() (G, C int64) {
+	if p.rowBound > 0 {
+		return 1, p.rowBound
+	}
+	return p.groupsPerUnit, p.rowsPerGroup
+}
+
 // quantities lists, in layout order, the noised values of one group.
 func (p *FederatedPlan) quantitiesPerGroup() []quantity {
-	C := float64(p.rowsPerGroup)
+	_, c := p.bounds()
+	C := float64(c)
 	qs := []quantity{{"users", "__users", 1}}
 	for j, a := range p.Query.Aggs {
 		half := (a.Max - a.Min) / 2
@@ -172,7 +183,8 @@ func (p *FederatedPlan) Width() int { return len(p.domain()) * len(p.quantitiesP
 // a different layout, and its share must not be added.
 func (p *FederatedPlan) Layout() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "nodes=%d agg=%s eps=%.17g delta=%.17g G=%d C=%d\n", p.nodes, p.agg, p.epsEach, p.deltaEach, p.groupsPerUnit, p.rowsPerGroup)
+	G, C := p.bounds()
+	fmt.Fprintf(h, "nodes=%d agg=%s eps=%.17g delta=%.17g G=%d C=%d\n", p.nodes, p.agg, p.epsEach, p.deltaEach, G, C)
 	for _, q := range p.quantitiesPerGroup() {
 		fmt.Fprintf(h, "%s %.17g\n", q.name, q.linf)
 	}
@@ -185,7 +197,8 @@ func (p *FederatedPlan) Layout() string {
 // sigma is the standard deviation of the pooled noise for a quantity of
 // sensitivity linf: what one central release would add.
 func (p *FederatedPlan) sigma(linf float64) float64 {
-	return noise.SigmaForGaussian(p.groupsPerUnit, linf, p.epsEach, p.deltaEach)
+	G, _ := p.bounds()
+	return noise.SigmaForGaussian(G, linf, p.epsEach, p.deltaEach)
 }
 
 // shareDivisor is how much smaller each node's noise is than the pooled
@@ -219,6 +232,7 @@ func (p *FederatedPlan) Share(res *engine.Result) ([]float64, error) {
 	}
 	gauss := noise.Gaussian()
 	div := p.shareDivisor()
+	G, _ := p.bounds()
 	var out []float64
 	for _, key := range p.domain() {
 		r := byKey[keyOf(key)]
@@ -230,7 +244,7 @@ func (p *FederatedPlan) Share(res *engine.Result) ([]float64, error) {
 			// Gaussian sigma is linear in the sensitivity: asking for
 			// linf/div draws noise of sigma/div with the library's
 			// secure sampler.
-			v, err := gauss.AddNoiseFloat64(x, p.groupsPerUnit, q.linf/div, p.epsEach, p.deltaEach)
+			v, err := gauss.AddNoiseFloat64(x, G, q.linf/div, p.epsEach, p.deltaEach)
 			if err != nil {
 				return nil, fmt.Errorf("share: add noise: %w", err)
 			}
@@ -259,7 +273,7 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 	report := Report{
 		Mechanism: Gaussian, Epsilon: p.Cost.Epsilon, Delta: p.Cost.Delta, K: p.K,
 		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: p.groupsPerUnit, MaxRowsPerGroup: p.rowsPerGroup,
-		SpecialGroups: q.Special,
+		MaxRowsPerPatient: p.rowBound, SpecialGroups: q.Special,
 	}
 	sim := newSimulator()
 	var rows [][]any
