@@ -286,6 +286,10 @@ func randomSalt() uint32 {
 	return binary.LittleEndian.Uint32(b[:])
 }
 
+// maxSmallestIDs caps the patient ids a plan bounded by rank keeps, over
+// all groups, to count patients for the k rule (32 MB).
+const maxSmallestIDs = 1 << 22
+
 func num(f float64) string { return fmt.Sprintf("%.17g::DOUBLE", f) }
 
 // sql builds the bounded aggregation. See the package comment. There are
@@ -323,7 +327,12 @@ func (p *Plan) sql(salt uint32) string {
 	case p.rowBound > 0:
 		users := "count(*) FILTER (WHERE __rk = 1)"
 		if p.groupsPerUnit > 1 {
-			users = fmt.Sprintf("len(list_distinct(min(__pu, %d)))", int64(p.K)*p.rowBound)
+			// Exact below k, cheaper than a distinct count; the lists are
+			// kept per group, so their total size is capped.
+			users = "count(DISTINCT __pu)"
+			if n := int64(max(p.K, 1)) * p.rowBound; n*p.domain <= maxSmallestIDs {
+				users = fmt.Sprintf("len(list_distinct(min(__pu, %d)))", n)
+			}
 		}
 		b.WriteString(p.rowAggregate("__base", groups, users, []string{fmt.Sprintf("__rk <= %d", p.rowBound)}))
 	case !hasQuantile:
