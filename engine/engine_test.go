@@ -158,3 +158,31 @@ func toInt(v any) int64 {
 	}
 	return -1
 }
+
+// TestRankRowsConcurrently: callers that arrive while a table is being
+// ranked wait for that one ranking, and queries keep running meanwhile.
+func TestRankRowsConcurrently(t *testing.T) {
+	e := open(t)
+	ctx := context.Background()
+	loadUnits(t, e, 200)
+	errs := make(chan error, 16)
+	for i := 0; i < 8; i++ {
+		go func() { errs <- e.RankRows(ctx, "h", "t", "patient_id") }()
+		go func() {
+			_, err := e.Query(ctx, "SELECT count(*) FROM h.t", 1)
+			errs <- err
+		}()
+	}
+	for i := 0; i < 16; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := e.Query(ctx, "SELECT count(*) FILTER (WHERE __rank = 1), count(DISTINCT patient_id) FROM h.t", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Rows[0][0] != r.Rows[0][1] || r.Rows[0][0] != int64(200) {
+		t.Fatalf("%v rows of rank 1 for %v units, want 200", r.Rows[0][0], r.Rows[0][1])
+	}
+}
