@@ -265,7 +265,13 @@ func (p *Plan) unitBits() []string {
 	if p.units == nil {
 		return nil
 	}
-	return []string{fmt.Sprintf("bitstring_agg(__pu::BIGINT, %d, %d) AS __bits", p.units[0], p.units[1])}
+	filter := ""
+	if p.rowBound > 0 {
+		// Every patient whose rows are aggregated has exactly one row of
+		// rank 1 among them: setting one bit per patient is enough.
+		filter = " FILTER (WHERE __rk = 1)"
+	}
+	return []string{fmt.Sprintf("bitstring_agg(__pu::BIGINT, %d, %d)%s AS __bits", p.units[0], p.units[1], filter)}
 }
 
 func quantitiesOf(k sandbox.AggKind) int {
