@@ -261,9 +261,9 @@ func (p *Plan) MeasureUnits(lo, hi int64) {
 		p.sql(p.salt))
 }
 
-func (p *Plan) unitBits() []string {
+func (p *Plan) unitBits() string {
 	if p.units == nil {
-		return nil
+		return ""
 	}
 	filter := ""
 	if p.rowBound > 0 {
@@ -271,7 +271,7 @@ func (p *Plan) unitBits() []string {
 		// rank 1 among them: setting one bit per patient is enough.
 		filter = " FILTER (WHERE __rk = 1)"
 	}
-	return []string{fmt.Sprintf("bitstring_agg(__pu::BIGINT, %d, %d)%s AS __bits", p.units[0], p.units[1], filter)}
+	return fmt.Sprintf("bitstring_agg(__pu::BIGINT, %d, %d)%s", p.units[0], p.units[1], filter)
 }
 
 func quantitiesOf(k sandbox.AggKind) int {
@@ -327,12 +327,13 @@ func (p *Plan) sql(salt uint32) string {
 	fmt.Fprintf(&b, "WITH __base AS (%s)", q.Base)
 	switch {
 	case p.Mechanism == None:
-		b.WriteString(p.rowAggregate("__base", groups, "count(DISTINCT __pu)", nil))
+		b.WriteString(p.rowAggregate("__base", groups, "count(DISTINCT __pu)", false, nil))
 	case q.PerUnitRows:
-		b.WriteString(p.rowAggregate("__base", groups, "count(*)", nil))
+		b.WriteString(p.rowAggregate("__base", groups, "count(*)", true, nil))
 	case p.rowBound > 0:
-		users := "count(*) FILTER (WHERE __rk = 1)"
+		users, summable := "count(*) FILTER (WHERE __rk = 1)", true
 		if p.groupsPerUnit > 1 {
+			summable = false
 			// Exact below k, cheaper than a distinct count; the lists are
 			// kept per group, so their total size is capped.
 			users = "count(DISTINCT __pu)"
@@ -340,7 +341,7 @@ func (p *Plan) sql(salt uint32) string {
 				users = fmt.Sprintf("len(list_distinct(min(__pu, %d)))", n)
 			}
 		}
-		b.WriteString(p.rowAggregate("__base", groups, users, []string{fmt.Sprintf("__rk <= %d", p.rowBound)}))
+		b.WriteString(p.rowAggregate("__base", groups, users, summable, []string{fmt.Sprintf("__rk <= %d", p.rowBound)}))
 	case !hasQuantile:
 		b.WriteString(p.partialAggregate(groups, salt))
 	default:
@@ -355,7 +356,7 @@ func (p *Plan) sql(salt uint32) string {
 			where = append(where, fmt.Sprintf("__gr <= %d", p.groupsPerUnit))
 		}
 		fmt.Fprintf(&b, ", __ranked AS (SELECT *, %s FROM __base)", strings.Join(windows, ", "))
-		b.WriteString(p.rowAggregate("__ranked", groups, "count(*) FILTER (WHERE __rn = 1)", where))
+		b.WriteString(p.rowAggregate("__ranked", groups, "count(*) FILTER (WHERE __rn = 1)", true, where))
 	}
 	if gl != "" {
 		fmt.Fprintf(&b, " GROUP BY %s", gl)
@@ -368,46 +369,99 @@ func clampSQL(expr string, lo, hi float64) string {
 	return fmt.Sprintf("least(greatest(%s, %s), %s)", expr, num(lo), num(hi))
 }
 
-// rowAggregate aggregates bounded rows directly.
-func (p *Plan) rowAggregate(from string, groups []string, users string, where []string) string {
-	cols := append([]string{}, groups...)
-	cols = append(cols, users+" AS __users")
+// aggCol is one aggregate column of rowAggregate: how it is computed over
+// rows and, for the two-level form, how partial values add up.
+type aggCol struct {
+	expr, name, combine string // combine formats the sum of partials
+}
+
+const (
+	addCounts = "coalesce(sum(%s), 0)::BIGINT"
+	addSums   = "coalesce(sum(%s), 0)"
+)
+
+// rowAggregate aggregates bounded rows directly. Users is the patient count
+// per group; summable says whether counts of parts add up to it.
+//
+// With one quantile and a summable patient count, the rows are first
+// grouped by (group, leaf) and then by group, the leaves gathered into two
+// lists: at 10M rows that is about a third faster than DuckDB's histogram
+// aggregate. Otherwise the histogram comes back as its keys and counts.
+func (p *Plan) rowAggregate(from string, groups []string, users string, summable bool, where []string) string {
+	var cols []aggCol
+	cols = append(cols, aggCol{users, "__users", addCounts})
+	quantile, quantiles := -1, 0
+	for j, a := range p.Query.Aggs {
+		if a.Kind == sandbox.Quantile {
+			quantile, quantiles = j, quantiles+1
+		}
+	}
+	twoLevel := summable && quantiles == 1
+	leaf := func(j int) string {
+		a := p.Query.Aggs[j]
+		width := a.Max - a.Min
+		if width <= 0 {
+			width = 1
+		}
+		return fmt.Sprintf("least(%d, floor((%s - %s) / %s * %d))::INTEGER", treeLeaves-1,
+			clampSQL(fmt.Sprintf("__a%d::DOUBLE", j), a.Min, a.Max), num(a.Min), num(width), treeLeaves)
+	}
 	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
 		clamped := clampSQL(arg+"::DOUBLE", a.Min, a.Max)
 		mid := num((a.Min + a.Max) / 2)
 		switch a.Kind {
 		case sandbox.Count:
-			cols = append(cols, fmt.Sprintf("count(%s) AS __c%d", arg, j))
+			cols = append(cols, aggCol{fmt.Sprintf("count(%s)", arg), fmt.Sprintf("__c%d", j), addCounts})
 		case sandbox.CountUnits:
-			cols = append(cols, fmt.Sprintf("%s AS __c%d", users, j))
+			cols = append(cols, aggCol{users, fmt.Sprintf("__c%d", j), addCounts})
 		case sandbox.Sum:
-			cols = append(cols, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clamped, j))
+			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s), 0)", clamped), fmt.Sprintf("__s%d", j), addSums})
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
-			cols = append(cols, fmt.Sprintf("count(%s) AS __c%d", arg, j))
-			cols = append(cols, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __s%d", clamped, mid, j))
+			cols = append(cols, aggCol{fmt.Sprintf("count(%s)", arg), fmt.Sprintf("__c%d", j), addCounts})
+			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s), 0)", clamped, mid), fmt.Sprintf("__s%d", j), addSums})
 			if a.Kind != sandbox.Avg {
-				cols = append(cols, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0) AS __q%d", clamped, mid, clamped, mid, j))
+				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0)", clamped, mid, clamped, mid), fmt.Sprintf("__q%d", j), addSums})
 			}
 		case sandbox.Quantile:
-			width := a.Max - a.Min
-			if width <= 0 {
-				width = 1
+			if twoLevel {
+				cols = append(cols, aggCol{fmt.Sprintf("count(%s)", arg), "__n", ""})
+				continue
 			}
 			// The leaves come back as two lists: DuckDB computes the
 			// histogram once, and lists are much cheaper than a MAP to
 			// read through the driver.
-			h := fmt.Sprintf("histogram(least(%d, floor((%s - %s) / %s * %d))::INTEGER) FILTER (WHERE %s IS NOT NULL)",
-				treeLeaves-1, clamped, num(a.Min), num(width), treeLeaves, arg)
-			cols = append(cols, fmt.Sprintf("map_keys(%s) AS __hk%d, map_values(%s) AS __hv%d", h, j, h, j))
+			h := fmt.Sprintf("histogram(%s) FILTER (WHERE %s IS NOT NULL)", leaf(j), arg)
+			cols = append(cols, aggCol{fmt.Sprintf("map_keys(%s)", h), fmt.Sprintf("__hk%d", j), ""}, aggCol{fmt.Sprintf("map_values(%s)", h), fmt.Sprintf("__hv%d", j), ""})
 		}
 	}
-	cols = append(cols, p.unitBits()...)
-	out := fmt.Sprintf(" SELECT %s FROM %s", strings.Join(cols, ", "), from)
+	if bits := p.unitBits(); bits != "" {
+		cols = append(cols, aggCol{bits, "__bits", "bit_or(%s)"})
+	}
+	inner := append([]string{}, groups...)
+	if twoLevel {
+		inner = append(inner, fmt.Sprintf("CASE WHEN __a%d IS NOT NULL THEN %s END AS __l", quantile, leaf(quantile)))
+	}
+	for _, c := range cols {
+		inner = append(inner, c.expr+" AS "+c.name)
+	}
+	out := fmt.Sprintf("SELECT %s FROM %s", strings.Join(inner, ", "), from)
 	if len(where) > 0 {
 		out += " WHERE " + strings.Join(where, " AND ")
 	}
-	return out
+	if !twoLevel {
+		return " " + out
+	}
+	out += " GROUP BY " + strings.Join(append(append([]string{}, groups...), "__l"), ", ")
+	outer := append([]string{}, groups...)
+	for _, c := range cols {
+		if c.combine != "" {
+			outer = append(outer, fmt.Sprintf(c.combine, c.name)+" AS "+c.name)
+		}
+	}
+	outer = append(outer, fmt.Sprintf("list(__l ORDER BY __l) FILTER (WHERE __l IS NOT NULL) AS __hk%d", quantile),
+		fmt.Sprintf("list(__n ORDER BY __l) FILTER (WHERE __l IS NOT NULL) AS __hv%d", quantile))
+	return fmt.Sprintf(" SELECT %s FROM (%s)", strings.Join(outer, ", "), out)
 }
 
 // partialAggregate aggregates per (patient, group), clamps the partials and
@@ -463,6 +517,8 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		where = " WHERE __th IS NULL OR __h <= __th"
 	}
 	out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base GROUP BY %s)", strings.Join(partial, ", "), strings.Join(keys, ", "))
-	final = append(final, p.unitBits()...)
+	if bits := p.unitBits(); bits != "" {
+		final = append(final, bits+" AS __bits")
+	}
 	return fmt.Sprintf("%s SELECT %s FROM %s%s", out, strings.Join(final, ", "), from, where)
 }

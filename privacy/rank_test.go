@@ -2,6 +2,7 @@ package privacy_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -64,6 +65,7 @@ func TestRankBounds(t *testing.T) {
 		{"count and sum by department", "SELECT dept, count(*) AS n, sum(cost) AS s FROM visits GROUP BY dept", true, false, 6, 6},
 		{"histogram by department", "SELECT dept, count(*) AS n, sum(cost) AS s, median(cost) AS m FROM visits GROUP BY dept", true, false, 6, 6},
 		{"by sex with a join", "SELECT p.sex, count(*) AS n, sum(v.cost) AS s FROM visits v JOIN people p ON v.patient_id = p.patient_id GROUP BY p.sex", true, true, 3, 3},
+		{"histogram by sex with a join", "SELECT p.sex, count(*) AS n, sum(v.cost) AS s, median(v.cost) AS m FROM visits v JOIN people p ON v.patient_id = p.patient_id GROUP BY p.sex", true, true, 3, 3},
 		{"without groups", "SELECT count(*) AS n, sum(cost) AS s FROM visits", true, true, 3, 3},
 		{"filter on visits", "SELECT dept, count(*) AS n, sum(cost) AS s FROM visits WHERE cost > 0 GROUP BY dept", false, false, 6, 3},
 	}
@@ -130,9 +132,20 @@ func TestRankBounds(t *testing.T) {
 					t.Errorf("%s: %d patients counted, want at least 2", key, users)
 				}
 				if h, ok := col["__hv2"]; ok {
+					// Light visits cost 10, the heavy patient's 100: leaves
+					// 40 and 409 of 4096 over [0, 1000].
+					want := map[int64]int64{40: light, 409: heavy}
+					got := map[int64]int64{}
 					var leaves int64
-					for _, c := range r[h].([]any) {
-						leaves += int64(c.(uint64))
+					keys := r[col["__hk2"]].([]any)
+					for i, c := range r[h].([]any) {
+						got[asInt(keys[i])] += asInt(c)
+						leaves += asInt(c)
+					}
+					for k, v := range want {
+						if got[k] != v {
+							t.Errorf("%s: leaf %d counts %d, want %d (%v)", key, k, got[k], v, got)
+						}
 					}
 					if leaves != n {
 						t.Errorf("%s: histogram counts %d rows, the count %d", key, leaves, n)
@@ -235,4 +248,16 @@ func TestRankMeasureUnits(t *testing.T) {
 			t.Errorf("%s: %d units measured in %d bits, want 101", sql, strings.Count(bits, "1"), len(bits))
 		}
 	}
+}
+
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case int32:
+		return int64(x)
+	case uint64:
+		return int64(x)
+	}
+	panic(fmt.Sprintf("unexpected %T", v))
 }
