@@ -14,7 +14,7 @@ import (
 // It is never in a dataset's column policy, so researchers cannot name it
 // (the sandbox resolves columns against the policy only), and it never
 // leaves the engine: table files at rest are written from the source files,
-// not from DuckDB. Names starting with "__" are reserved for the gateway.
+// not from DuckDB. CreateTable refuses a table with a column of that name.
 const RankColumn = "__rank"
 
 // MaxRank is the largest rank stored; later rows of a unit share it. A plan
