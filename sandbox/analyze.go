@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
 )
 
@@ -39,9 +40,6 @@ type Ranker interface {
 	RankRows(ctx context.Context, dataset, table, unit string) error
 }
 
-// RankColumn is the hidden rank column (engine.RankColumn); Base selects it
-// as __rk when Query.RowRank is set.
-const RankColumn = "__rank"
 
 // Source is one table a query may read, with where it lives and its policy.
 type Source struct {
@@ -245,7 +243,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	}
 	if r, ok := a.rankable(); ok && ranked(ctx, p, a.refs[r]) {
 		q.RowRank = true
-		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, RankColumn), "__rk"))
+		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, engine.RankColumn), "__rk"))
 	}
 	q.SQL = strings.TrimSpace(sql)
 	q.Key = cacheKey(sel)
