@@ -40,7 +40,6 @@ type Ranker interface {
 	RankRows(ctx context.Context, dataset, table, unit string) error
 }
 
-
 // Source is one table a query may read, with where it lives and its policy.
 type Source struct {
 	Dataset string
