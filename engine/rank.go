@@ -65,8 +65,9 @@ func (e *Engine) forget(key string, loading int) {
 
 // RankRows makes sure dataset.table has RankColumn: for each value of unit,
 // its rows are numbered 1, 2, ... in an order given by a keyed hash of the
-// row position under a 64-bit key from crypto/rand, which is used once and
-// not kept. The ranking is done once per load of the table (it costs a
+// row's values under a 64-bit key from crypto/rand, which is used once and
+// not kept. A patient's ranks thus depend only on their own rows and the
+// key: adding or removing another patient changes none of them. The ranking is done once per load of the table (it costs a
 // rewrite of the table, about 3 s for 10M rows on two cores) and reused by
 // every query until the table is created or appended to again; concurrent
 // callers wait for the one ranking. It fails while rows are being appended.
@@ -108,17 +109,33 @@ func (e *Engine) rank(ctx context.Context, dataset, table, unit string) error {
 	}
 	salt := binary.LittleEndian.Uint64(b[:])
 	name := ident(dataset) + "." + ident(table)
-	var existing int
-	if err := e.db.QueryRowContext(ctx, "SELECT count(*) FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2 AND column_name = $3",
-		dataset, table, RankColumn).Scan(&existing); err != nil {
+	rows, err := e.db.QueryContext(ctx, "SELECT column_name FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2 ORDER BY column_index", dataset, table)
+	if err != nil {
 		return fmt.Errorf("rank %s.%s: %w", dataset, table, err)
 	}
-	cols := "*"
-	if existing > 0 {
-		cols = "* EXCLUDE (" + ident(RankColumn) + ")"
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			rows.Close()
+			return fmt.Errorf("rank %s.%s: %w", dataset, table, err)
+		}
+		if c != RankColumn {
+			cols = append(cols, ident(c))
+		}
 	}
-	stmt := fmt.Sprintf("CREATE OR REPLACE TABLE %s AS SELECT %s, least(row_number() OVER (PARTITION BY %s ORDER BY hash(rowid, %d::UBIGINT)), %d)::USMALLINT AS %s FROM %s",
-		name, cols, ident(unit), salt, MaxRank, ident(RankColumn), name)
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("rank %s.%s: %w", dataset, table, err)
+	}
+	if len(cols) == 0 {
+		return fmt.Errorf("rank %s.%s: no such table", dataset, table)
+	}
+	// The order hashes the row's own values, so a patient's ranks depend
+	// on their rows and the key only, never on other patients' rows or on
+	// where rows sit in the table (identical rows are interchangeable).
+	list := strings.Join(cols, ", ")
+	stmt := fmt.Sprintf("CREATE OR REPLACE TABLE %s AS SELECT %s, least(row_number() OVER (PARTITION BY %s ORDER BY hash(%s, %d::UBIGINT)), %d)::USMALLINT AS %s FROM %s",
+		name, list, ident(unit), list, salt, MaxRank, ident(RankColumn), name)
 	if _, err := e.db.ExecContext(ctx, stmt); err != nil {
 		return fmt.Errorf("rank %s.%s: %w", dataset, table, classify(ctx, err))
 	}

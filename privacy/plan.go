@@ -18,24 +18,27 @@
 // in exactly one group however many rows they have.
 //
 // Bounding by rank. The engine gives every row of a table with several rows
-// per patient a hidden rank among its patient's rows (engine.RankRows): a
-// uniformly random order within each patient, drawn once per load,
-// independently of the other patients. When a query reads one such table,
+// per patient a hidden rank among its patient's rows (engine.RankRows), in
+// the order of a hash of the row's own values keyed with a secret drawn at
+// each load: a patient's ranks depend on their own rows and the key only.
+// When a query reads one such table,
 // joins it only on the patient to tables of one row per patient (inner
 // joins) and filters none of its rows (see sandbox.Query.RowRank), each
 // patient's rows of it reach the aggregation all or none, and keeping rows
 // of rank at most m = MaxGroups*MaxRows (MaxRows when a patient falls in one
 // group) keeps at most m rows per patient in all groups together. The
 // aggregation is then a plain filter and GROUP BY, with no per-patient work
-// at query time. The guarantee: fix the ranks of every patient other than
-// one; with or without that patient, the others keep the same rows, so the
-// per-group counts change by at most m in L1 and in L2 (m rows in one
-// group), sums by m times the largest absolute bound, and each level of a
-// quantile's histogram tree by m. Noise is calibrated to those (L0 1, Linf m
-// in the DP library's terms), which for Laplace is the scale of per-group
-// bounds (MaxGroups groups times MaxRows rows). As this holds for any ranks
-// of the others, it holds for the random ones, and for every query that
-// reuses them (sequential composition, the budget adds up as before). A
+// at query time. The guarantee: for any key, with or without one patient,
+// every other patient keeps exactly the same rows, so the per-group counts
+// change by at most m in L1 and in L2 (m rows in one group), sums by m times
+// the largest absolute bound, and each level of a quantile's histogram tree
+// by m. Noise is calibrated to those (L0 1, Linf m in the DP library's
+// terms), which for Laplace is the scale of per-group bounds (MaxGroups
+// groups times MaxRows rows). As this holds for every key, it holds for the
+// one drawn and for every query that reuses it (sequential composition, the
+// budget adds up as before); the key only keeps anyone from arranging which
+// of a patient's rows are kept. (Two different rows of one patient tie only
+// on a 64-bit hash collision; which of them is kept is then arbitrary.) A
 // patient may touch up to min(m, groups) groups, which would raise the
 // threshold of partition selection and the sensitivity of COUNT(DISTINCT
 // patient) and, with Gaussian noise, makes the L2 of per-group bounds
