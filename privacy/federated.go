@@ -304,13 +304,7 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 			}
 		}
 	}
-	p.order(rows)
-	if q.Offset > 0 {
-		rows = rows[min(q.Offset, len(rows)):]
-	}
-	if q.Limit >= 0 && q.Limit < len(rows) {
-		rows = rows[:q.Limit]
-	}
+	rows = p.arrange(rows)
 	var cols []engine.Column
 	for _, o := range q.Outputs {
 		c := engine.Column{Name: o.Name, Type: "DOUBLE"}

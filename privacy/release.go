@@ -199,14 +199,7 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 			}
 		}
 	}
-	p.order(out)
-	if q.Offset > 0 {
-		out = out[min(q.Offset, len(out)):]
-	}
-	if q.Limit >= 0 && q.Limit < len(out) {
-		out = out[:q.Limit]
-	}
-	return &Answer{Columns: p.columns(res), Rows: out, Privacy: report}, nil
+	return &Answer{Columns: p.columns(res), Rows: p.arrange(out), Privacy: report}, nil
 }
 
 func noisyFloat(n noise.Noise, x float64, l0 int64, linf, eps float64) float64 {
@@ -386,7 +379,19 @@ func (p *Plan) columns(res *engine.Result) []engine.Column {
 	return cols
 }
 
-// order applies ORDER BY, OFFSET and LIMIT to the protected rows; without
+// arrange applies ORDER BY, OFFSET and LIMIT to the protected rows.
+func (p *Plan) arrange(rows [][]any) [][]any {
+	p.order(rows)
+	if p.Query.Offset > 0 {
+		rows = rows[min(p.Query.Offset, len(rows)):]
+	}
+	if p.Query.Limit >= 0 && p.Query.Limit < len(rows) {
+		rows = rows[:p.Query.Limit]
+	}
+	return rows
+}
+
+// order sorts the protected rows by the ORDER BY keys; without
 // ORDER BY, rows are sorted by their group keys so that the order carries no
 // information about the data.
 func (p *Plan) order(rows [][]any) {

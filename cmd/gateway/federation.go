@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -76,32 +75,28 @@ func runFederation(ctx context.Context, args []string, stdout io.Writer, log *sl
 
 // runNode serves a hospital's gateway and its federation endpoint.
 func runNode(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := newFlags("node")
-	cfgPath := fs.String("config", "", "YAML configuration file")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	if *cfgPath == "" {
-		return usageError{"node needs --config FILE"}
-	}
-	opts, warnings, err := loadConfig(*cfgPath)
+	cfgPath, err := configFlag("node", args)
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(*cfgPath)
+	opts, warnings, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
 	var nc nodeConfig
 	if err := yaml.Unmarshal(b, &nc); err != nil {
-		return fmt.Errorf("parse config %s: %w", *cfgPath, err)
+		return fmt.Errorf("parse config %s: %w", cfgPath, err)
 	}
 	f := nc.Federation
 	if f.Name == "" || f.Listen == "" || f.Certs == "" || len(f.Members) == 0 || f.Coordinator == "" {
-		return fmt.Errorf("config %s: federation needs name, listen, certs, members and coordinator", *cfgPath)
+		return fmt.Errorf("config %s: federation needs name, listen, certs, members and coordinator", cfgPath)
 	}
 	if !filepath.IsAbs(f.Certs) {
-		f.Certs = filepath.Join(filepath.Dir(*cfgPath), f.Certs)
+		f.Certs = filepath.Join(filepath.Dir(cfgPath), f.Certs)
 	}
 	g, err := openGateway(ctx, opts, log)
 	if err != nil {
@@ -143,15 +138,11 @@ func (g *gateway) serveNode(ctx context.Context, q *quota.Tracker, name, certs s
 		fedLn.Close()
 		return err
 	}
-	var tlsConfig *tls.Config
-	if g.opts.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(g.opts.TLSCert, g.opts.TLSKey)
-		if err != nil {
-			restLn.Close()
-			fedLn.Close()
-			return fmt.Errorf("load TLS certificate: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConfig, err := serverTLS(g.opts.TLSCert, g.opts.TLSKey)
+	if err != nil {
+		restLn.Close()
+		fedLn.Close()
+		return err
 	}
 	return serveAll(ctx,
 		func(ctx context.Context) error {
@@ -184,21 +175,17 @@ func serveAll(ctx context.Context, servers ...func(context.Context) error) error
 
 // runCoordinator serves researchers' federated queries.
 func runCoordinator(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := newFlags("coordinator")
-	cfgPath := fs.String("config", "", "YAML configuration file")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	cfgPath, err := configFlag("coordinator", args)
+	if err != nil {
+		return err
 	}
-	if *cfgPath == "" {
-		return usageError{"coordinator needs --config FILE"}
-	}
-	b, err := os.ReadFile(*cfgPath)
+	b, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
 	var cc coordinatorConfig
 	if err := yaml.Unmarshal(b, &cc); err != nil {
-		return fmt.Errorf("parse config %s: %w", *cfgPath, err)
+		return fmt.Errorf("parse config %s: %w", cfgPath, err)
 	}
 	if cc.Addr == "" {
 		cc.Addr = "127.0.0.1:8090"
@@ -207,12 +194,12 @@ func runCoordinator(ctx context.Context, args []string, log *slog.Logger) error 
 		cc.Name = "coordinator"
 	}
 	if cc.Certs != "" && !filepath.IsAbs(cc.Certs) {
-		cc.Certs = filepath.Join(filepath.Dir(*cfgPath), cc.Certs)
+		cc.Certs = filepath.Join(filepath.Dir(cfgPath), cc.Certs)
 	}
 	timeout := 2 * time.Minute
 	if cc.Timeout != "" {
 		if timeout, err = time.ParseDuration(cc.Timeout); err != nil {
-			return fmt.Errorf("config %s: timeout: %w", *cfgPath, err)
+			return fmt.Errorf("config %s: timeout: %w", cfgPath, err)
 		}
 	}
 	ln, err := net.Listen("tcp", cc.Addr)
@@ -242,14 +229,10 @@ func serveCoordinator(ctx context.Context, log *slog.Logger, cc coordinatorConfi
 		return err
 	}
 	defer coord.Close()
-	var tlsConfig *tls.Config
-	if cc.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cc.TLSCert, cc.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("load TLS certificate: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConfig, err := serverTLS(cc.TLSCert, cc.TLSKey)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	return serveOn(ctx, log, "coordinator", ln, coord.Handler(), tlsConfig)
 }

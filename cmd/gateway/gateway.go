@@ -170,16 +170,25 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", g.opts.Addr, err)
 	}
-	var tlsConfig *tls.Config
-	if g.opts.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(g.opts.TLSCert, g.opts.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("load TLS certificate: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConfig, err := serverTLS(g.opts.TLSCert, g.opts.TLSKey)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	return serveOn(ctx, g.log, "gateway", ln, g.apiServer(quota).Handler(), tlsConfig)
+}
+
+// serverTLS is the TLS configuration of an API served with the PEM pair
+// cert and key, or nil when cert is empty (plain HTTP).
+func serverTLS(cert, key string) (*tls.Config, error) {
+	if cert == "" {
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // serveOn serves h on ln (over TLS when tlsConfig is set) until ctx ends,

@@ -69,16 +69,26 @@ func loadConfig(path string) (options, []float64, error) {
 	return o, fc.QuotaWarnings, nil
 }
 
-func runServe(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := newFlags("serve")
-	cfgPath := fs.String("config", "", "YAML configuration file")
+// configFlag parses the one flag of a command run from a configuration
+// file, --config FILE, which it requires.
+func configFlag(command string, args []string) (string, error) {
+	fs := newFlags(command)
+	path := fs.String("config", "", "YAML configuration file")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return "", usageError{err.Error()}
 	}
-	if *cfgPath == "" {
-		return usageError{"serve needs --config FILE"}
+	if *path == "" {
+		return "", usageError{command + " needs --config FILE"}
 	}
-	opts, warnings, err := loadConfig(*cfgPath)
+	return *path, nil
+}
+
+func runServe(ctx context.Context, args []string, log *slog.Logger) error {
+	cfgPath, err := configFlag("serve", args)
+	if err != nil {
+		return err
+	}
+	opts, warnings, err := loadConfig(cfgPath)
 	if err != nil {
 		return err
 	}
