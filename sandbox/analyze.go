@@ -455,7 +455,11 @@ func (a *analyzer) reads(n node, i int) bool {
 	return false
 }
 
-// strictest combines two policies, taking the tighter value of each field.
+// strictest combines two policies for a query over both: the larger k and
+// special-group k, the smaller special-group share of the budget, and the
+// larger contribution bounds, so that neither dataset's rows are cut below
+// what its steward declared; the noise is calibrated to the bounds applied,
+// so larger bounds mean more noise, never a weaker guarantee.
 func strictest(a, b catalog.Policy) catalog.Policy {
 	if len(a.Tables) == 0 && a.K == 0 {
 		return b
