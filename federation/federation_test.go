@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -78,8 +79,11 @@ func toFloat(v any) float64 {
 // exact pooled answer within the noise each declares (5 sigma: a correct
 // mechanism fails with probability below 1e-5 per value), and that the
 // encrypted answer carries sqrt(3) times less noise.
+//
+// With GATEWAY_TEST_POSTGRES set (CI sets it), the first hospital keeps its
+// grants, budgets and audit log in PostgreSQL.
 func TestEncryptedEqualsPlaintext(t *testing.T) {
-	c := fedtest.Start(t, fedtest.Options{Nodes: 3, Patients: 3000})
+	c := fedtest.Start(t, fedtest.Options{Nodes: 3, Patients: 3000, Postgres: os.Getenv("GATEWAY_TEST_POSTGRES")})
 	truth := pooledTruth(t, c, "SELECT sex, count(*) FROM demo_hospital.patients GROUP BY sex")
 	sql := "SELECT sex, count(*) AS n FROM patients GROUP BY sex"
 	scales := map[privacy.Aggregation]float64{}

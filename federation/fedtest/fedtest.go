@@ -28,6 +28,9 @@ type Options struct {
 	Nodes    int     // default 3
 	Patients int     // per hospital, default 2000
 	Epsilon  float64 // each researcher's budget at each hospital, default 3
+	// Postgres, when set, is a PostgreSQL DSN: the first hospital keeps
+	// its metadata there (in a schema of its own), the others in SQLite.
+	Postgres string
 }
 
 // Cluster is a running federation.
@@ -63,7 +66,11 @@ func Start(tb testing.TB, o Options) *Cluster {
 	}
 	var members []federation.Member
 	for i, name := range c.Names {
-		env := apitest.New(tb, apitest.Options{Patients: o.Patients, Epsilon: o.Epsilon, Seed: uint64(1000 + i)})
+		ho := apitest.Options{Patients: o.Patients, Epsilon: o.Epsilon, Seed: uint64(1000 + i)}
+		if i == 0 && o.Postgres != "" {
+			ho.Metadata = apitest.PostgresSchema(tb, o.Postgres)
+		}
+		env := apitest.New(tb, ho)
 		c.Hospitals = append(c.Hospitals, env)
 		id, err := federation.LoadIdentity(dir, name)
 		if err != nil {
