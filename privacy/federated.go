@@ -65,6 +65,8 @@ type FederatedPlan struct {
 	*Plan
 	nodes int
 	agg   Aggregation
+	qs    []quantity // the noised values of one group, in layout order
+	keys  [][]any    // every group key combination, in layout order
 }
 
 // NewFederatedPlan plans q for one node of a federation of n nodes whose
@@ -107,7 +109,9 @@ func NewFederatedPlan(q *sandbox.Query, want Cost, limits Limits, nodes int, agg
 	p.epsEach = p.epsEach * float64(p.quantities) / float64(p.quantities+1)
 	p.deltaEach = p.deltaEach * float64(p.quantities) / float64(p.quantities+1)
 	p.quantities++
-	return &FederatedPlan{Plan: p, nodes: nodes, agg: agg}, nil
+	f := &FederatedPlan{Plan: p, nodes: nodes, agg: agg}
+	f.qs, f.keys = f.quantitiesPerGroup(), f.domain()
+	return f, nil
 }
 
 func groupName(g sandbox.Group) string {
@@ -176,7 +180,7 @@ func (p *FederatedPlan) domain() [][]any {
 
 // Width is the length of a node's share: the domain size times the noised
 // quantities per group.
-func (p *FederatedPlan) Width() int { return len(p.domain()) * len(p.quantitiesPerGroup()) }
+func (p *FederatedPlan) Width() int { return len(p.keys) * len(p.qs) }
 
 // Layout identifies the share's layout and noise calibration. Nodes and the
 // coordinator compare it: a node whose policy, rules or bounds differ plans
@@ -185,7 +189,7 @@ func (p *FederatedPlan) Layout() string {
 	h := sha256.New()
 	G, C := p.bounds()
 	fmt.Fprintf(h, "nodes=%d agg=%s eps=%.17g delta=%.17g G=%d C=%d\n", p.nodes, p.agg, p.epsEach, p.deltaEach, G, C)
-	for _, q := range p.quantitiesPerGroup() {
+	for _, q := range p.qs {
 		fmt.Fprintf(h, "%s %.17g\n", q.name, q.linf)
 	}
 	for _, g := range p.Query.Groups {
@@ -216,7 +220,7 @@ func (p *FederatedPlan) Share(res *engine.Result) ([]float64, error) {
 	for i, c := range res.Columns {
 		idx[c.Name] = i
 	}
-	qs := p.quantitiesPerGroup()
+	qs := p.qs
 	cols := make([]int, len(qs))
 	for i, q := range qs {
 		c, ok := idx[q.col]
@@ -234,7 +238,7 @@ func (p *FederatedPlan) Share(res *engine.Result) ([]float64, error) {
 	div := p.shareDivisor()
 	G, _ := p.bounds()
 	var out []float64
-	for _, key := range p.domain() {
+	for _, key := range p.keys {
 		r := byKey[keyOf(key)]
 		for i, q := range qs {
 			x := 0.0
@@ -257,8 +261,7 @@ func (p *FederatedPlan) Share(res *engine.Result) ([]float64, error) {
 // Combine turns the sum of every node's share into the protected answer.
 func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 	q := p.Query
-	qs := p.quantitiesPerGroup()
-	dom := p.domain()
+	qs, dom := p.qs, p.keys
 	if len(sum) != len(dom)*len(qs) {
 		return nil, fmt.Errorf("combine: %d values for %d groups of %d", len(sum), len(dom), len(qs))
 	}
@@ -321,7 +324,7 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 // combineAgg derives one aggregate of one group from the pooled values.
 func (p *FederatedPlan) combineAgg(sim *simulator, j int, vals []float64, at map[string]int, pooled func(float64) float64) (any, ColumnReport) {
 	a := p.Query.Aggs[j]
-	qs := p.quantitiesPerGroup()
+	qs := p.qs
 	get := func(prefix string) (float64, float64) {
 		i := at[fmt.Sprintf("%s%d", prefix, j)]
 		return vals[i], pooled(qs[i].linf)
