@@ -94,7 +94,8 @@ func TestEncryptedEqualsPlaintext(t *testing.T) {
 		}
 		sigma := a.Privacy.Columns["n"].NoiseScale
 		scales[agg] = sigma
-		if len(a.Rows) != 2 || a.Privacy.Mechanism != privacy.Gaussian || a.Federation.Aggregation != agg || len(a.Federation.Nodes) != 3 {
+		if len(a.Rows) != 2 || a.Privacy.Mechanism != privacy.Gaussian || a.Privacy.Delta != privacy.FederatedDelta ||
+			a.Federation.Aggregation != agg || len(a.Federation.Nodes) != 3 {
 			t.Fatalf("%s: answer %+v", agg, a.Answer)
 		}
 		for _, r := range a.Rows {

@@ -37,7 +37,7 @@ import (
 //
 // Laplace noise is not used here: it cannot be split into independent
 // shares with Google's library, so federated queries are always Gaussian and
-// spend a delta (the researcher's, or Limits.PartitionDelta).
+// spend a delta (the researcher's, or FederatedDelta).
 //
 // Groups. Only keys with a declared public category list may group a
 // federated query, and every node answers the whole padded domain, so the
@@ -49,6 +49,12 @@ import (
 // The privacy unit is a patient's records at one hospital. A person treated
 // at several hospitals is several units, one per node, each bounded by that
 // node's contribution bounds.
+
+// FederatedDelta is the delta a federated query spends when the researcher
+// names none: far below one over the number of patients of any hospital, as
+// a Gaussian release wants, and small enough that a grant's delta (1e-5 in
+// the demo) pays for a hundred federated queries.
+const FederatedDelta = 1e-7
 
 // Aggregation says how the nodes' shares are added up.
 type Aggregation string
@@ -96,7 +102,7 @@ func NewFederatedPlan(q *sandbox.Query, want Cost, limits Limits, nodes int, agg
 		}
 	}
 	if want.Delta == 0 {
-		want.Delta = limits.PartitionDelta
+		want.Delta = FederatedDelta
 	}
 	p, err := NewPlan(q, want, limits)
 	if err != nil {

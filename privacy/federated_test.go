@@ -37,6 +37,18 @@ func TestFederatedPlanRefuses(t *testing.T) {
 	}
 }
 
+// TestFederatedDefaultDelta: without a delta, a federated query spends
+// FederatedDelta and is Gaussian.
+func TestFederatedDefaultDelta(t *testing.T) {
+	p, err := NewFederatedPlan(countBySex(), Cost{Epsilon: 1}, Limits{}, 3, Homomorphic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Cost.Delta != FederatedDelta || p.Mechanism != Gaussian {
+		t.Errorf("cost %+v mechanism %s, want delta %g and gaussian", p.Cost, p.Mechanism, FederatedDelta)
+	}
+}
+
 // TestGaussianSigmaIsLinear is what share noise rests on: asking the
 // library for sensitivity linf/d draws noise of sigma/d.
 func TestGaussianSigmaIsLinear(t *testing.T) {
