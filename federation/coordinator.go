@@ -70,6 +70,8 @@ type Coordinator struct {
 
 	mu    sync.Mutex
 	round string
+	// keyMu lets one key round run at a time.
+	keyMu sync.Mutex
 }
 
 // NewCoordinator builds a coordinator.
@@ -194,6 +196,14 @@ func (c *Coordinator) ensureKeys(ctx context.Context) (string, error) {
 		if !slices.ContainsFunc(st, func(s nodeStatus) bool { return s.Round != round }) {
 			return round, nil
 		}
+	}
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	c.mu.Lock()
+	latest := c.round
+	c.mu.Unlock()
+	if latest != round { // another query ran a round meanwhile
+		return latest, nil
 	}
 	return c.KeyGen(ctx)
 }

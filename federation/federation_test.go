@@ -320,3 +320,37 @@ func TestCoordinatorCannotOpenShares(t *testing.T) {
 		t.Fatalf("two-member request: %v, want forbidden", err)
 	}
 }
+
+// TestConcurrentQueries sends homomorphic queries from several clients at
+// once to a federation that has no key yet: one key round serves them all,
+// and every query is answered.
+func TestConcurrentQueries(t *testing.T) {
+	c := fedtest.Start(t, fedtest.Options{Nodes: 3, Patients: 1000})
+	const clients = 6
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			body := map[string]any{"sql": fmt.Sprintf("SELECT sex, count(*) AS n FROM patients WHERE age >= %d GROUP BY sex", i), "epsilon": 0.1}
+			b, _ := json.Marshal(body)
+			req, _ := http.NewRequest("POST", c.URL+"/v1/queries", bytes.NewReader(b))
+			req.Header.Set("Authorization", "Bearer "+c.Tokens["researcher_internal"])
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				raw, _ := io.ReadAll(resp.Body)
+				errs <- fmt.Errorf("query %d: %d %s", i, resp.StatusCode, raw)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -59,6 +59,7 @@ type pendingRound struct {
 	key   *he.Node
 	kg    *he.KeyGen
 	share []byte
+	at    time.Time
 }
 
 // sentShare is what the node remembers of an encrypted share it sent: its
@@ -174,7 +175,12 @@ func (n *Node) keygen(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.mu.Lock()
-	n.pending[req.Round] = &pendingRound{key: key, kg: kg, share: b}
+	for r, p := range n.pending {
+		if time.Since(p.at) > queryMemory { // an abandoned round
+			delete(n.pending, r)
+		}
+	}
+	n.pending[req.Round] = &pendingRound{key: key, kg: kg, share: b, at: time.Now()}
 	n.mu.Unlock()
 	writeJSON(w, http.StatusOK, signed)
 }
@@ -222,7 +228,7 @@ func (n *Node) keygenFinish(w http.ResponseWriter, r *http.Request) {
 	sum := sha256.Sum256(b)
 	n.mu.Lock()
 	n.round, n.key, n.pk = req.Round, p.key, pk
-	n.pending = map[string]*pendingRound{}
+	delete(n.pending, req.Round)
 	n.mu.Unlock()
 	n.cfg.Log.Info("federation key round complete", "round", req.Round, "members", len(shares))
 	writeJSON(w, http.StatusOK, keygenDone{Node: n.cfg.Identity.Name, PublicKey: hex.EncodeToString(sum[:])})
