@@ -292,27 +292,14 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 			report.SuppressedGroups++
 			continue
 		}
-		row := make([]any, len(q.Outputs))
-		for oi, o := range q.Outputs {
-			if o.Group >= 0 {
-				row[oi] = key[o.Group]
-				continue
-			}
-			v, cr := p.combineAgg(sim, o.Agg, vals, at, pooled)
-			row[oi] = v
-			prev := report.Columns[o.Name]
-			report.Columns[o.Name] = ColumnReport{NoiseScale: cr.NoiseScale, CI95: math.Max(prev.CI95, cr.CI95)}
-		}
-		rows = append(rows, row)
+		rows = append(rows, p.protectRow(&report, func(g int) any { return key[g] }, func(j int) (any, ColumnReport) {
+			return p.combineAgg(sim, j, vals, at, pooled)
+		}))
 	}
-	for _, o := range q.Outputs {
-		if o.Agg >= 0 {
-			if _, ok := report.Columns[o.Name]; !ok {
-				_, cr := p.combineAgg(sim, o.Agg, make([]float64, len(qs)), at, pooled)
-				report.Columns[o.Name] = cr
-			}
-		}
-	}
+	p.reportUnseen(&report, func(j int) ColumnReport {
+		_, cr := p.combineAgg(sim, j, make([]float64, len(qs)), at, pooled)
+		return cr
+	})
 	rows = p.arrange(rows)
 	var cols []engine.Column
 	for _, o := range q.Outputs {

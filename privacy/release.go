@@ -177,29 +177,44 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 				continue
 			}
 		}
-		row := make([]any, len(q.Outputs))
-		for oi, o := range q.Outputs {
-			if o.Group >= 0 {
-				row[oi] = jsonValue(r[o.Group])
-				continue
-			}
-			a := q.Aggs[o.Agg]
-			v, cr := p.noiseAgg(m, sim, a, ac[o.Agg], r, G, C)
-			row[oi] = v
-			prev := report.Columns[o.Name]
-			report.Columns[o.Name] = ColumnReport{NoiseScale: cr.NoiseScale, CI95: math.Max(prev.CI95, cr.CI95)}
-		}
-		out = append(out, row)
+		out = append(out, p.protectRow(&report, func(g int) any { return jsonValue(r[g]) }, func(j int) (any, ColumnReport) {
+			return p.noiseAgg(m, sim, q.Aggs[j], ac[j], r, G, C)
+		}))
 	}
-	for _, o := range q.Outputs {
+	p.reportUnseen(&report, func(j int) ColumnReport {
+		_, cr := p.noiseAgg(m, sim, q.Aggs[j], ac[j], nil, G, C)
+		return cr
+	})
+	return &Answer{Columns: p.columns(res), Rows: p.arrange(out), Privacy: report}, nil
+}
+
+// protectRow builds one released row: each group key from key, each
+// aggregate from agg, keeping the largest interval of each column in report.
+func (p *Plan) protectRow(report *Report, key func(group int) any, agg func(j int) (any, ColumnReport)) []any {
+	row := make([]any, len(p.Query.Outputs))
+	for oi, o := range p.Query.Outputs {
+		if o.Group >= 0 {
+			row[oi] = key(o.Group)
+			continue
+		}
+		v, cr := agg(o.Agg)
+		row[oi] = v
+		prev := report.Columns[o.Name]
+		report.Columns[o.Name] = ColumnReport{NoiseScale: cr.NoiseScale, CI95: math.Max(prev.CI95, cr.CI95)}
+	}
+	return row
+}
+
+// reportUnseen reports, from agg, the noise of the aggregate columns that no
+// released row showed (every group was suppressed).
+func (p *Plan) reportUnseen(report *Report, agg func(j int) ColumnReport) {
+	for _, o := range p.Query.Outputs {
 		if o.Agg >= 0 {
 			if _, ok := report.Columns[o.Name]; !ok {
-				_, cr := p.noiseAgg(m, sim, q.Aggs[o.Agg], ac[o.Agg], nil, G, C)
-				report.Columns[o.Name] = cr
+				report.Columns[o.Name] = agg(o.Agg)
 			}
 		}
 	}
-	return &Answer{Columns: p.columns(res), Rows: p.arrange(out), Privacy: report}, nil
 }
 
 func noisyFloat(n noise.Noise, x float64, l0 int64, linf, eps float64) float64 {
