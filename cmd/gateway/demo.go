@@ -49,10 +49,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	if err := g.ensureDemo(ctx, patients, demoSeed, stdout); err != nil {
 		return err
 	}
-	if err := g.loadDatasets(ctx); err != nil {
-		return err
-	}
-	q, err := g.quota(ctx, nil)
+	q, err := g.load(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -103,10 +103,7 @@ func runNode(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	defer g.Close()
-	if err := g.loadDatasets(ctx); err != nil {
-		return err
-	}
-	q, err := g.quota(ctx, warnings)
+	q, err := g.load(ctx, warnings)
 	if err != nil {
 		return err
 	}
@@ -281,10 +278,7 @@ func runFederationDemo(ctx context.Context, args []string, stdout io.Writer, log
 		if err := g.ensureDemo(ctx, *patients, uint64(1000+i), io.Discard); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		if err := g.loadDatasets(ctx); err != nil {
-			return err
-		}
-		q, err := g.quota(ctx, nil)
+		q, err := g.load(ctx, nil)
 		if err != nil {
 			return err
 		}

@@ -97,14 +97,21 @@ func runServe(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	defer g.Close()
-	if err := g.loadDatasets(ctx); err != nil {
-		return err
-	}
-	q, err := g.quota(ctx, warnings)
+	q, err := g.load(ctx, warnings)
 	if err != nil {
 		return err
 	}
 	return g.serve(ctx, q)
+}
+
+// load loads every registered dataset into the engine and builds the
+// Article 11 tracker with the given warning lines: what every serving
+// command does before it listens.
+func (g *gateway) load(ctx context.Context, warnings []float64) (*quota.Tracker, error) {
+	if err := g.loadDatasets(ctx); err != nil {
+		return nil, err
+	}
+	return g.quota(ctx, warnings)
 }
 
 // quota builds the Article 11 tracker, whose warnings go to the log and the
