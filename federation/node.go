@@ -105,10 +105,10 @@ func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /federation/v1/status", n.status)
 	mux.HandleFunc("GET /federation/v1/datasets", n.datasets)
-	mux.HandleFunc("POST /federation/v1/keygen", n.keygen)
-	mux.HandleFunc("POST /federation/v1/keygen/finish", n.keygenFinish)
-	mux.HandleFunc("POST /federation/v1/queries", n.share)
-	mux.HandleFunc("POST /federation/v1/switch", n.keySwitch)
+	mux.HandleFunc("POST /federation/v1/keygen", handle(n.keygen))
+	mux.HandleFunc("POST /federation/v1/keygen/finish", handle(n.keygenFinish))
+	mux.HandleFunc("POST /federation/v1/queries", handle(n.share))
+	mux.HandleFunc("POST /federation/v1/switch", handle(n.keySwitch))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != n.cfg.Coordinator {
 			writeError(w, fault.E(fault.Forbidden, "only the coordinator %s may call this node", n.cfg.Coordinator))
@@ -117,6 +117,24 @@ func (n *Node) Handler() http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, maxMessage)
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// handle decodes a request body into In, runs f, and answers its result or
+// its error.
+func handle[In any](f func(ctx context.Context, in In) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var in In
+		if err := readJSON(r, &in); err != nil {
+			writeError(w, err)
+			return
+		}
+		out, err := f(r.Context(), in)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
 }
 
 func (n *Node) checkMembers(members []string) error {
@@ -143,36 +161,26 @@ func (n *Node) datasets(w http.ResponseWriter, r *http.Request) {
 
 // keygen draws a fresh secret share for a round and answers the node's
 // signed public-key share.
-func (n *Node) keygen(w http.ResponseWriter, r *http.Request) {
-	var req keygenRequest
-	if err := readJSON(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
+func (n *Node) keygen(ctx context.Context, req keygenRequest) (any, error) {
 	if err := n.checkMembers(req.Members); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if req.Round == "" || len(req.Seed) < 16 {
-		writeError(w, fault.E(fault.Invalid, "a key round needs a name and a seed of at least 16 bytes"))
-		return
+		return nil, fault.E(fault.Invalid, "a key round needs a name and a seed of at least 16 bytes")
 	}
 	kg, err := he.NewKeyGen(n.params, req.Seed)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	key := he.NewNode(n.params)
 	share := kg.Share(key)
 	b, err := share.MarshalBinary()
 	if err != nil {
-		writeError(w, fmt.Errorf("encode key share: %w", err))
-		return
+		return nil, fmt.Errorf("encode key share: %w", err)
 	}
 	signed, err := n.cfg.Identity.Sign("keygen", req.Round, [][]byte{b})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	n.mu.Lock()
 	for r, p := range n.pending {
@@ -182,48 +190,38 @@ func (n *Node) keygen(w http.ResponseWriter, r *http.Request) {
 	}
 	n.pending[req.Round] = &pendingRound{key: key, kg: kg, share: b, at: time.Now()}
 	n.mu.Unlock()
-	writeJSON(w, http.StatusOK, signed)
+	return signed, nil
 }
 
 // keygenFinish checks every member's signed share and derives the
 // collective public key. A coordinator cannot slip in a key of its own: the
 // node adds up only shares signed by each member, its own among them.
-func (n *Node) keygenFinish(w http.ResponseWriter, r *http.Request) {
-	var req keygenFinish
-	if err := readJSON(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
+func (n *Node) keygenFinish(ctx context.Context, req keygenFinish) (any, error) {
 	n.mu.Lock()
 	p := n.pending[req.Round]
 	n.mu.Unlock()
 	if p == nil {
-		writeError(w, fault.E(fault.Conflict, "no key round %q is pending at %s", req.Round, n.cfg.Identity.Name))
-		return
+		return nil, fault.E(fault.Conflict, "no key round %q is pending at %s", req.Round, n.cfg.Identity.Name)
 	}
 	blobs, err := n.verifyAll("keygen", req.Round, req.Shares)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if string(blobs[n.cfg.Identity.Name][0]) != string(p.share) {
-		writeError(w, fault.E(fault.Forbidden, "the round's share of %s is not the one it sent", n.cfg.Identity.Name))
-		return
+		return nil, fault.E(fault.Forbidden, "the round's share of %s is not the one it sent", n.cfg.Identity.Name)
 	}
 	var shares []multiparty.PublicKeyGenShare
 	for _, m := range n.cfg.Members {
 		var s multiparty.PublicKeyGenShare
 		if err := s.UnmarshalBinary(blobs[m][0]); err != nil {
-			writeError(w, fault.Wrap(fault.Invalid, err, "key share of %s is unreadable", m))
-			return
+			return nil, fault.Wrap(fault.Invalid, err, "key share of %s is unreadable", m)
 		}
 		shares = append(shares, s)
 	}
 	pk := p.kg.PublicKey(shares)
 	b, err := pk.MarshalBinary()
 	if err != nil {
-		writeError(w, fmt.Errorf("encode public key: %w", err))
-		return
+		return nil, fmt.Errorf("encode public key: %w", err)
 	}
 	sum := sha256.Sum256(b)
 	n.mu.Lock()
@@ -231,7 +229,7 @@ func (n *Node) keygenFinish(w http.ResponseWriter, r *http.Request) {
 	delete(n.pending, req.Round)
 	n.mu.Unlock()
 	n.cfg.Log.Info("federation key round complete", "round", req.Round, "members", len(shares))
-	writeJSON(w, http.StatusOK, keygenDone{Node: n.cfg.Identity.Name, PublicKey: hex.EncodeToString(sum[:])})
+	return keygenDone{Node: n.cfg.Identity.Name, PublicKey: hex.EncodeToString(sum[:])}, nil
 }
 
 // verifyAll checks that parts hold exactly one validly signed message from
@@ -260,63 +258,50 @@ func (n *Node) verifyAll(kind, about string, parts []Signed) (map[string][][]byt
 }
 
 // share runs the hospital's part of a query and answers its share.
-func (n *Node) share(w http.ResponseWriter, r *http.Request) {
-	var req shareRequest
-	if err := readJSON(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
+func (n *Node) share(ctx context.Context, req shareRequest) (any, error) {
 	if err := n.checkMembers(req.Members); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	n.mu.Lock()
 	round, pk := n.round, n.pk
 	_, seen := n.queries[req.QueryID]
 	n.mu.Unlock()
 	if seen {
-		writeError(w, fault.E(fault.Conflict, "query %s was already answered", req.QueryID))
-		return
+		return nil, fault.E(fault.Conflict, "query %s was already answered", req.QueryID)
 	}
 	if req.Aggregation == privacy.Homomorphic && (round == "" || round != req.Round) {
 		// Refused before any budget is spent: the coordinator runs a new
 		// key round and asks again.
-		writeError(w, fault.E(fault.Conflict, "this node holds key round %q, not %q", round, req.Round))
-		return
+		return nil, fault.E(fault.Conflict, "this node holds key round %q, not %q", round, req.Round)
 	}
-	sh, err := n.cfg.Querier.FederatedShare(r.Context(), api.FederatedQuery{
+	sh, err := n.cfg.Querier.FederatedShare(ctx, api.FederatedQuery{
 		QueryID: req.QueryID, Coordinator: n.cfg.Coordinator, Researcher: req.Researcher, SQL: req.SQL,
 		Epsilon: req.Epsilon, Delta: req.Delta, GrantID: req.GrantID, Nodes: len(n.cfg.Members), Aggregation: req.Aggregation,
 	})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	resp := shareResponse{Node: n.cfg.Identity.Name, NodeQueryID: sh.QueryID, GrantID: sh.GrantID, Layout: sh.Layout,
 		K: sh.K, Cost: sh.Cost, Budget: sh.Budget}
 	if req.Aggregation != privacy.Homomorphic {
 		resp.Values = sh.Values
-		writeJSON(w, http.StatusOK, resp)
-		return
+		return resp, nil
 	}
 	cts, err := he.Encrypt(n.params, pk, sh.Values)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	blobs, err := marshalAll(cts)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	signed, err := n.cfg.Identity.Sign("ciphertexts", req.QueryID, blobs)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	n.remember(req.QueryID, &sentShare{round: round, digest: sha256.Sum256(digest("ciphertexts", req.QueryID, n.cfg.Identity.Name, blobs)), at: time.Now()})
 	resp.Encrypted = &signed
-	writeJSON(w, http.StatusOK, resp)
+	return resp, nil
 }
 
 func (n *Node) remember(id string, s *sentShare) {
@@ -335,71 +320,57 @@ func (n *Node) remember(id string, s *sentShare) {
 // checking each member's signature and that its own part is the one it
 // sent, so that the coordinator can never have one hospital's share
 // decrypted on its own.
-func (n *Node) keySwitch(w http.ResponseWriter, r *http.Request) {
-	var req switchRequest
-	if err := readJSON(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
+func (n *Node) keySwitch(ctx context.Context, req switchRequest) (any, error) {
 	n.mu.Lock()
 	sent, key := n.queries[req.QueryID], n.key
 	ready := sent != nil && !sent.switched && sent.round == req.Round && n.round == req.Round
 	n.mu.Unlock()
 	if !ready {
-		writeError(w, fault.E(fault.Conflict, "no encrypted share of query %s awaits a key switch in round %q", req.QueryID, req.Round))
-		return
+		return nil, fault.E(fault.Conflict, "no encrypted share of query %s awaits a key switch in round %q", req.QueryID, req.Round)
 	}
 	blobs, err := n.verifyAll("ciphertexts", req.QueryID, req.Parts)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if sha256.Sum256(digest("ciphertexts", req.QueryID, n.cfg.Identity.Name, blobs[n.cfg.Identity.Name])) != sent.digest {
-		writeError(w, fault.E(fault.Forbidden, "the part of %s is not the share it sent", n.cfg.Identity.Name))
-		return
+		return nil, fault.E(fault.Forbidden, "the part of %s is not the share it sent", n.cfg.Identity.Name)
 	}
 	n.mu.Lock()
 	already := sent.switched
 	sent.switched = true // a verified sum is switched once, whatever follows
 	n.mu.Unlock()
 	if already {
-		writeError(w, fault.E(fault.Conflict, "query %s was already switched", req.QueryID))
-		return
+		return nil, fault.E(fault.Conflict, "query %s was already switched", req.QueryID)
 	}
 	var parts [][]*rlwe.Ciphertext
 	for _, m := range n.cfg.Members {
 		cts, err := unmarshalCiphertexts(blobs[m])
 		if err != nil {
-			writeError(w, fault.Wrap(fault.Invalid, err, "ciphertexts of %s are unreadable", m))
-			return
+			return nil, fault.Wrap(fault.Invalid, err, "ciphertexts of %s are unreadable", m)
 		}
 		parts = append(parts, cts)
 	}
 	sum, err := he.Sum(n.params, parts)
 	if err != nil {
-		writeError(w, fault.Wrap(fault.Invalid, err, "cannot add the parts"))
-		return
+		return nil, fault.Wrap(fault.Invalid, err, "cannot add the parts")
 	}
 	target := rlwe.NewPublicKey(n.params)
 	if err := target.UnmarshalBinary(req.Target); err != nil {
-		writeError(w, fault.Wrap(fault.Invalid, err, "the target key is unreadable"))
-		return
+		return nil, fault.Wrap(fault.Invalid, err, "the target key is unreadable")
 	}
 	shares, err := key.SwitchShares(sum, target)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	resp := switchResponse{Node: n.cfg.Identity.Name}
 	for _, s := range shares {
 		b, err := s.MarshalBinary()
 		if err != nil {
-			writeError(w, fmt.Errorf("encode switch share: %w", err))
-			return
+			return nil, fmt.Errorf("encode switch share: %w", err)
 		}
 		resp.Shares = append(resp.Shares, b)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	return resp, nil
 }
 
 func marshalAll(cts []*rlwe.Ciphertext) ([][]byte, error) {
