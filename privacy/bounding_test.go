@@ -83,7 +83,6 @@ func visitsScope() sandbox.Scope {
 // most MaxGroups groups, whichever plan shape is used.
 func TestContributionBounds(t *testing.T) {
 	e := loadVisits(t)
-	ctx := context.Background()
 	cases := []struct {
 		name, sql string
 	}{
@@ -92,22 +91,8 @@ func TestContributionBounds(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			q, err := sandbox.Analyze(ctx, e, tc.sql, visitsScope())
-			if err != nil {
-				t.Fatal(err)
-			}
-			plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := e.Query(ctx, plan.SQL, 100)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, plan.SQL)
-			}
-			col := map[string]int{}
-			for i, c := range res.Columns {
-				col[c.Name] = i
-			}
+			plan := planFor(t, e, tc.sql, visitsScope(), privacy.Cost{Epsilon: 1})
+			res, col := run(t, e, plan)
 			heavyGroups := 0
 			for _, r := range res.Rows {
 				dept := r[col["__g0"]].(string)
@@ -143,25 +128,14 @@ func TestContributionBounds(t *testing.T) {
 // answer names exactly the patients whose rows were aggregated.
 func TestMeasureUnits(t *testing.T) {
 	e := loadVisits(t)
-	ctx := context.Background()
 	for _, sql := range []string{
 		"SELECT dept, count(*) AS n FROM visits GROUP BY dept",
 		"SELECT dept, median(cost) AS m FROM visits GROUP BY dept",
 		"SELECT count(*) AS n FROM visits WHERE cost < 50",
 	} {
-		q, err := sandbox.Analyze(ctx, e, sql, visitsScope())
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		plan := planFor(t, e, sql, visitsScope(), privacy.Cost{Epsilon: 1})
 		plan.MeasureUnits(1, 101)
-		res, err := e.Query(ctx, plan.SQL, 100)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, plan.SQL)
-		}
+		res, _ := run(t, e, plan)
 		last := len(res.Columns) - 1
 		bits, _ := res.Rows[0][last].(string)
 		ones := strings.Count(bits, "1")
@@ -185,23 +159,8 @@ func TestMeasureUnits(t *testing.T) {
 // they are.
 func TestRowBoundWithoutGroups(t *testing.T) {
 	e := loadVisits(t)
-	ctx := context.Background()
-	q, err := sandbox.Analyze(ctx, e, "SELECT count(*) AS n, median(cost) AS m FROM visits", visitsScope())
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.Query(ctx, plan.SQL, 10)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, plan.SQL)
-	}
-	col := map[string]int{}
-	for i, c := range res.Columns {
-		col[c.Name] = i
-	}
+	plan := planFor(t, e, "SELECT count(*) AS n, median(cost) AS m FROM visits", visitsScope(), privacy.Cost{Epsilon: 1})
+	res, col := run(t, e, plan)
 	if n := res.Rows[0][col["__c0"]].(int64); n != 103 {
 		t.Errorf("count %d, want 103 (100 light rows and 3 of the heavy patient's)", n)
 	}
@@ -246,22 +205,8 @@ func TestHeavyPatientsKeepTheirMean(t *testing.T) {
 				Contribution: catalog.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1}
 			scope := sandbox.Scope{Sources: []sandbox.Source{{Dataset: "h", Grade: catalog.General, Table: pol.Tables[0], Policy: pol}}}
 			for _, sql := range []string{"SELECT dept, avg(cost) AS a, stddev_pop(cost) AS sd FROM stays GROUP BY dept", "SELECT avg(cost) AS a, stddev_pop(cost) AS sd FROM stays"} {
-				q, err := sandbox.Analyze(ctx, e, sql, scope)
-				if err != nil {
-					t.Fatal(err)
-				}
-				plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				res, err := e.Query(ctx, plan.SQL, 100)
-				if err != nil {
-					t.Fatalf("%v\n%s", err, plan.SQL)
-				}
-				col := map[string]int{}
-				for i, c := range res.Columns {
-					col[c.Name] = i
-				}
+				plan := planFor(t, e, sql, scope, privacy.Cost{Epsilon: 1})
+				res, col := run(t, e, plan)
 				// Per group, each patient's own mean is kept exactly.
 				// Bounded by rank, a patient's kept rows are a random
 				// few of their costs, all between 4900 and 5100, so
@@ -288,4 +233,32 @@ func TestHeavyPatientsKeepTheirMean(t *testing.T) {
 			}
 		})
 	}
+}
+
+// planFor analyses sql in scope and plans it at cost.
+func planFor(t *testing.T, e *engine.Engine, sql string, scope sandbox.Scope, cost privacy.Cost) *privacy.Plan {
+	t.Helper()
+	q, err := sandbox.Analyze(context.Background(), e, sql, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := privacy.NewPlan(q, cost, privacy.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// run runs p's SQL on e and returns the result with each column's index.
+func run(t *testing.T, e *engine.Engine, p *privacy.Plan) (*engine.Result, map[string]int) {
+	t.Helper()
+	res, err := e.Query(context.Background(), p.SQL, 100)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, p.SQL)
+	}
+	col := map[string]int{}
+	for i, c := range res.Columns {
+		col[c.Name] = i
+	}
+	return res, col
 }

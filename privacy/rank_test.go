@@ -54,7 +54,6 @@ func hospitalScope() sandbox.Scope {
 // bounding per group: at most 3 rows in at most 2 groups.
 func TestRankBounds(t *testing.T) {
 	e := loadHospital(t)
-	ctx := context.Background()
 	cases := []struct {
 		name, sql string
 		rank      bool
@@ -71,25 +70,11 @@ func TestRankBounds(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			q, err := sandbox.Analyze(ctx, e, tc.sql, hospitalScope())
-			if err != nil {
-				t.Fatal(err)
-			}
-			plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			plan := planFor(t, e, tc.sql, hospitalScope(), privacy.Cost{Epsilon: 1})
 			if got := strings.Contains(plan.SQL, "__rk <="); got != tc.rank {
 				t.Fatalf("bounded by rank: %v, want %v\n%s", got, tc.rank, plan.SQL)
 			}
-			res, err := e.Query(ctx, plan.SQL, 100)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, plan.SQL)
-			}
-			col := map[string]int{}
-			for i, c := range res.Columns {
-				col[c.Name] = i
-			}
+			res, col := run(t, e, plan)
 			var total int64
 			for _, r := range res.Rows {
 				key := "all"
@@ -169,7 +154,6 @@ func TestRankBounds(t *testing.T) {
 // sensitivity is smaller.
 func TestRankNoise(t *testing.T) {
 	e := loadHospital(t)
-	ctx := context.Background()
 	cases := []struct {
 		name, sql string
 		cost      privacy.Cost
@@ -186,21 +170,11 @@ func TestRankNoise(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			q, err := sandbox.Analyze(ctx, e, tc.sql, hospitalScope())
-			if err != nil {
-				t.Fatal(err)
-			}
-			plan, err := privacy.NewPlan(q, tc.cost, privacy.Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			plan := planFor(t, e, tc.sql, hospitalScope(), tc.cost)
 			if got := strings.Contains(plan.SQL, "__rk <="); got != tc.rank {
 				t.Fatalf("bounded by rank: %v, want %v\n%s", got, tc.rank, plan.SQL)
 			}
-			res, err := e.Query(ctx, plan.SQL, 100)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, plan.SQL)
-			}
+			res, _ := run(t, e, plan)
 			a, err := plan.Release(res)
 			if err != nil {
 				t.Fatal(err)
@@ -221,27 +195,16 @@ func TestRankNoise(t *testing.T) {
 // rank: every patient has a row of rank 1, so all 101 are measured.
 func TestRankMeasureUnits(t *testing.T) {
 	e := loadHospital(t)
-	ctx := context.Background()
 	for _, sql := range []string{
 		"SELECT dept, count(*) AS n FROM visits GROUP BY dept",
 		"SELECT p.sex, median(v.cost) AS m FROM visits v JOIN people p ON v.patient_id = p.patient_id GROUP BY p.sex",
 	} {
-		q, err := sandbox.Analyze(ctx, e, sql, hospitalScope())
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan, err := privacy.NewPlan(q, privacy.Cost{Epsilon: 1}, privacy.Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		plan := planFor(t, e, sql, hospitalScope(), privacy.Cost{Epsilon: 1})
 		plan.MeasureUnits(1, 101)
 		if !strings.Contains(plan.SQL, "__rk <=") {
 			t.Fatalf("%s: not bounded by rank", sql)
 		}
-		res, err := e.Query(ctx, plan.SQL, 100)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, plan.SQL)
-		}
+		res, _ := run(t, e, plan)
 		last := len(res.Columns) - 1
 		bits, _ := res.Rows[0][last].(string)
 		if res.Columns[last].Name != "__units" || len(bits) != 101 || strings.Count(bits, "1") != 101 {
