@@ -133,26 +133,14 @@ func (s *Server) federatedShare(ctx context.Context, p catalog.Person, fq Federa
 			"grant_id": adm.grant.ID, "sql": fq.SQL, "epsilon": plan.Cost.Epsilon, "delta": plan.Cost.Delta, "nodes": fq.Nodes,
 			"aggregation": fq.Aggregation, "org": p.Org.ID, "org_kind": p.Org.Kind}),
 	})
-	var warnings []quota.Warning
-	err = st.RecordQuery(ctx, rec, func(tx *sql.Tx) error {
-		if measured != nil {
-			if warnings, err = measured.CommitTx(ctx, tx, res.QueryID); err != nil {
-				return err
-			}
-		}
-		return auditShare(tx)
+	err = s.commitRelease(ctx, measured, res.QueryID, auditShare, func(inTx func(*sql.Tx) error) error {
+		return st.RecordQuery(ctx, rec, inTx)
 	})
 	if err != nil {
-		if measured != nil && fault.Is(err, fault.QuotaExceeded) {
-			measured.Block(context.WithoutCancel(ctx))
-		}
 		if fault.KindOf(err) == fault.Internal {
 			err = fmt.Errorf("record federated share: %w", err)
 		}
 		return nil, err
-	}
-	if measured != nil {
-		measured.Warn(ctx, warnings)
 	}
 	return &FederatedShare{QueryID: res.QueryID, GrantID: adm.grant.ID, Values: values, Layout: plan.Layout(),
 		K: plan.K, Cost: plan.Cost, Budget: bal}, nil

@@ -236,26 +236,16 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		Detail: detail(map[string]any{"query_id": res.QueryID, "grant_id": grant.ID, "sql": req.SQL, "epsilon": plan.Cost.Epsilon,
 			"delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind, "groups": len(res.Rows), "suppressed": res.Privacy.SuppressedGroups}),
 	})
-	var warnings []quota.Warning
-	stored, err := st.Release(ctx, key, body, rec, func(tx *sql.Tx) error {
-		if measured != nil {
-			if warnings, err = measured.CommitTx(ctx, tx, res.QueryID); err != nil {
-				return err
-			}
-		}
-		return auditRelease(tx)
+	var stored []byte
+	err = s.commitRelease(ctx, measured, res.QueryID, auditRelease, func(inTx func(*sql.Tx) error) (err error) {
+		stored, err = st.Release(ctx, key, body, rec, inTx)
+		return err
 	})
 	if err != nil {
-		if measured != nil && fault.Is(err, fault.QuotaExceeded) {
-			measured.Block(context.WithoutCancel(ctx))
-		}
 		if fault.KindOf(err) == fault.Internal {
 			err = fmt.Errorf("release answer: %w", err)
 		}
 		return res, err
-	}
-	if measured != nil {
-		measured.Warn(ctx, warnings)
 	}
 	if err := json.Unmarshal(stored, &res.queryResponse); err != nil {
 		return res, fmt.Errorf("decode stored answer: %w", err)
@@ -378,6 +368,34 @@ func (s *Server) admit(ctx context.Context, p catalog.Person, sqlText, grantID s
 		adm.limits.MaxEpsilon = adm.rule.MaxEpsilon
 	}
 	return adm, nil
+}
+
+// commitRelease runs commit, a store transaction that calls inTx, with the
+// Article 11 measure and the audit entry (auditTx) inside it: the release,
+// its measure and its record commit together or not at all. A release that
+// would cross the Article 11 line blocks the later ones; warnings go out
+// once it has committed.
+func (s *Server) commitRelease(ctx context.Context, measured *quota.Pending, queryID string, auditTx func(*sql.Tx) error, commit func(inTx func(*sql.Tx) error) error) error {
+	var warnings []quota.Warning
+	err := commit(func(tx *sql.Tx) error {
+		if measured != nil {
+			var err error
+			if warnings, err = measured.CommitTx(ctx, tx, queryID); err != nil {
+				return err
+			}
+		}
+		return auditTx(tx)
+	})
+	if err != nil {
+		if measured != nil && fault.Is(err, fault.QuotaExceeded) {
+			measured.Block(context.WithoutCancel(ctx))
+		}
+		return err
+	}
+	if measured != nil {
+		measured.Warn(ctx, warnings)
+	}
+	return nil
 }
 
 // auditHook writes e inside a store transaction.
