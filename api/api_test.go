@@ -153,7 +153,7 @@ func TestAggregatesAndJoins(t *testing.T) {
 			}
 		})
 	}
-	_, a, _ := query(t, env, "researcher_internal", "SELECT department, count(*) AS n FROM encounters GROUP BY department ORDER BY n DESC LIMIT 3", 0.05)
+	_, a, _ := query(t, env, "researcher_internal", "SELECT department, count(*) AS n FROM encounters GROUP BY department ORDER BY n DESC LIMIT 3", 0.3)
 	if len(a.Rows) != 3 || a.Rows[0][1].(float64) < a.Rows[1][1].(float64) {
 		t.Errorf("order and limit not applied: %v", a.Rows)
 	}
@@ -179,7 +179,10 @@ func TestAggregatesAndJoins(t *testing.T) {
 	if want := float64(raw.Rows[0][0].(int64)); total < 0.6*want || total > 1.05*want {
 		t.Errorf("bounded department counts add up to %.0f, raw count %.0f", total, want)
 	}
-	_, m, _ := query(t, env, "researcher_internal", "SELECT median(age) AS med, avg(age) AS mean, stddev(age) AS sd FROM patients", 0.9)
+	st, m, me := query(t, env, "researcher_internal", "SELECT median(age) AS med, avg(age) AS mean, stddev(age) AS sd FROM patients", 0.9)
+	if st != 200 || len(m.Rows) != 1 {
+		t.Fatalf("moments: %d %+v %+v", st, me, m)
+	}
 	for i, tol := range []float64{3, 1, 1} {
 		got, want := m.Rows[0][i].(float64), truth.Rows[0][i].(float64)
 		if math.Abs(got-want) > tol {
@@ -205,9 +208,9 @@ func TestRefusalsKeepServing(t *testing.T) {
 		{"identifier", "researcher", "SELECT phone, count(*) FROM patients GROUP BY phone", 400, "query_rejected"},
 		{"raw rows", "researcher", "SELECT age FROM patients", 400, "query_rejected"},
 		{"unknown column", "researcher", "SELECT count(*) FROM patients WHERE nope = 1", 400, "query_rejected"},
-		{"type error", "researcher", "SELECT count(*) FROM patients WHERE age = 'x'", 400, "query_rejected"},
+		{"type error", "researcher", "SELECT count(*) FROM patients WHERE year(sex) = 2020", 400, "query_rejected"},
 		{"epsilon over the cap", "researcher", "SELECT count(*) FROM patients", 400, "query_rejected"},
-		{"self join blow-up times out", "researcher_internal", "SELECT count(*) FROM encounters a JOIN encounters b ON a.patient_id = b.patient_id JOIN encounters c ON b.patient_id = c.patient_id JOIN encounters d ON c.patient_id = d.patient_id JOIN encounters f ON d.patient_id = f.patient_id", 408, "query_timeout"},
+		{"self join of a multi-row table", "researcher_internal", "SELECT count(*) FROM encounters a JOIN encounters b ON a.patient_id = b.patient_id JOIN encounters c ON b.patient_id = c.patient_id JOIN encounters d ON c.patient_id = d.patient_id JOIN encounters f ON d.patient_id = f.patient_id", 400, "query_rejected"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -236,9 +239,8 @@ func TestRefusalsKeepServing(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("after refusals: %d %+v", status, e)
 	}
-	if math.Abs(a.Budget.EpsilonSpent-0.1-0.01) > 1e-9 {
-		// The timed-out query keeps its reservation (fail closed): 0.01.
-		t.Errorf("spent %v, want 0.11 (0.01 for the timed-out query, 0.1 now)", a.Budget.EpsilonSpent)
+	if math.Abs(a.Budget.EpsilonSpent-0.1) > 1e-9 {
+		t.Errorf("spent %v, want 0.1 (refusals spend nothing)", a.Budget.EpsilonSpent)
 	}
 }
 

@@ -95,9 +95,17 @@ func (s *Server) federatedShare(ctx context.Context, p catalog.Person, fq Federa
 			return nil, err
 		}
 		if measured != nil {
+			defer measured.Done()
 			plan.MeasureUnits(measured.Range())
 		}
 	}
+	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	prep, err := s.cfg.Engine.Prepare(runCtx, plan.SQL)
+	if err != nil {
+		return nil, err
+	}
+	defer prep.Close()
 	bal, err := st.Reserve(ctx, adm.grant.ID, plan.Cost.Epsilon, plan.Cost.Delta)
 	if err != nil {
 		return nil, err
@@ -112,9 +120,7 @@ func (s *Server) federatedShare(ctx context.Context, p catalog.Person, fq Federa
 		return nil, err
 	}
 
-	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
-	defer cancel()
-	out, err := s.cfg.Engine.Query(runCtx, plan.SQL, plan.MaxRows)
+	out, err := execute(runCtx, prep, plan.Plan)
 	if err == nil && measured != nil {
 		err = measured.Measure(out)
 	}

@@ -148,7 +148,10 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		if !rule.ExactAllowed {
 			return res, fault.E(fault.QueryRejected, "exact answers are not allowed for %s-grade data; drop \"exact\" to get a differentially private answer", q.Grade)
 		}
-		plan, want = privacy.NewExactPlan(q, limits), privacy.Cost{}
+		if plan, err = privacy.NewExactPlan(q, limits); err != nil {
+			return res, err
+		}
+		want = privacy.Cost{}
 	} else if plan, err = privacy.NewPlan(q, want, limits); err != nil {
 		return res, err
 	}
@@ -191,9 +194,15 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 			return res, err
 		}
 		if measured != nil {
+			defer measured.Done()
 			plan.MeasureUnits(measured.Range())
 		}
 	}
+	prep, err := s.cfg.Engine.Prepare(runCtx, plan.SQL)
+	if err != nil {
+		return res, err
+	}
+	defer prep.Close()
 	var bal catalog.Balance
 	if req.Exact {
 		bal = catalog.BalanceOf(grant) // exact answers spend no budget
@@ -203,7 +212,7 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	res.Budget = bal
 	res.QueryID = catalog.NewID("qry")
 
-	out, err := s.cfg.Engine.Query(runCtx, plan.SQL, plan.MaxRows)
+	out, err := execute(runCtx, prep, plan)
 	// A release refused because it would cross the line keeps its
 	// reservation (fail closed); only the query that crosses pays, later
 	// ones are refused above for free.
@@ -253,6 +262,23 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 	res.Budget = bal
 	return res, nil
 }
+
+// execute runs a prepared plan. Whatever stops it once it runs (the time
+// limit, the memory limit, the group cap, anything DuckDB raises) is one
+// refusal with one code and one text, and the budget stays spent: which
+// limit a query hits, and when, can depend on the data, so the cause is
+// not told. Errors that depend on the SQL and the schemas alone are
+// raised before, by NewPlan and Prepare, and spend nothing.
+func execute(ctx context.Context, prep *engine.Prepared, plan *privacy.Plan) (*engine.Result, error) {
+	out, err := prep.Query(ctx, plan.MaxRows)
+	if err != nil {
+		return nil, fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
+	}
+	return out, nil
+}
+
+// runLimitMessage is the one text of a query stopped while it ran.
+const runLimitMessage = "the query was stopped by the sandbox's run-time limits (time or memory); its budget is spent; narrow it, filter it or group on coarser keys"
 
 // admit runs the checks every query passes before it is planned: a live
 // grant, the analysis against the grant's scope, one grant covering what is

@@ -82,8 +82,16 @@ type Column struct {
 	Role Role   `json:"role" yaml:"role"`
 	// Public lists the column's categories when the domain is public
 	// knowledge (sex, province): grouping on it then needs no partition
-	// selection and every category appears in the answer.
+	// selection and every category appears in the answer. Rows whose value
+	// is not in the list (or is NULL) are left out of every answer grouped
+	// on the column: they never form a group of their own.
 	Public []string `json:"public,omitempty" yaml:"public,omitempty"`
+	// MaxDistinct, when set, declares at most how many distinct values the
+	// column holds (diagnosis codes, admission dates). Registration checks
+	// it against the file. Together with public lists, integer bounds and
+	// booleans it is what bounds the number of groups a query may form
+	// before any data is read (see Distinct).
+	MaxDistinct int64 `json:"max_distinct,omitempty" yaml:"max_distinct,omitempty"`
 	// Min and Max bound numeric values: required for SUM, AVG, variance and
 	// quantiles over the column; values are clamped to them.
 	Min *float64 `json:"min,omitempty" yaml:"min,omitempty"`
@@ -92,6 +100,30 @@ type Column struct {
 
 // Bounded reports whether the column has declared numeric bounds.
 func (c Column) Bounded() bool { return c.Min != nil && c.Max != nil }
+
+// Distinct is an upper bound, known from the policy alone, on the number of
+// distinct non-NULL values the column can hold in a group key, or 0 when the
+// policy does not bound it: the length of a public list (other values are
+// left out of grouped answers), 2 for a boolean, or the declared
+// MaxDistinct, which registration checks against the file; the smallest
+// of those that apply. Min and max do not bound it: they are clamping
+// bounds, and values beyond them are kept.
+func (c Column) Distinct() int64 {
+	var best int64
+	take := func(n int64) {
+		if n > 0 && (best == 0 || n < best) {
+			best = n
+		}
+	}
+	if len(c.Public) > 0 {
+		take(int64(len(c.Public)))
+	}
+	if t := strings.ToUpper(strings.TrimSpace(c.Type)); t == "BOOLEAN" || t == "BOOL" {
+		take(2)
+	}
+	take(c.MaxDistinct)
+	return best
+}
 
 // Table is one table's policy.
 type Table struct {
@@ -196,6 +228,9 @@ func (p Policy) Validate() error {
 			}
 			if (c.Min == nil) != (c.Max == nil) {
 				return fmt.Errorf("table %s: column %s declares only one bound; give both min and max", t.Name, c.Name)
+			}
+			if c.MaxDistinct < 0 {
+				return fmt.Errorf("table %s: column %s has max_distinct %d; give a positive number or leave it out", t.Name, c.Name, c.MaxDistinct)
 			}
 			if c.Bounded() && *c.Min > *c.Max {
 				return fmt.Errorf("table %s: column %s has bounds reversed (min %g > max %g)", t.Name, c.Name, *c.Min, *c.Max)

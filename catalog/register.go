@@ -104,8 +104,9 @@ func checkSchema(t Table, names []string) error {
 	return nil
 }
 
-// importTable encrypts a source file into the table file, checking its
-// columns against the policy and printing progress.
+// importTable encrypts a source file into dst, checking its columns and
+// the facts its policy declares (see facts) and printing progress. The
+// caller renames dst into place once every table has passed.
 func importTable(ctx context.Context, src, dst string, t Table, key atrest.Key, stdout io.Writer) (rows, size int64, err error) {
 	st, err := os.Stat(src)
 	if err != nil {
@@ -120,6 +121,12 @@ func importTable(ctx context.Context, src, dst string, t Table, key atrest.Key, 
 		return 0, 0, fmt.Errorf("create dataset directory: %w", err)
 	}
 	var w *atrest.Writer
+	defer func() {
+		if err != nil {
+			os.Remove(dst)
+		}
+	}()
+	fs := newFacts(t)
 	for r.Next() {
 		rec := r.RecordBatch()
 		if w == nil {
@@ -133,6 +140,10 @@ func importTable(ctx context.Context, src, dst string, t Table, key atrest.Key, 
 			if w, err = atrest.Create(dst, key, rec.Schema(), memory.DefaultAllocator); err != nil {
 				return 0, 0, err
 			}
+		}
+		if err := fs.add(rec); err != nil {
+			w.Close()
+			return 0, 0, err
 		}
 		if err := w.Write(rec); err != nil {
 			w.Close()
@@ -151,6 +162,9 @@ func importTable(ctx context.Context, src, dst string, t Table, key atrest.Key, 
 		return 0, 0, fmt.Errorf("table %s: %s has no rows", t.Name, src)
 	}
 	if err := w.Close(); err != nil {
+		return 0, 0, err
+	}
+	if err := fs.check(); err != nil {
 		return 0, 0, err
 	}
 	fmt.Fprintf(stdout, "\r%s: %d rows from %s\n", t.Name, rows, src)
@@ -185,22 +199,37 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 	}
 	start := time.Now()
 	var rows, size int64
+	// Every table is imported beside its file and checked before any is
+	// put in place, so a refused registration leaves the dataset as it was.
+	var parts []string
+	defer func() {
+		for _, p := range parts {
+			os.Remove(p)
+		}
+	}()
 	for _, t := range m.Policy.Tables {
-		n, b, err := importTable(ctx, m.Files[t.Name], engine.TableFile(r.Dir, m.Name, t.Name), t, r.Key, progress)
+		part := engine.TableFile(r.Dir, m.Name, t.Name) + ".part"
+		parts = append(parts, part)
+		n, b, err := importTable(ctx, m.Files[t.Name], part, t, r.Key, progress)
 		if err != nil {
 			return Registered{}, err
 		}
 		rows, size = rows+n, size+b
 	}
-	var parts []string
+	for i, t := range m.Policy.Tables {
+		if err := os.Rename(parts[i], engine.TableFile(r.Dir, m.Name, t.Name)); err != nil {
+			return Registered{}, fmt.Errorf("put table %s in place: %w", t.Name, err)
+		}
+	}
+	var unitQueries []string
 	for _, t := range m.Policy.Tables {
 		if _, err := r.Engine.LoadTable(ctx, m.Name, t.Name, engine.TableFile(r.Dir, m.Name, t.Name), r.Key); err != nil {
 			return Registered{}, err
 		}
 		u, _ := t.UnitColumn()
-		parts = append(parts, fmt.Sprintf(`SELECT "%s" AS u FROM "%s"."%s"`, u.Name, m.Name, t.Name))
+		unitQueries = append(unitQueries, fmt.Sprintf(`SELECT "%s" AS u FROM "%s"."%s"`, u.Name, m.Name, t.Name))
 	}
-	res, err := r.Engine.Query(ctx, "SELECT count(DISTINCT u) FROM ("+strings.Join(parts, " UNION ALL ")+")", 1)
+	res, err := r.Engine.Query(ctx, "SELECT count(DISTINCT u) FROM ("+strings.Join(unitQueries, " UNION ALL ")+")", 1)
 	if err != nil {
 		return Registered{}, fmt.Errorf("count privacy units of %s: %w", m.Name, err)
 	}

@@ -38,7 +38,7 @@ func Policy() catalog.Policy {
 				{Name: "phone", Type: "VARCHAR", Role: catalog.Identifier},
 				{Name: "birth_date", Type: "DATE", Role: catalog.QuasiIdentifier},
 				{Name: "sex", Type: "VARCHAR", Role: catalog.QuasiIdentifier, Public: pub["sex"]},
-				{Name: "age", Type: "INTEGER", Role: catalog.QuasiIdentifier, Min: ageMin, Max: ageMax},
+				{Name: "age", Type: "INTEGER", Role: catalog.QuasiIdentifier, Min: ageMin, Max: ageMax, MaxDistinct: 111},
 				{Name: "province", Type: "VARCHAR", Role: catalog.QuasiIdentifier, Public: pub["province"]},
 				{Name: "is_pregnant", Type: "BOOLEAN", Role: catalog.SpecialGroup},
 				{Name: "hiv_positive", Type: "BOOLEAN", Role: catalog.SpecialGroup},
@@ -48,10 +48,10 @@ func Policy() catalog.Policy {
 			{Name: "encounters", Columns: []catalog.Column{
 				{Name: "encounter_id", Type: "BIGINT", Role: catalog.Identifier},
 				{Name: "patient_id", Type: "BIGINT", Role: catalog.Unit},
-				{Name: "admit_date", Type: "DATE", Role: catalog.Attribute},
+				{Name: "admit_date", Type: "DATE", Role: catalog.Attribute, MaxDistinct: 2200}, // 2020 to 2025
 				{Name: "department", Type: "VARCHAR", Role: catalog.Attribute, Public: pub["department"]},
-				{Name: "diagnosis_icd10", Type: "VARCHAR", Role: catalog.Sensitive},
-				{Name: "length_of_stay_days", Type: "INTEGER", Role: catalog.Attribute, Min: losMin, Max: losMax},
+				{Name: "diagnosis_icd10", Type: "VARCHAR", Role: catalog.Sensitive, MaxDistinct: 200},
+				{Name: "length_of_stay_days", Type: "INTEGER", Role: catalog.Attribute, Min: losMin, Max: losMax, MaxDistinct: 366},
 				{Name: "cost_yuan", Type: "DOUBLE", Role: catalog.Attribute, Min: costMin, Max: costMax},
 			}},
 		},

@@ -132,6 +132,43 @@ func (e *Engine) Query(ctx context.Context, sqlText string, maxRows int) (*Resul
 	if err != nil {
 		return nil, classify(ctx, err)
 	}
+	return read(ctx, rows, maxRows)
+}
+
+// Prepared is a statement that DuckDB has bound and planned.
+type Prepared struct {
+	stmt *sql.Stmt
+}
+
+// Prepare binds sqlText against the loaded tables' schemas without reading
+// any of their rows: what it refuses (an unknown column, a type mismatch)
+// depends on the SQL and the schemas alone, never on the data. Its errors
+// are query_rejected, with DuckDB's message.
+func (e *Engine) Prepare(ctx context.Context, sqlText string) (*Prepared, error) {
+	stmt, err := e.db.PrepareContext(ctx, sqlText)
+	if err != nil {
+		var de *duckdb.Error
+		if errors.As(err, &de) {
+			return nil, fault.Wrap(fault.QueryRejected, err, "the query is not valid over these tables: %s", firstLine(de.Msg))
+		}
+		return nil, classify(ctx, err)
+	}
+	return &Prepared{stmt: stmt}, nil
+}
+
+// Query runs the statement as Engine.Query runs SQL.
+func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
+	rows, err := p.stmt.QueryContext(ctx)
+	if err != nil {
+		return nil, classify(ctx, err)
+	}
+	return read(ctx, rows, maxRows)
+}
+
+// Close releases the statement.
+func (p *Prepared) Close() error { return p.stmt.Close() }
+
+func read(ctx context.Context, rows *sql.Rows, maxRows int) (*Result, error) {
 	defer rows.Close()
 	types, err := rows.ColumnTypes()
 	if err != nil {

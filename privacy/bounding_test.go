@@ -70,7 +70,7 @@ func visitsScope() sandbox.Scope {
 	pol := catalog.Policy{
 		Tables: []catalog.Table{{Name: "visits", Columns: []catalog.Column{
 			{Name: "patient_id", Role: catalog.Unit},
-			{Name: "dept", Role: catalog.Attribute},
+			{Name: "dept", Role: catalog.Attribute, MaxDistinct: 10},
 			{Name: "cost", Role: catalog.Attribute, Min: &lo, Max: &hi},
 		}}},
 		Contribution: catalog.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1,
@@ -186,7 +186,7 @@ func TestHeavyPatientsKeepTheirMean(t *testing.T) {
 	table := func(public []string) catalog.Table {
 		return catalog.Table{Name: "stays", Columns: []catalog.Column{
 			{Name: "patient_id", Role: catalog.Unit},
-			{Name: "dept", Role: catalog.Attribute, Public: public},
+			{Name: "dept", Role: catalog.Attribute, Public: public, MaxDistinct: 10},
 			{Name: "cost", Role: catalog.Attribute, Min: &lo, Max: &hi},
 		}}
 	}

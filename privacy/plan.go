@@ -84,13 +84,18 @@ type Limits struct {
 	MaxGroups int
 	// MaxEpsilon caps one query's epsilon.
 	MaxEpsilon float64
-	// PartitionDelta is the delta spent on partition selection when a
-	// pure-epsilon query groups on non-public keys.
+	// PartitionDelta is the delta a pure-epsilon query spends on its noisy
+	// k rule: the shifted threshold that decides, from a noisy patient
+	// count, which groups are released (partition selection for
+	// non-public keys, suppression for public ones and for the single
+	// group of a query without GROUP BY).
 	PartitionDelta float64
 }
 
-// DefaultLimits are the limits used when a field of Limits is zero.
-var DefaultLimits = Limits{MaxGroups: 10000, MaxEpsilon: 1.0, PartitionDelta: 1e-6}
+// DefaultLimits are the limits used when a field of Limits is zero. A
+// delta of 1e-8 per query is far below one over any hospital's patient
+// count, and lets a grant's delta of 1e-5 pay for a thousand queries.
+var DefaultLimits = Limits{MaxGroups: 10000, MaxEpsilon: 1.0, PartitionDelta: 1e-8}
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxGroups <= 0 {
@@ -130,6 +135,7 @@ type Plan struct {
 	MaxRows int
 
 	groupsPerUnit int64 // L0: groups one patient may touch
+	thresholdL0   int64 // L0 of the patient count the k rule's threshold reads
 	rowsPerGroup  int64 // Linf of counts: rows one patient may add to a group
 	rowBound      int64 // when > 0, rows are bounded by rank: at most this many per patient in all
 	domain        int64 // the number of groups when they are public (1 without groups)
@@ -138,6 +144,8 @@ type Plan struct {
 	quantities    int
 	salt          uint32
 	units         *[2]int64 // when set, the SQL also returns the contributing units
+	kUsers        bool      // the SQL returns __ku, the patient count the noisy k rule reads
+	kAgg          int       // when >= 0, the aggregate whose noisy count is the k rule's (no extra noise)
 	epsEach       float64   // noise epsilon per noised quantity
 	deltaEach     float64   // Gaussian delta per noised quantity
 	psDelta       float64   // threshold delta of partition selection
@@ -156,6 +164,9 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 	}
 	if want.Delta < 0 || want.Delta >= 1e-3 || math.IsNaN(want.Delta) {
 		return nil, fault.E(fault.Invalid, "delta must be 0 (Laplace) or a small positive number below 0.001 (Gaussian)")
+	}
+	if err := checkGroups(q, limits.MaxGroups); err != nil {
+		return nil, err
 	}
 	pol := q.Policy
 	p := &Plan{Query: q, Mechanism: Laplace, K: pol.K, MaxRows: limits.MaxGroups + 1}
@@ -220,20 +231,37 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 		(p.Mechanism == Laplace || p.groupsPerUnit == 1) && m < engine.MaxRank {
 		p.rowBound = m
 	}
+	// The k rule is decided on a noisy patient count for every group,
+	// public or not (see the package comment), and a delta. When an
+	// aggregate already is that count under Laplace noise (COUNT(DISTINCT
+	// patient), or COUNT(*) over one row per patient), its released value
+	// decides, as post-processing; otherwise the count is one more noised
+	// quantity.
 	cost := want
-	if p.selectGroups {
-		p.quantities++
-		if want.Delta == 0 {
-			cost.Delta = limits.PartitionDelta
-			p.psDelta = limits.PartitionDelta
+	p.kAgg = -1
+	for j, a := range q.Aggs {
+		if p.Mechanism == Laplace && !p.selectGroups && (a.Kind == sandbox.CountUnits || (a.Kind == sandbox.Count && a.Star && q.PerUnitRows)) {
+			p.kAgg = j
+			break
 		}
+	}
+	if p.kAgg < 0 {
+		p.quantities++
+	}
+	if want.Delta == 0 {
+		cost.Delta = limits.PartitionDelta
+		p.psDelta = limits.PartitionDelta
+	}
+	p.thresholdL0 = p.groupsPerUnit
+	if q.PerUnitRows || p.rowBound > 0 {
+		// One row per patient, or the count of patients whose rank-1 row
+		// is in the group: each patient is counted in one group only.
+		p.thresholdL0 = 1
 	}
 	p.epsEach = noiseEps / float64(p.quantities)
 	if want.Delta > 0 {
 		p.deltaEach = want.Delta / float64(p.quantities)
-		if p.selectGroups {
-			p.psDelta = p.deltaEach
-		}
+		p.psDelta = p.deltaEach
 	}
 	p.Cost = cost
 	p.salt = randomSalt()
@@ -244,14 +272,37 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 // NewExactPlan plans q for an exact, small-cell-suppressed answer: no
 // contribution bounds, no noise, no budget. The caller must have checked that
 // the data's grade allows it.
-func NewExactPlan(q *sandbox.Query, limits Limits) *Plan {
+func NewExactPlan(q *sandbox.Query, limits Limits) (*Plan, error) {
 	limits = limits.withDefaults()
+	if err := checkGroups(q, limits.MaxGroups); err != nil {
+		return nil, err
+	}
 	p := &Plan{Query: q, Mechanism: None, K: q.Policy.K, MaxRows: limits.MaxGroups + 1, rowsPerGroup: 1, groupsPerUnit: 1}
 	if q.Special {
 		p.K = q.Policy.SpecialK
 	}
 	p.SQL = p.sql(0)
-	return p
+	return p, nil
+}
+
+// checkGroups refuses a query whose groups are not bounded, before any
+// data is read, by what the policy and the SQL say (sandbox.Group.Bound):
+// the number of groups the engine computes is then never cut short, so
+// which groups are candidates never depends on other patients.
+func checkGroups(q *sandbox.Query, max int) error {
+	for i, g := range q.Groups {
+		if g.Bound == 0 {
+			name := g.Name
+			if name == "" {
+				name = fmt.Sprintf("number %d", i+1)
+			}
+			return fault.E(fault.QueryRejected, "GROUP BY key %s can take any number of values; group on columns with a public category list or a declared max_distinct, on date parts (month, quarter, ...), width_bucket or a CASE with constant results", name)
+		}
+	}
+	if q.GroupBound > int64(max) {
+		return fault.E(fault.QueryRejected, "the GROUP BY keys can form up to %d groups; the limit is %d; group on fewer or coarser keys", q.GroupBound, max)
+	}
+	return nil
 }
 
 // MeasureUnits makes the plan's SQL also return, in the first row's
@@ -336,6 +387,7 @@ func (p *Plan) sql(salt uint32) string {
 	case p.rowBound > 0:
 		users, summable := "count(*) FILTER (WHERE __rk = 1)", true
 		if p.groupsPerUnit > 1 {
+			p.kUsers = true
 			summable = false
 			// Exact below k, cheaper than a distinct count; the lists are
 			// kept per group, so their total size is capped.
@@ -393,6 +445,9 @@ const (
 func (p *Plan) rowAggregate(from string, groups []string, users string, summable bool, where []string) string {
 	var cols []aggCol
 	cols = append(cols, aggCol{users, "__users", addCounts})
+	if p.kUsers {
+		cols = append(cols, aggCol{"count(*) FILTER (WHERE __rk = 1)", "__ku", addCounts})
+	}
 	quantile, quantiles := -1, 0
 	for j, a := range p.Query.Aggs {
 		if a.Kind == sandbox.Quantile {
@@ -407,11 +462,11 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 			width = 1
 		}
 		return fmt.Sprintf("least(%d, floor((%s - %s) / %s * %d))::INTEGER", treeLeaves-1,
-			clampSQL(fmt.Sprintf("__a%d::DOUBLE", j), a.Min, a.Max), num(a.Min), num(width), treeLeaves)
+			clampSQL(fmt.Sprintf("TRY_CAST(__a%d AS DOUBLE)", j), a.Min, a.Max), num(a.Min), num(width), treeLeaves)
 	}
 	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
-		clamped := clampSQL(arg+"::DOUBLE", a.Min, a.Max)
+		clamped := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", a.Min, a.Max)
 		mid := num((a.Min + a.Max) / 2)
 		switch a.Kind {
 		case sandbox.Count:
@@ -477,7 +532,7 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 	final = append(final, "count(*) AS __users")
 	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
-		clamped := clampSQL(arg+"::DOUBLE", a.Min, a.Max)
+		clamped := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", a.Min, a.Max)
 		mid := (a.Min + a.Max) / 2
 		half := (a.Max - a.Min) / 2
 		switch a.Kind {

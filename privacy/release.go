@@ -143,13 +143,23 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 	if p.rowBound > 0 {
 		G, C = 1, p.rowBound
 	}
+	// The k rule (see the package comment): a group is released when its
+	// exact patient count is at least k and a noisy patient count clears
+	// the threshold of partition selection shifted by k-1.
 	threshold := 0.0
-	if p.selectGroups {
-		t, err := noise.Laplace().Threshold(G, 1, p.epsEach, 0, p.psDelta)
+	dp := p.Mechanism != None
+	if dp {
+		t, err := noise.Laplace().Threshold(p.thresholdL0, 1, p.epsEach, 0, p.psDelta)
 		if err != nil {
-			return nil, fmt.Errorf("partition selection threshold: %w", err)
+			return nil, fmt.Errorf("k rule threshold: %w", err)
 		}
 		threshold = t + float64(p.K-1)
+	}
+	kCol := usersCol
+	if p.kUsers {
+		if kCol = col("__ku"); kCol < 0 {
+			return nil, fmt.Errorf("release: result lacks the patient count of the k rule")
+		}
 	}
 
 	report := Report{
@@ -164,20 +174,37 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 		}
 	}
 	sim := newSimulator()
-	var out [][]any
+	out := [][]any{}
 	for _, r := range rows {
-		users := toFloat(r[usersCol])
-		if users < float64(p.K) {
-			report.SuppressedGroups++
+		if !p.releasableKeys(r) {
 			continue
 		}
-		if p.selectGroups {
-			if noisyFloat(noise.Laplace(), users, G, 1, p.epsEach) < threshold {
+		// Every group draws its noisy count, whatever the exact test
+		// says, so that the work done does not depend on it.
+		var kept map[int]noised
+		released := true
+		if dp && p.kAgg >= 0 {
+			j := p.kAgg
+			raw, cr := p.noisyCount(m, q.Aggs[j], ac[j], r, G, C)
+			kept = map[int]noised{j: {int64(math.Max(0, math.Round(raw))), cr}}
+			released = raw >= threshold
+		} else if dp {
+			released = noisyFloat(noise.Laplace(), toFloat(r[kCol]), p.thresholdL0, 1, p.epsEach) >= threshold
+		}
+		if toFloat(r[usersCol]) < float64(p.K) || !released {
+			// Without partition selection the candidates are the public
+			// domain (or the one group of a query without GROUP BY), so
+			// the count is post-processing of the DP decisions; with it,
+			// the number of candidates is itself private and not counted.
+			if !p.selectGroups {
 				report.SuppressedGroups++
-				continue
 			}
+			continue
 		}
 		out = append(out, p.protectRow(&report, func(g int) any { return jsonValue(r[g]) }, func(j int) (any, ColumnReport) {
+			if k, ok := kept[j]; ok {
+				return k.v, k.cr
+			}
 			return p.noiseAgg(m, sim, q.Aggs[j], ac[j], r, G, C)
 		}))
 	}
@@ -186,6 +213,29 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 		return cr
 	})
 	return &Answer{Columns: p.columns(res), Rows: p.arrange(out), Privacy: report}, nil
+}
+
+// releasableKeys reports whether a result row's group keys may appear in
+// an answer: a key with a public list only takes listed values (the
+// sandbox maps the others to NULL), and no key is an infinite or NaN
+// number, which JSON cannot carry. Both are decided from the key alone.
+func (p *Plan) releasableKeys(r []any) bool {
+	for i, g := range p.Query.Groups {
+		if g.Public != nil && r[i] == nil {
+			return false
+		}
+		switch v := r[i].(type) {
+		case float64:
+			if math.IsInf(v, 0) || math.IsNaN(v) {
+				return false
+			}
+		case float32:
+			if math.IsInf(float64(v), 0) || math.IsNaN(float64(v)) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // protectRow builds one released row: each group key from key, each
@@ -238,12 +288,8 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 	}
 	switch a.Kind {
 	case sandbox.Count, sandbox.CountUnits:
-		linf := float64(C)
-		if a.Kind == sandbox.CountUnits {
-			linf = 1
-		}
-		v := m.float(get(c.c), G, linf, eps)
-		return int64(math.Max(0, math.Round(v))), ColumnReport{p.scale(G, linf), m.ci(v, G, linf, eps)}
+		v, cr := p.noisyCount(m, a, c, r, G, C)
+		return int64(math.Max(0, math.Round(v))), cr
 	case sandbox.Sum:
 		linf := float64(C) * math.Max(math.Abs(a.Min), math.Abs(a.Max))
 		v := m.float(get(c.s), G, linf, eps)
@@ -277,6 +323,26 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		return v, ColumnReport{sc, ci}
 	}
 	return nil, ColumnReport{}
+}
+
+// noised is a released aggregate value and its report.
+type noised struct {
+	v  any
+	cr ColumnReport
+}
+
+// noisyCount is a count aggregate with its noise, before rounding.
+func (p *Plan) noisyCount(m mech, a sandbox.Agg, c aggCols, r []any, G, C int64) (float64, ColumnReport) {
+	linf := float64(C)
+	if a.Kind == sandbox.CountUnits {
+		linf = 1
+	}
+	x := 0.0
+	if r != nil && c.c >= 0 {
+		x = toFloat(r[c.c])
+	}
+	v := m.float(x, G, linf, p.epsEach)
+	return v, ColumnReport{p.scale(G, linf), m.ci(v, G, linf, p.epsEach)}
 }
 
 // moment derives a mean, variance or standard deviation from noisy count,

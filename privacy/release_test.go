@@ -17,8 +17,9 @@ func testPolicy() catalog.Policy {
 func countBySex() *sandbox.Query {
 	return &sandbox.Query{
 		Base:        "SELECT 1",
-		Groups:      []sandbox.Group{{Name: "sex", Public: []string{"F", "M"}, PerUnit: true}},
-		Aggs:        []sandbox.Agg{{Name: "n", Kind: sandbox.Count}},
+		Groups:      []sandbox.Group{{Name: "sex", Public: []string{"F", "M"}, PerUnit: true, Bound: 3}},
+		GroupBound:  3,
+		Aggs:        []sandbox.Agg{{Name: "n", Kind: sandbox.Count, Star: true}},
 		Outputs:     []sandbox.Output{{Name: "sex", Group: 0, Agg: -1}, {Name: "n", Group: -1, Agg: 0}},
 		Limit:       -1,
 		PerUnitRows: true,
@@ -53,7 +54,9 @@ func TestContractExample(t *testing.T) {
 	if math.Abs(c.CI95-29.957) > 0.01 {
 		t.Errorf("ci95 %g, want 29.96", c.CI95)
 	}
-	if a.Privacy.Mechanism != Laplace || a.Privacy.Delta != 0 || a.Privacy.K != 10 || a.Privacy.SuppressedGroups != 0 {
+	// The count is the k rule's noisy patient count too: no share of
+	// epsilon goes to the k rule, only its delta.
+	if a.Privacy.Mechanism != Laplace || a.Privacy.Delta != DefaultLimits.PartitionDelta || a.Privacy.K != 10 || a.Privacy.SuppressedGroups != 0 {
 		t.Errorf("report %+v", a.Privacy)
 	}
 	if len(a.Rows) != 2 || a.Rows[0][0] != "F" || a.Columns[1].Type != "BIGINT" {
@@ -131,9 +134,11 @@ func TestSensitivityFollowsPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 4 groups per patient, 10 rows per group: L1 = 40.
-	if got := a.Privacy.Columns["n"].NoiseScale; math.Abs(got-40) > 1e-9 {
-		t.Errorf("scale %g, want 40", got)
+	// 4 groups per patient, 10 rows per group: L1 = 40, at half of
+	// epsilon (a count of rows is not a count of patients, so the k rule
+	// needs a noisy patient count of its own).
+	if got := a.Privacy.Columns["n"].NoiseScale; math.Abs(got-80) > 1e-9 {
+		t.Errorf("scale %g, want 80", got)
 	}
 	if a.Privacy.MaxGroupsPerPatient != 4 || a.Privacy.MaxRowsPerGroup != 10 {
 		t.Errorf("bounds %+v", a.Privacy)

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +73,7 @@ type Tracker struct {
 	engine *engine.Engine
 	cfg    Config
 	ranges sync.Map // dataset -> [2]int64 unit range
+	turns  sync.Map // dataset -> chan struct{}: one measured release at a time
 }
 
 // New prepares the quota tables and returns a tracker.
@@ -130,6 +132,35 @@ type Pending struct {
 	year     int
 	datasets []string
 	units    *roaring64.Bitmap
+	held     []chan struct{} // the datasets' turns, released by Done
+}
+
+// turn waits for the dataset's turn: measured releases of one dataset run
+// one at a time in this process, from Check to Done, so that each is
+// decided against the state the previous one left (its measure committed,
+// or the line it crossed blocked). Processes sharing PostgreSQL are
+// serialised at commit by the row lock of CommitTx.
+func (t *Tracker) turn(ctx context.Context, dataset string) (chan struct{}, error) {
+	v, _ := t.turns.LoadOrStore(dataset, make(chan struct{}, 1))
+	ch := v.(chan struct{})
+	select {
+	case ch <- struct{}{}:
+		return ch, nil
+	case <-ctx.Done():
+		return nil, fault.Wrap(fault.Unavailable, ctx.Err(), "waited too long for the Article 11 measure of %s; retry", dataset)
+	}
+}
+
+// Done ends the release's turn; call it once the release has committed or
+// failed. It is safe on a nil Pending and more than once.
+func (p *Pending) Done() {
+	if p == nil {
+		return
+	}
+	for _, ch := range p.held {
+		<-ch
+	}
+	p.held = nil
 }
 
 // Check is called before a query runs. For a release to another legal
@@ -145,25 +176,38 @@ func (t *Tracker) Check(ctx context.Context, org catalog.Org, datasets []catalog
 		return nil, nil
 	}
 	p := &Pending{t: t, org: org, year: t.store.Now().Year(), states: map[string]Status{}}
+	names := make([]string, 0, len(datasets))
 	for _, d := range datasets {
-		if d.Grade != catalog.Core {
-			continue
+		if d.Grade == catalog.Core {
+			names = append(names, d.Name)
 		}
-		st, err := t.state(ctx, d.Name)
+	}
+	slices.Sort(names) // one order for every caller, so turns cannot deadlock
+	for _, name := range names {
+		ch, err := t.turn(ctx, name)
 		if err != nil {
+			p.Done()
+			return nil, err
+		}
+		p.held = append(p.held, ch)
+		st, err := t.state(ctx, name)
+		if err != nil {
+			p.Done()
 			return nil, err
 		}
 		if st.State == "blocked" {
+			p.Done()
 			return nil, blockedErr(st)
 		}
-		p.datasets = append(p.datasets, d.Name)
-		p.states[d.Name] = st
+		p.datasets = append(p.datasets, name)
+		p.states[name] = st
 	}
 	if len(p.datasets) == 0 {
 		return nil, nil
 	}
 	lo, hi, err := t.unitRange(ctx, p.datasets[0])
 	if err != nil {
+		p.Done()
 		return nil, err
 	}
 	p.lo, p.hi = lo, hi
@@ -196,9 +240,18 @@ func (p *Pending) Block(ctx context.Context) {
 	}
 }
 
+// blockedErr and crossedErr are what a researcher is told: the line and
+// what is needed, never the share or the patient count, which depend on
+// exactly which patients earlier releases touched (auditors and stewards
+// see the figures in GET /v1/quota).
 func blockedErr(st Status) error {
-	return fault.E(fault.QuotaExceeded, "%s: a release this year could have taken the share provided to other legal entities to the Article 11 line (%.0f%% of %d patients; %.1f%% provided so far); no release to another legal entity until an approved risk assessment is recorded",
-		st.Dataset, 100*st.Threshold, st.StaticTotal, 100*st.Ratio)
+	return fault.E(fault.QuotaExceeded, "%s: the share of this core dataset provided to other legal entities this year has reached the Article 11 line of %.0f%%; no release to another legal entity until an approved risk assessment is recorded",
+		st.Dataset, 100*st.Threshold)
+}
+
+func crossedErr(st Status) error {
+	return fault.E(fault.QuotaExceeded, "%s: this release could take the share of this core dataset provided to other legal entities this year to the Article 11 line of %.0f%%; a risk assessment must be approved and recorded before any further release to another legal entity",
+		st.Dataset, 100*st.Threshold)
 }
 
 func (t *Tracker) alert(ctx context.Context, dataset, kind, msg string) {
@@ -231,8 +284,7 @@ func (p *Pending) CommitTx(ctx context.Context, tx *sql.Tx, queryID string) ([]W
 		after := int64(union.GetCardinality())
 		if st.Threshold < 1 && st.StaticTotal > 0 && float64(after)/float64(st.StaticTotal) >= st.Threshold {
 			p.crossed = append(p.crossed, name)
-			return nil, fault.E(fault.QuotaExceeded, "%s: this release would take the share provided to other legal entities this year to %.1f%% of %d patients, at or over the %.0f%% line; apply for a risk assessment",
-				name, 100*float64(after)/float64(st.StaticTotal), st.StaticTotal, 100*st.Threshold)
+			return nil, crossedErr(st)
 		}
 		rec, err := loadBitmap(ctx, tx, `SELECT bitmap FROM quota_recipients WHERE dataset = $1 AND year = $2 AND org = $3`, name, p.year, p.org.ID)
 		if err != nil {

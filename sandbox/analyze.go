@@ -120,6 +120,9 @@ type Group struct {
 	// PerUnit is true when every column in the key belongs to a table with at
 	// most one row per patient, so that each patient falls in one group.
 	PerUnit bool
+	// Bound is how many distinct values the key can take, NULL included,
+	// known from the policy and the SQL alone (see bound); 0 when unknown.
+	Bound int64
 }
 
 // Agg is one aggregate output.
@@ -131,6 +134,7 @@ type Agg struct {
 	Max    float64
 	Q      float64 // the quantile for Quantile
 	Disc   bool    // quantile_disc: answer a value of the column's grid
+	Star   bool    // COUNT(*): every row counts
 }
 
 // Output is one output column: a group key or an aggregate.
@@ -184,6 +188,10 @@ type Query struct {
 	// Policy is the most protective combination of the read datasets'
 	// policies (their contribution bounds and minimum group sizes).
 	Policy catalog.Policy
+	// GroupBound is how many groups the query can form at most, known
+	// before any data is read: the product of the keys' bounds, 1 without
+	// GROUP BY, 0 when some key is unbounded.
+	GroupBound int64
 }
 
 // ref is a table in the FROM clause.
@@ -200,7 +208,24 @@ type analyzer struct {
 	// the equality of privacy units: what can drop some rows of a patient.
 	filters []node
 	outer   bool // an outer join may add a row without the other side's
+	// exprNodes counts the expression nodes of the query, growth the
+	// string-growing functions being checked (see expr): together they
+	// bound what one row can cost.
+	exprNodes int
+	growth    int
 }
+
+// Limits on what one row may cost, so that no patient's row can make a
+// query measurably slower than another's (see the privacy package doc).
+const (
+	maxExprNodes      = 1000
+	maxStringConstant = 256
+)
+
+// growing are the functions whose result can be longer than their
+// arguments together; none may take another one's result, so no expression
+// grows a string more than once.
+var growing = map[string]bool{"replace": true, "concat": true, "||": true, "strftime": true}
 
 func reject(format string, args ...any) error {
 	return fault.E(fault.QueryRejected, format, args...)
@@ -324,11 +349,22 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 	if err := a.from(from); err != nil {
 		return nil, nil, err
 	}
+	multi := 0
+	for _, r := range a.refs {
+		if !r.src.Table.OneRowPerUnit {
+			multi++
+		}
+	}
+	if multi > 1 {
+		return nil, nil, reject("a query may read only one table with several rows per patient; joining two of them multiplies each patient's rows (send one query per such table)")
+	}
+	var where node
 	if w, ok := isExpr(sel["where_clause"]); ok {
 		if err := a.expr(w, "WHERE"); err != nil {
 			return nil, nil, err
 		}
 		a.filters = append(a.filters, w)
+		where = try(w)
 	}
 
 	q := &Query{Limit: -1, PerUnitRows: true}
@@ -363,8 +399,19 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 			return nil, nil, err
 		}
 		groupIndex[canonical(g)] = i
-		q.Groups = append(q.Groups, a.describeGroup(g))
-		baseList = append(baseList, withAlias(g, fmt.Sprintf("__g%d", i)))
+		grp := a.describeGroup(g)
+		q.Groups = append(q.Groups, grp)
+		key := try(g)
+		if grp.Public != nil {
+			// Values outside the public list become NULL, which is in no
+			// list: they never form a group of their own.
+			key = publicOnly(g, grp.Public)
+		}
+		baseList = append(baseList, withAlias(key, fmt.Sprintf("__g%d", i)))
+	}
+	q.GroupBound = 1
+	for _, g := range q.Groups {
+		q.GroupBound = mulBound(q.GroupBound, g.Bound)
 	}
 	names := map[string]bool{}
 	for i, item := range selectList {
@@ -382,6 +429,9 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 			out.Agg = len(q.Aggs)
 			out.Name = agg.Name
 			if arg != nil {
+				if agg.Kind == Count {
+					arg = try(arg)
+				}
 				baseList = append(baseList, withAlias(arg, fmt.Sprintf("__a%d", out.Agg)))
 			} else {
 				baseList = append(baseList, withAlias(constantNode(1), fmt.Sprintf("__a%d", out.Agg)))
@@ -404,6 +454,7 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 
 	base := deepCopy(sel).(map[string]any)
 	base["from_table"] = from
+	base["where_clause"] = where
 	base["select_list"] = baseList
 	base["group_expressions"] = []any{}
 	base["group_sets"] = []any{}
@@ -496,13 +547,15 @@ func (a *analyzer) from(t node) error {
 		} else if jt != "INNER" {
 			a.outer = true
 		}
+		first := len(a.refs)
 		if err := a.from(obj(t, "left")); err != nil {
 			return err
 		}
+		mid := len(a.refs)
 		if err := a.from(obj(t, "right")); err != nil {
 			return err
 		}
-		return a.joinCondition(t)
+		return a.joinCondition(t, first, mid)
 	case "TABLE_FUNCTION":
 		return reject("table functions (read_csv, read_parquet, duckdb_tables, ...) are not allowed; read the tables of your grant")
 	case "SUBQUERY":
@@ -515,6 +568,12 @@ func (a *analyzer) from(t node) error {
 }
 
 func (a *analyzer) table(t node) error {
+	if t["sample"] != nil {
+		return reject("TABLESAMPLE is not allowed: which rows a sample keeps depends on their position, which the privacy argument does not cover")
+	}
+	if t["at_clause"] != nil {
+		return reject("AT (time travel) is not allowed")
+	}
 	name := str(t, "table_name")
 	schema := str(t, "schema_name")
 	if c := str(t, "catalog_name"); c != "" {
@@ -561,29 +620,40 @@ func (a *analyzer) table(t node) error {
 	return nil
 }
 
-// joinCondition requires that a join equates the privacy units of its sides.
-func (a *analyzer) joinCondition(t node) error {
+// joinCondition requires that a join equate the privacy unit of a table on
+// its left (refs[first:mid]) with the privacy unit of a table on its right
+// (refs[mid:]). Every table therefore joins on the patient to one already
+// joined, whatever the shape of the join tree, and every row of the result
+// belongs to one patient (the left side's and the right side's, for inner
+// and outer joins alike). An equality of two units on the same side joins
+// nothing and does not count. The other conditions of the join are filters;
+// they are made total (see try).
+func (a *analyzer) joinCondition(t node, first, mid int) error {
 	if using := strs(t, "using_columns"); len(using) > 0 {
 		hasUnit := false
 		for _, c := range using {
-			known := false
-			for _, r := range a.refs {
+			var left, right bool
+			for i, r := range a.refs[first:] {
 				col, ok := r.src.Table.Column(c)
 				if !ok {
 					continue
 				}
-				known = true
 				if col.Role == catalog.Identifier {
 					return reject("column %s is an identifier; join on the privacy unit instead", c)
 				}
-				hasUnit = hasUnit || col.Role == catalog.Unit
 				if col.Role != catalog.Unit {
-					a.filters = append(a.filters, columnRef(col.Name))
+					return reject("USING (%s) joins on a column that is not the privacy unit; join USING (the unit) and put other conditions in WHERE", c)
+				}
+				if first+i < mid {
+					left = true
+				} else {
+					right = true
 				}
 			}
-			if !known {
-				return reject("column %s in USING does not exist in the tables of this join", c)
+			if !left || !right {
+				return reject("column %s in USING is not the privacy unit of a table on each side of the join", c)
 			}
+			hasUnit = true
 		}
 		if !hasUnit {
 			return reject("joins must match the privacy unit (for example USING (patient_id))")
@@ -601,23 +671,33 @@ func (a *analyzer) joinCondition(t node) error {
 		conjuncts = []node{cond}
 	}
 	hasUnit := false
+	var rewritten []any
 	for _, c := range conjuncts {
-		if a.unitEquality(c) {
+		if a.unitEquality(c, first, mid) {
 			hasUnit = true
+			rewritten = append(rewritten, c)
 			continue
 		}
 		if err := a.expr(c, "JOIN condition"); err != nil {
 			return err
 		}
 		a.filters = append(a.filters, c)
+		rewritten = append(rewritten, try(c))
 	}
 	if !hasUnit {
-		return reject("joins must match the privacy unit, as in ON a.patient_id = b.patient_id")
+		return reject("each joined table must be joined on its privacy unit to a table already in the query, as in ON a.patient_id = b.patient_id")
+	}
+	if len(rewritten) == 1 {
+		t["condition"] = rewritten[0]
+	} else {
+		t["condition"] = node{"class": "CONJUNCTION", "type": "CONJUNCTION_AND", "alias": "", "children": rewritten}
 	}
 	return nil
 }
 
-func (a *analyzer) unitEquality(c node) bool {
+// unitEquality reports whether c equates the privacy unit of a table in
+// refs[first:mid] with that of a table in refs[mid:].
+func (a *analyzer) unitEquality(c node, first, mid int) bool {
 	if str(c, "type") != "COMPARE_EQUAL" {
 		return false
 	}
@@ -625,9 +705,31 @@ func (a *analyzer) unitEquality(c node) bool {
 	if str(l, "class") != "COLUMN_REF" || str(r, "class") != "COLUMN_REF" {
 		return false
 	}
-	lc, lr, err1 := a.resolve(strs(l, "column_names"), "JOIN condition")
-	rc, rr, err2 := a.resolve(strs(r, "column_names"), "JOIN condition")
-	return err1 == nil && err2 == nil && lc.Role == catalog.Unit && rc.Role == catalog.Unit && lr != rr
+	lc, lr, err1 := a.resolveStrict(strs(l, "column_names"))
+	rc, rr, err2 := a.resolveStrict(strs(r, "column_names"))
+	if err1 != nil || err2 != nil || lc.Role != catalog.Unit || rc.Role != catalog.Unit {
+		return false
+	}
+	left := func(i int) bool { return i >= first && i < mid }
+	right := func(i int) bool { return i >= mid }
+	return (left(lr) && right(rr)) || (right(lr) && left(rr))
+}
+
+// resolveStrict resolves a column reference of a join condition to exactly
+// one table: a unit named without its table could be any joined table's.
+func (a *analyzer) resolveStrict(names []string) (catalog.Column, int, error) {
+	if len(names) < 2 {
+		n := 0
+		for _, r := range a.refs {
+			if _, ok := r.src.Table.Column(names[len(names)-1]); ok {
+				n++
+			}
+		}
+		if n != 1 {
+			return catalog.Column{}, -1, reject("qualify the privacy unit with its table in join conditions")
+		}
+	}
+	return a.resolve(names, "JOIN condition")
 }
 
 // resolve finds the table and policy of a column reference.
@@ -673,8 +775,16 @@ func (a *analyzer) resolve(names []string, where string) (catalog.Column, int, e
 	return found, match, nil
 }
 
-// expr checks an expression used outside aggregates.
+// expr checks an expression used outside aggregates. Besides the roles of
+// the columns and the allowed functions, it bounds what the expression can
+// cost on one row: at most maxExprNodes nodes in the whole query, string
+// constants of at most maxStringConstant characters, and no string-growing
+// function over another one's result (a nested replace grows a string
+// exponentially, so that one patient's row could take seconds).
 func (a *analyzer) expr(n node, where string) error {
+	if a.exprNodes++; a.exprNodes > maxExprNodes {
+		return reject("the query has more than %d expression nodes; simplify it", maxExprNodes)
+	}
 	switch cls := str(n, "class"); cls {
 	case "COLUMN_REF":
 		col, _, err := a.resolve(strs(n, "column_names"), where)
@@ -691,9 +801,19 @@ func (a *analyzer) expr(n node, where string) error {
 		}
 		return nil
 	case "CONSTANT":
+		if v, ok := obj(n, "value")["value"].(string); ok && len(v) > maxStringConstant {
+			return reject("a string constant in %s is %d characters; the limit is %d", where, len(v), maxStringConstant)
+		}
 		return nil
 	case "FUNCTION":
 		name := strings.ToLower(str(n, "function_name"))
+		if growing[name] {
+			if a.growth > 0 {
+				return reject("%s over the result of another string-growing function (replace, concat, ||, strftime) is not allowed in %s", name, where)
+			}
+			a.growth++
+			defer func() { a.growth-- }()
+		}
 		if _, isAgg := aggregateNames[name]; isAgg || slices.Contains(rowRevealing, name) {
 			return reject("aggregate %s may only stand alone as an output column, not inside %s", name, where)
 		}
@@ -795,9 +915,11 @@ func (a *analyzer) describeGroup(g node) Group {
 		}
 	}
 	visit(g)
+	out.Bound = a.bound(g)
 	if str(g, "class") == "COLUMN_REF" {
 		if col, _, err := a.resolve(strs(g, "column_names"), "GROUP BY"); err == nil && len(col.Public) > 0 {
 			out.Public = col.Public
+			out.Bound = int64(len(col.Public)) + 1
 		}
 	}
 	return out
@@ -834,6 +956,7 @@ func (a *analyzer) aggregate(item node) (Agg, node, error) {
 	args := nodes(item, "children")
 	agg := Agg{Kind: kind}
 	if name == "count_star" {
+		agg.Star = true
 		return agg, nil, nil
 	}
 	if len(args) == 0 {
@@ -929,10 +1052,22 @@ func outputName(item node, i int) string {
 	return fmt.Sprintf("col%d", i+1)
 }
 
+// unitRef is the patient of a row of the joined tables. With inner joins
+// every table's unit is the same; with outer joins some are NULL, so the
+// first that is not.
 func (a *analyzer) unitRef() node {
-	r := a.refs[0]
-	u, _ := r.src.Table.UnitColumn()
-	return columnRef(r.alias, u.Name)
+	var units []any
+	for _, r := range a.refs {
+		u, _ := r.src.Table.UnitColumn()
+		units = append(units, columnRef(r.alias, u.Name))
+		if !a.outer {
+			break
+		}
+	}
+	if len(units) == 1 {
+		return units[0].(node)
+	}
+	return node{"class": "OPERATOR", "type": "OPERATOR_COALESCE", "alias": "", "children": units}
 }
 
 // modifiers accepts ORDER BY on output columns and constant LIMIT/OFFSET,

@@ -1,0 +1,80 @@
+package catalog
+
+import (
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/hospital/gateway/fault"
+)
+
+// facts checks, while a table's file is read, the declarations the noise
+// relies on and that a file could break: one row per patient for a table
+// declared one_row_per_unit (its queries get the noise of one row per
+// patient), and max_distinct, since the Distinct bound caps the groups a
+// query may form before any data is read.
+type facts struct {
+	table Table
+	units map[string]struct{} // nil unless the table is one_row_per_unit
+	unit  string
+	rows  int64
+	cols  map[string]*distinct
+}
+
+type distinct struct {
+	limit  int64
+	values map[string]struct{}
+}
+
+func newFacts(t Table) *facts {
+	f := &facts{table: t, cols: map[string]*distinct{}}
+	if t.OneRowPerUnit {
+		u, _ := t.UnitColumn()
+		f.unit, f.units = strings.ToLower(u.Name), map[string]struct{}{}
+	}
+	for _, c := range t.Columns {
+		if c.MaxDistinct > 0 {
+			f.cols[strings.ToLower(c.Name)] = &distinct{limit: c.MaxDistinct, values: map[string]struct{}{}}
+		}
+	}
+	return f
+}
+
+// add reads one record batch.
+func (f *facts) add(rec arrow.RecordBatch) error {
+	f.rows += rec.NumRows()
+	for i, field := range rec.Schema().Fields() {
+		name := strings.ToLower(field.Name)
+		col := rec.Column(i)
+		if f.units != nil && name == f.unit {
+			for r := 0; r < col.Len(); r++ {
+				if !col.IsNull(r) {
+					f.units[col.ValueStr(r)] = struct{}{}
+				}
+			}
+		}
+		d, ok := f.cols[name]
+		if !ok {
+			continue
+		}
+		for r := 0; r < col.Len(); r++ {
+			if col.IsNull(r) {
+				continue
+			}
+			d.values[col.ValueStr(r)] = struct{}{}
+			if int64(len(d.values)) > d.limit {
+				return fault.E(fault.Invalid, "table %s: column %s has more than %d distinct values, the max_distinct its policy declares; correct the declaration", f.table.Name, field.Name, d.limit)
+			}
+		}
+	}
+	return nil
+}
+
+// check reports a broken one-row-per-patient declaration once the whole
+// file is read.
+func (f *facts) check() error {
+	if f.units != nil && int64(len(f.units)) != f.rows {
+		return fault.E(fault.Invalid, "table %s is declared one_row_per_unit but its file has %d rows for %d patients; remove one_row_per_unit or fix the file", f.table.Name, f.rows, len(f.units))
+	}
+	return nil
+}
