@@ -32,12 +32,13 @@ type answer struct {
 	Rows    [][]any `json:"rows"`
 	Cached  bool    `json:"cached"`
 	Privacy struct {
-		Mechanism        string  `json:"mechanism"`
-		Epsilon          float64 `json:"epsilon"`
-		Delta            float64 `json:"delta"`
-		K                int     `json:"k"`
-		SuppressedGroups int     `json:"suppressed_groups"`
-		Columns          map[string]struct {
+		Mechanism          string  `json:"mechanism"`
+		Epsilon            float64 `json:"epsilon"`
+		Delta              float64 `json:"delta"`
+		K                  int     `json:"k"`
+		SuppressedGroups   int     `json:"suppressed_groups"`
+		PartitionSelection bool    `json:"partition_selection"`
+		Columns            map[string]struct {
 			NoiseScale float64 `json:"noise_scale"`
 			CI95       float64 `json:"ci95"`
 		} `json:"columns"`

@@ -101,7 +101,7 @@ func (s *Server) federatedShare(ctx context.Context, p catalog.Person, fq Federa
 	}
 	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
-	prep, err := s.cfg.Engine.Prepare(runCtx, plan.SQL)
+	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
 	if err != nil {
 		return nil, err
 	}

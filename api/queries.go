@@ -198,7 +198,7 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 			plan.MeasureUnits(measured.Range())
 		}
 	}
-	prep, err := s.cfg.Engine.Prepare(runCtx, plan.SQL)
+	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
 	if err != nil {
 		return res, err
 	}

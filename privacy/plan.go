@@ -296,7 +296,7 @@ func checkGroups(q *sandbox.Query, max int) error {
 			if name == "" {
 				name = fmt.Sprintf("number %d", i+1)
 			}
-			return fault.E(fault.QueryRejected, "GROUP BY key %s can take any number of values; group on columns with a public category list or a declared max_distinct, on date parts (month, quarter, ...), width_bucket or a CASE with constant results", name)
+			return fault.E(fault.QueryRejected, "GROUP BY key %s can take any number of values; group on columns with a public category list or a declared max_distinct, on date parts (month, quarter, ...) or a CASE with constant results", name)
 		}
 	}
 	if q.GroupBound > int64(max) {

@@ -108,7 +108,7 @@ var scalarFunctions = map[string]bool{
 	"week": true, "weekday": true, "dayofweek": true, "dayofmonth": true, "dayofyear": true,
 	"isodow": true, "date_part": true, "datepart": true, "date_trunc": true, "datetrunc": true,
 	"extract": true, "date_diff": true, "datediff": true, "date_sub": true, "datesub": true,
-	"make_date": true, "strftime": true, "epoch": true, "width_bucket": true,
+	"make_date": true, "strftime": true, "epoch": true,
 }
 
 // Group is one GROUP BY key.

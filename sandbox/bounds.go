@@ -50,8 +50,8 @@ var partCaps = map[string]int64{
 // from the policy and the SQL alone, or 0 when nothing bounds it. A key is
 // a deterministic function of the columns it reads, so it takes at most
 // the product of their bounds (catalog.Column.Distinct, plus NULL); some
-// shapes have a smaller bound of their own: a date part (12 months), a
-// width_bucket (its buckets), a CASE whose results are all constants.
+// shapes have a smaller bound of their own: a date part (12 months), a CASE
+// whose results are all constants.
 func (a *analyzer) bound(g node) int64 {
 	cols := int64(1)
 	var visit func(n node)
@@ -95,11 +95,6 @@ func ownBound(g node) int64 {
 				if c := partCaps[strings.ToLower(part)]; c > 0 {
 					return c + 1
 				}
-			}
-		}
-		if name == "width_bucket" && len(args) == 4 {
-			if n, ok := constant(args[3]); ok && n >= 1 && n < 1e6 {
-				return int64(n) + 3 // buckets 0..n+1, and NULL
 			}
 		}
 	case "CASE":

@@ -1,0 +1,182 @@
+package api_test
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hospital/gateway/api/apitest"
+)
+
+// TestAttacksOnTheGuarantee replays, through the API, each attack that once
+// read a patient out of the gateway; each is refused before any data is read,
+// or answered in a way that does not depend on whether the target matches.
+func TestAttacksOnTheGuarantee(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 1000, Epsilon: 50})
+
+	t.Run("cross joins through the join condition", func(t *testing.T) {
+		for _, sql := range []string{
+			// The third table's condition does not involve it.
+			"SELECT t.sex, count(*) FROM patients p1 JOIN patients p2 ON p1.patient_id = p2.patient_id JOIN patients t ON p1.patient_id = p2.patient_id WHERE t.province = 'Tibet' AND t.age = 40 GROUP BY t.sex",
+			"SELECT t.sex, count(*) FROM patients p1 LEFT JOIN patients p2 ON p1.patient_id = p2.patient_id LEFT JOIN patients t ON p1.patient_id = p2.patient_id GROUP BY t.sex",
+			"SELECT t.sex, count(*) FROM patients p1 JOIN encounters e ON p1.patient_id = e.patient_id JOIN patients t ON e.patient_id = p1.patient_id GROUP BY t.sex",
+			// An unqualified unit could be any table's.
+			"SELECT t.sex, count(*) FROM patients p1 JOIN patients t ON patient_id = patient_id GROUP BY t.sex",
+			// USING a column that is not the unit.
+			"SELECT sex, count(*) FROM patients p1 JOIN patients t USING (sex) GROUP BY sex",
+			// Two multi-row tables multiply a patient's rows.
+			"SELECT count(*) FROM encounters a JOIN encounters b ON a.patient_id = b.patient_id",
+		} {
+			status, _, e := query(t, env, "researcher_internal", sql, 0.01)
+			if status != http.StatusBadRequest || e.Error.Code != "query_rejected" {
+				t.Errorf("%s\n  got %d %+v, want query_rejected", sql, status, e)
+			}
+		}
+		// Joins on the unit, in every shape the analyser accepts, still run.
+		for _, sql := range []string{
+			"SELECT t.sex, count(*) AS n FROM patients p1 JOIN patients p2 ON p1.patient_id = p2.patient_id JOIN patients t ON p2.patient_id = t.patient_id GROUP BY t.sex",
+			"SELECT p.sex, count(*) AS n FROM patients p LEFT JOIN encounters e ON p.patient_id = e.patient_id GROUP BY p.sex",
+			"SELECT p.sex, count(*) AS n FROM encounters e RIGHT JOIN patients p ON p.patient_id = e.patient_id GROUP BY p.sex",
+			"SELECT sex, count(*) AS n FROM encounters JOIN patients USING (patient_id) GROUP BY sex",
+		} {
+			if status, _, e := query(t, env, "researcher_internal", sql, 0.5); status != http.StatusOK {
+				t.Errorf("%s\n  got %d %+v, want an answer", sql, status, e)
+			}
+		}
+	})
+
+	t.Run("errors that depend on values", func(t *testing.T) {
+		// Each pair differs only in whether some row makes the
+		// expression fail: both answer alike.
+		for _, tmpl := range []string{
+			"SELECT count(*) AS n FROM patients WHERE ln(CASE WHEN %s THEN 0 ELSE 1 END) < 1",
+			"SELECT count(*) AS n FROM patients WHERE CAST(CASE WHEN %s THEN 'x' ELSE '1' END AS INTEGER) = 1",
+			"SELECT count(*) AS n FROM patients WHERE sqrt(CASE WHEN %s THEN -1 ELSE 1 END) > 0",
+			"SELECT count(*) AS n FROM patients WHERE make_date(2020, CASE WHEN %s THEN 13 ELSE 1 END, 1) > DATE '2019-01-01'",
+			"SELECT count(*) AS n FROM patients p JOIN encounters e ON p.patient_id = e.patient_id AND ln(CASE WHEN %s THEN 0 ELSE 1 END) < 1",
+			"SELECT count(CAST(CASE WHEN %s THEN 'x' ELSE '1' END AS INTEGER)) AS n FROM patients",
+		} {
+			var codes []string
+			for _, cond := range []string{"age >= 0", "age < 0"} {
+				status, _, e := query(t, env, "researcher_internal", fmt.Sprintf(tmpl, cond), 0.01)
+				codes = append(codes, fmt.Sprint(status, e.Error.Code))
+			}
+			if codes[0] != codes[1] || codes[0] != "200" {
+				t.Errorf("%s: answers %v, want 200 for both", tmpl, codes)
+			}
+		}
+	})
+
+	t.Run("non-finite group keys", func(t *testing.T) {
+		status, a, e := query(t, env, "researcher_internal", "SELECT pow(10.0, age * 10) AS k, count(*) AS n FROM patients GROUP BY k", 0.5)
+		if status != http.StatusOK {
+			t.Fatalf("got %d %+v", status, e)
+		}
+		for _, r := range a.Rows {
+			if r[0] == nil {
+				t.Errorf("a released key is null: %v", r)
+			}
+		}
+	})
+
+	t.Run("sampling and unbounded groups are refused before reading data", func(t *testing.T) {
+		for _, sql := range []string{
+			"SELECT count(*) FROM patients TABLESAMPLE 10%",
+			"SELECT count(*) FROM patients USING SAMPLE 10",
+			"SELECT birth_date, sex, count(*) FROM patients GROUP BY birth_date, sex",
+			"SELECT cost_yuan, count(*) FROM encounters GROUP BY cost_yuan",
+			"SELECT age, diagnosis_icd10, length_of_stay_days, count(*) FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY age, diagnosis_icd10, length_of_stay_days",
+		} {
+			status, _, e := query(t, env, "researcher_internal", sql, 0.01)
+			if status != http.StatusBadRequest || e.Error.Code != "query_rejected" {
+				t.Errorf("%s\n  got %d %+v, want query_rejected", sql, status, e)
+			}
+		}
+		// Bounded keys are answered.
+		for _, sql := range []string{
+			"SELECT age, count(*) AS n FROM patients GROUP BY age",
+			"SELECT month(admit_date) AS m, count(*) AS n FROM encounters GROUP BY m",
+			"SELECT CASE WHEN age < 18 THEN 'child' ELSE 'adult' END AS band, count(*) AS n FROM patients GROUP BY band",
+			"SELECT floor(age / 10) AS b, count(*) AS n FROM patients GROUP BY b",
+		} {
+			if status, _, e := query(t, env, "researcher_internal", sql, 0.5); status != http.StatusOK {
+				t.Errorf("%s\n  got %d %+v, want an answer", sql, status, e)
+			}
+		}
+	})
+
+	t.Run("costly expressions are refused", func(t *testing.T) {
+		for _, sql := range []string{
+			"SELECT count(*) FROM patients WHERE length(replace(replace(province, 'a', 'aaaaaaaaaa'), 'a', 'aaaaaaaaaa')) > 5",
+			"SELECT count(*) FROM patients WHERE length(concat(replace(province, 'a', 'bb'), 'x')) > 5",
+			"SELECT count(*) FROM patients WHERE province = '" + strings.Repeat("x", 300) + "'",
+			"SELECT count(*) FROM patients WHERE " + strings.Repeat("age + ", 1200) + "0 > 1",
+		} {
+			status, _, e := query(t, env, "researcher_internal", sql, 0.01)
+			if status != http.StatusBadRequest || e.Error.Code != "query_rejected" {
+				t.Errorf("%.80s...\n  got %d %+v, want query_rejected", sql, status, e)
+			}
+		}
+	})
+
+	t.Run("no exact side counts", func(t *testing.T) {
+		// Partition selection never tells how many candidate groups
+		// there were: one candidate or none, suppressed_groups is 0.
+		for _, cond := range []string{"age = 40 AND province = 'Tibet'", "age < 0"} {
+			status, a, e := query(t, env, "researcher_internal", "SELECT diagnosis_icd10, count(*) AS n FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE "+cond+" GROUP BY diagnosis_icd10", 0.5)
+			if status != http.StatusOK || !a.Privacy.PartitionSelection || a.Privacy.SuppressedGroups != 0 {
+				t.Errorf("%s: %d %+v %+v", cond, status, e, a.Privacy)
+			}
+			if a.Rows == nil {
+				t.Errorf("rows is null, want []")
+			}
+		}
+	})
+}
+
+// TestRunLimitIsOneRefusal: a query stopped while it runs gets one code and
+// one text whatever stopped it, and keeps its budget spent.
+func TestRunLimitIsOneRefusal(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 1000, Timeout: time.Nanosecond})
+	status, _, e := query(t, env, "researcher_internal", "SELECT count(*) AS n FROM patients", 0.1)
+	if status != http.StatusUnprocessableEntity || e.Error.Code != "resource_limit" ||
+		e.Error.Message != "the query was stopped by the sandbox's run-time limits (time or memory); its budget is spent; narrow it, filter it or group on coarser keys" {
+		t.Fatalf("got %d %+v, want the one resource_limit refusal", status, e)
+	}
+	var b struct {
+		Budgets []map[string]any `json:"budgets"`
+	}
+	if _, err := env.Do("GET", "/v1/budgets", "researcher_internal", nil, &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Budgets) != 1 || b.Budgets[0]["epsilon_spent"] != 0.1 {
+		t.Errorf("budgets %v, want 0.1 spent", b.Budgets)
+	}
+}
+
+// TestQuotaRefusalsStateNoFigures: the external researcher's Article 11
+// refusals name the line, never the share or the patient count.
+func TestQuotaRefusalsStateNoFigures(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 1000})
+	figures := regexp.MustCompile(`\d+(\.\d+)?`)
+	var seen []string
+	for range 3 {
+		status, _, e := query(t, env, "researcher", "SELECT sex, count(*) AS n FROM patients GROUP BY sex", 0.1)
+		if status != http.StatusForbidden || e.Error.Code != "quota_exceeded" {
+			t.Fatalf("got %d %+v, want quota_exceeded", status, e)
+		}
+		for _, f := range figures.FindAllString(e.Error.Message, -1) {
+			if f != "30" && f != "11" {
+				t.Errorf("refusal states %s: %s", f, e.Error.Message)
+			}
+		}
+		seen = append(seen, e.Error.Message)
+	}
+	if !strings.Contains(seen[0], "risk assessment") || !slices.Equal(seen[1:], []string{seen[1], seen[1]}) {
+		t.Errorf("refusals %q", seen)
+	}
+}
