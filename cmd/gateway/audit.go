@@ -111,7 +111,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		return err
 	}
 	defer store.Close()
-	rep, err := audit.VerifyDB(ctx, store.DB(), dialectOf(store), pub)
+	rep, err := audit.VerifyDB(ctx, store.DB(), dialectOf(store), audit.VerifyOptions{PublicKey: pub, Tail: audit.LiveTail(audit.Config{})})
 	if err != nil {
 		return err
 	}
