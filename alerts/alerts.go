@@ -258,6 +258,34 @@ func (a *Alerter) deliver(al Alert) {
 	}
 }
 
+// Send posts v as JSON to the webhook and waits for the answer: for
+// messages that are not alerts, such as the audit log's signed checkpoints,
+// which auditors keep outside the gateway. Without a webhook it does
+// nothing.
+func (a *Alerter) Send(ctx context.Context, v any) error {
+	if a.cfg.Webhook == "" {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode webhook message: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.cfg.Webhook, bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("webhook request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("post to webhook: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("post to webhook: status %d", resp.StatusCode)
+	}
+	return nil
+}
+
 // List returns alerts, newest first; state "" lists all.
 func (a *Alerter) List(ctx context.Context, state string) ([]Alert, error) {
 	rows, err := a.store.DB().QueryContext(ctx, `SELECT id, kind, person, dataset, message, detail, state, coalesce(handled_by, ''), coalesce(incident_id, ''), created_at

@@ -7,11 +7,30 @@
 // tables that Migrate creates. Each entry is hash-chained to the one before
 // it: its hash covers the previous hash and a length-prefixed encoding of all
 // its fields, with SM3 by default or SHA-256, the algorithm being recorded
-// with each entry. Every Config.SignEvery entries, and on Checkpoint and
-// Close, the head of the chain is signed (SM2 by default) and the signature
-// stored in audit_heads. Verify and VerifyDB walk the chain in pages and name
-// the first entry that was edited, deleted or reordered, and check every
-// signed head against the recomputed chain.
+// with each entry. Every Config.SignEvery entries, every Config.SignInterval
+// while KeepSigned runs, and on Checkpoint and Close, the head of the chain
+// is signed (SM2 by default) and the signature stored in audit_heads. Verify
+// and VerifyDB walk the chain in pages and name the first entry that was
+// edited, deleted or reordered, check every signed head against the
+// recomputed chain, and require the chain to end at a signed head, or in a
+// tail no longer and no older than a running gateway leaves unsigned (Tail).
+//
+// Whoever holds the database can still replace it with an earlier genuine
+// state, and whoever also holds the signing key can rewrite and re-sign it.
+// Neither is visible from inside the database, so auditors keep
+// checkpoints outside it: a Checkpoint is a signed head (size, head hash,
+// time, signature), and verification with VerifyOptions.Since proves that
+// the log still extends one, as entry Size must still hash to its head.
+// The signing key belongs outside the data directory, and verifiers should
+// use their own copy of the public key (VerifyOptions.PublicKey).
+//
+// A Merkle tree with consistency proofs (RFC 6962) was considered and not
+// chosen. Its gain is that a client holding only two tree heads can check a
+// short proof that one log extends the other; here the verifier reads the
+// whole log anyway, to recompute every entry's hash, and with the log in
+// hand comparing one hash at the checkpoint's position is the same proof.
+// A chain also keeps appends to one row and one hash, and a prune to a
+// watermark, where a tree needs its interior nodes stored or recomputed.
 //
 // Entries are kept at least one year, three years for entries about core
 // data or about providing important data (RetentionFor). Database triggers
@@ -32,11 +51,6 @@
 //
 // For PostgreSQL, transactions given to AppendTx must run at READ COMMITTED
 // (the default) so that the chain head read after taking the lock is current.
-//
-// What the chain cannot show by itself: the loss of the newest entries after
-// the last signed head, or of the whole log. Checkpoint often (Close does),
-// and keep the signed heads, or the gateway's public key and a recent head,
-// outside the database.
 package audit
 
 import (
@@ -150,6 +164,9 @@ type Entry struct {
 	Hash      Digest `json:"hash"`
 }
 
+// DefaultSignInterval is Config.SignInterval's default.
+const DefaultSignInterval = 2 * time.Second
+
 // Config configures a Log.
 type Config struct {
 	// Dialect is the SQL flavour of the db given to New.
@@ -162,6 +179,9 @@ type Config struct {
 	Signer crypto.Signer
 	// SignEvery is how often, in entries, the head is signed (default 100).
 	SignEvery int
+	// SignInterval is how often KeepSigned signs the head when entries
+	// arrived since the last signature (default 2s).
+	SignInterval time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -194,6 +214,12 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Log, error) {
 		cfg.SignEvery = 100
 	case cfg.SignEvery < 0:
 		return nil, fmt.Errorf("audit config: SignEvery is %d, want a positive number", cfg.SignEvery)
+	}
+	switch {
+	case cfg.SignInterval == 0:
+		cfg.SignInterval = DefaultSignInterval
+	case cfg.SignInterval < 0:
+		return nil, fmt.Errorf("audit config: SignInterval is %s, want a positive duration", cfg.SignInterval)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -354,7 +380,7 @@ func (l *Log) insert(ctx context.Context, tx *sql.Tx, e Entry) (Entry, error) {
 		return Entry{}, fmt.Errorf("write audit entry %d: %w", e.Seq, err)
 	}
 	if l.signer != nil && e.Seq%int64(l.cfg.SignEvery) == 0 {
-		if err := l.signHead(ctx, tx, e.Seq, e.Hash); err != nil {
+		if _, err := l.signHead(ctx, tx, e.Seq, e.Hash); err != nil {
 			return Entry{}, err
 		}
 	}

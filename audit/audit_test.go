@@ -371,14 +371,14 @@ func TestSigners(t *testing.T) {
 				t.Fatal(err)
 			}
 			fill(t, l, 5, queryEntry)
-			if err := l.Checkpoint(ctx); err != nil {
+			if _, err := l.Checkpoint(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if rep := mustVerify(t, l); rep.SignedHeadsChecked != 3 || rep.LastSignedSeq != 5 {
 				t.Fatalf("report %+v, want heads at 2, 4 and 5", rep)
 			}
 			for _, pub := range []crypto.PublicKey{tt.signer.Public(), nil} {
-				rep, err := VerifyDB(ctx, s.db, SQLite, pub)
+				rep, err := VerifyDB(ctx, s.db, SQLite, VerifyOptions{PublicKey: pub})
 				if err != nil || !rep.OK() || rep.SignedHeadsChecked != 3 {
 					t.Fatalf("VerifyDB with public key %T: %+v, %v", pub, rep, err)
 				}
@@ -388,7 +388,7 @@ func TestSigners(t *testing.T) {
 	t.Run("checkpoint needs a signer", func(t *testing.T) {
 		s := newStore(t, SQLite)
 		l := newLog(t, s.db, Config{})
-		if err := l.Checkpoint(context.Background()); !errors.Is(err, ErrNoSigner) {
+		if _, err := l.Checkpoint(context.Background()); !errors.Is(err, ErrNoSigner) {
 			t.Fatalf("Checkpoint without a signer: %v", err)
 		}
 		if err := l.Close(context.Background()); err != nil {

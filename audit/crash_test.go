@@ -114,7 +114,7 @@ func TestCrashSafety(t *testing.T) {
 			// its last append; the log is final once that process is gone.
 			waitForBackends(t, s.db, deadline)
 		}
-		rep, err := VerifyDB(ctx, s.db, s.d, nil)
+		rep, err := VerifyDB(ctx, s.db, s.d, VerifyOptions{Tail: LiveTail(Config{SignEvery: 7})})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -109,6 +109,11 @@ func TestPrune(t *testing.T) {
 						t.Fatalf("Prune(%s) deleted %d, want %d", p.before, n, p.wantDeleted)
 					}
 				}
+				// As a gateway does when it stops, so that no entry is left
+				// unsigned.
+				if _, err := l.Checkpoint(ctx); err != nil && !errors.Is(err, ErrEmpty) {
+					t.Fatal(err)
+				}
 				rep := mustVerify(t, l)
 				if rep.FirstSeq != tt.wantFirst || rep.Entries != total-tt.wantFirst+1 {
 					t.Fatalf("after pruning: report %+v, want %d entries from %d", rep, total-tt.wantFirst+1, tt.wantFirst)
@@ -121,7 +126,7 @@ func TestPrune(t *testing.T) {
 				if e.Seq != total+1 {
 					t.Fatalf("next seq %d, want %d", e.Seq, total+1)
 				}
-				if err := l.Checkpoint(ctx); err != nil {
+				if _, err := l.Checkpoint(ctx); err != nil {
 					t.Fatal(err)
 				}
 				rep = mustVerify(t, l)
@@ -149,6 +154,9 @@ func TestPruneBelowWatermark(t *testing.T) {
 		fill(t, l, 5, queryEntry)
 		if n, err := l.Prune(ctx, now.Add(-400*24*time.Hour)); err != nil || n != 10 {
 			t.Fatalf("Prune: %d, %v", n, err)
+		}
+		if _, err := l.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
 		}
 		mustVerify(t, l)
 		dropTriggers(t, s)

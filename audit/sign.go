@@ -10,9 +10,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
@@ -183,63 +185,151 @@ func pruneMessage(w watermark) []byte {
 }
 
 // signHead stores a signature of the chain head (seq, h) inside tx.
-func (l *Log) signHead(ctx context.Context, tx *sql.Tx, seq int64, h Digest) error {
+func (l *Log) signHead(ctx context.Context, tx *sql.Tx, seq int64, h Digest) (signedHead, error) {
 	now := l.cfg.Now().UnixMicro()
 	sig, err := l.signer.sign(headMessage(seq, h, now))
 	if err != nil {
-		return fmt.Errorf("sign audit head %d: %w", seq, err)
+		return signedHead{}, fmt.Errorf("sign audit head %d: %w", seq, err)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO audit_heads (seq, hash, signed_us, sig_alg, public_key, signature)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (seq) DO NOTHING`,
 		seq, []byte(h), now, l.signer.alg, l.signer.pub, sig)
 	if err != nil {
-		return fmt.Errorf("store signed audit head %d: %w", seq, err)
+		return signedHead{}, fmt.Errorf("store signed audit head %d: %w", seq, err)
 	}
-	return nil
+	return signedHead{seq: seq, hash: h, signedUS: now, sigAlg: l.signer.alg, publicKey: l.signer.pub, signature: sig}, nil
 }
 
 // ErrNoSigner is returned by operations that need the log's signing key
 // when Config.Signer was nil.
 var ErrNoSigner = errors.New("audit log has no signing key")
 
-// Checkpoint signs the current head of the chain now, unless it is signed
-// already or the log is empty.
-func (l *Log) Checkpoint(ctx context.Context) error {
+// ErrEmpty is returned by Checkpoint when the log has no entries to sign.
+var ErrEmpty = errors.New("audit log is empty: nothing to checkpoint")
+
+// Checkpoint is a signed head of the chain as auditors keep it outside the
+// gateway: the log had Size entries (counting pruned ones), the last of
+// them hashing to Head, when the gateway signed it at Time. A later
+// verification with VerifyOptions.Since proves that the log still extends
+// it: entry Size must still hash to Head.
+type Checkpoint struct {
+	Size int64     `json:"size"`
+	Head Digest    `json:"head"`
+	Time time.Time `json:"time"`
+	// SignatureAlgorithm names the signature scheme, such as "sm2-sm3".
+	SignatureAlgorithm string `json:"signature_algorithm"`
+	// PublicKey is the signer's key, hex of PKIX DER.
+	PublicKey string `json:"public_key"`
+	// Signature is hex, over the same message as the stored signed head.
+	Signature string `json:"signature"`
+}
+
+func (h signedHead) checkpoint() Checkpoint {
+	return Checkpoint{Size: h.seq, Head: h.hash, Time: time.UnixMicro(h.signedUS).UTC(), SignatureAlgorithm: h.sigAlg,
+		PublicKey: hex.EncodeToString(h.publicKey), Signature: hex.EncodeToString(h.signature)}
+}
+
+// check returns "" when c is signed by the trusted key, else why not.
+func (c Checkpoint) check(v *verifier) string {
+	key, err1 := hex.DecodeString(c.PublicKey)
+	sig, err2 := hex.DecodeString(c.Signature)
+	if err1 != nil || err2 != nil || len(c.Head) != hashSize || c.Size < 0 {
+		return "checkpoint is malformed"
+	}
+	return v.check(c.SignatureAlgorithm, key, headMessage(c.Size, c.Head, c.Time.UnixMicro()), sig)
+}
+
+// Checkpoint signs the current head of the chain, unless it is signed
+// already, and returns the newest signed head. It fails with ErrEmpty when
+// the log has no entries.
+func (l *Log) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	if l.signer == nil {
-		return ErrNoSigner
+		return Checkpoint{}, ErrNoSigner
+	}
+	// Most calls, from KeepSigned, find the head signed already: look
+	// without taking the write lock first.
+	if h, err := signedTip(ctx, l.db); err != nil || h != nil {
+		if err != nil {
+			return Checkpoint{}, fmt.Errorf("checkpoint audit log: %w", err)
+		}
+		return h.checkpoint(), nil
 	}
 	if err := l.lock(ctx); err != nil {
-		return err
+		return Checkpoint{}, err
 	}
 	defer l.unlock()
 	tx, err := l.beginWrite(ctx)
 	if err != nil {
-		return err
+		return Checkpoint{}, err
 	}
 	defer tx.Rollback()
+	h, err := signedTip(ctx, tx)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("checkpoint audit log: %w", err)
+	}
+	if h != nil {
+		return h.checkpoint(), nil
+	}
 	var seq int64
-	var h []byte
-	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1`).Scan(&seq, &h)
+	var hash []byte
+	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil
+		return Checkpoint{}, ErrEmpty
 	}
 	if err != nil {
-		return fmt.Errorf("checkpoint audit log: %w", err)
+		return Checkpoint{}, fmt.Errorf("checkpoint audit log: %w", err)
 	}
-	var signed int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM audit_heads WHERE seq = $1`, seq).Scan(&signed); err != nil {
-		return fmt.Errorf("checkpoint audit log: %w", err)
-	}
-	if signed > 0 {
-		return nil
-	}
-	if err := l.signHead(ctx, tx, seq, h); err != nil {
-		return err
+	sh, err := l.signHead(ctx, tx, seq, hash)
+	if err != nil {
+		return Checkpoint{}, err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit audit checkpoint: %w", err)
+		return Checkpoint{}, fmt.Errorf("commit audit checkpoint: %w", err)
 	}
-	return nil
+	return sh.checkpoint(), nil
+}
+
+// signedTip returns the signed head of the newest entry, nil when the
+// newest entry is not signed or there is none.
+func signedTip(ctx context.Context, q queryRower) (*signedHead, error) {
+	var h signedHead
+	var hash []byte
+	err := q.QueryRowContext(ctx, `SELECT h.seq, h.hash, h.signed_us, h.sig_alg, h.public_key, h.signature
+		FROM audit_heads h WHERE h.seq = (SELECT max(seq) FROM audit_entries)`).Scan(
+		&h.seq, &hash, &h.signedUS, &h.sigAlg, &h.publicKey, &h.signature)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read signed audit head: %w", err)
+	}
+	h.hash = hash
+	return &h, nil
+}
+
+// KeepSigned signs the head every Config.SignInterval until ctx ends, so
+// that entries stay unsigned for at most about that long however few are
+// appended. Failures go to onError, which may be nil, and signing goes on
+// at the next tick. The caller runs it in a goroutine it waits for.
+func (l *Log) KeepSigned(ctx context.Context, onError func(error)) {
+	if l.signer == nil {
+		if onError != nil {
+			onError(ErrNoSigner)
+		}
+		return
+	}
+	t := time.NewTicker(l.cfg.SignInterval)
+	defer t.Stop()
+	for {
+		if _, err := l.Checkpoint(ctx); err != nil && !errors.Is(err, ErrEmpty) && ctx.Err() == nil && onError != nil {
+			onError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close signs the head, so that entries since the last signature are
@@ -248,5 +338,8 @@ func (l *Log) Close(ctx context.Context) error {
 	if l.signer == nil {
 		return nil
 	}
-	return l.Checkpoint(ctx)
+	if _, err := l.Checkpoint(ctx); err != nil && !errors.Is(err, ErrEmpty) {
+		return err
+	}
+	return nil
 }

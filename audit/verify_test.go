@@ -36,7 +36,7 @@ func TestChainVerifies(t *testing.T) {
 					}
 				}
 				last := fill(t, l, 7, queryEntry)[6]
-				if err := l.Checkpoint(ctx); err != nil {
+				if _, err := l.Checkpoint(ctx); err != nil {
 					t.Fatal(err)
 				}
 				const total = batches*perBatch + 7
@@ -59,7 +59,7 @@ func TestChainVerifies(t *testing.T) {
 					{"another key", &other.PublicKey, false},
 				}
 				for _, p := range pubs {
-					rep, err := VerifyDB(ctx, s.db, s.d, p.pub)
+					rep, err := VerifyDB(ctx, s.db, s.d, VerifyOptions{PublicKey: p.pub})
 					if err != nil {
 						t.Fatalf("%s: %v", p.name, err)
 					}
@@ -178,7 +178,7 @@ func TestTamper(t *testing.T) {
 				// Without the gateway's key, signatures are checked against
 				// the stored keys: a consistent forgery by a second key, or
 				// an unsigned watermark, then passes.
-				rep, err = VerifyDB(ctx, s.db, s.d, nil)
+				rep, err = VerifyDB(ctx, s.db, s.d, VerifyOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,55 +27,12 @@ func dialectOf(s *catalog.Store) audit.Dialect {
 	return audit.SQLite
 }
 
-// auditKey loads the SM2 key that signs audit chain heads, creating it (and
-// its public half, for outside verifiers) on first start.
-func auditKey(dir string) (*sm2.PrivateKey, error) {
-	path := filepath.Join(dir, "keys", "audit.key")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		k, err := sm2.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, fmt.Errorf("generate audit signing key: %w", err)
-		}
-		der, err := smx509.MarshalSM2PrivateKey(k)
-		if err != nil {
-			return nil, fmt.Errorf("encode audit signing key: %w", err)
-		}
-		pub, err := smx509.MarshalPKIXPublicKey(&k.PublicKey)
-		if err != nil {
-			return nil, fmt.Errorf("encode audit public key: %w", err)
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("create key directory: %w", err)
-		}
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(der)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("write audit signing key: %w", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "keys", "audit.pub"), []byte(hex.EncodeToString(pub)+"\n"), 0o644); err != nil {
-			return nil, fmt.Errorf("write audit public key: %w", err)
-		}
-		return k, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read audit signing key: %w", err)
-	}
-	der, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("audit signing key %s: %w", path, err)
-	}
-	k, err := smx509.ParseSM2PrivateKey(der)
-	if err != nil {
-		return nil, fmt.Errorf("audit signing key %s: %w", path, err)
-	}
-	return k, nil
-}
-
-func openAudit(ctx context.Context, store *catalog.Store, key *sm2.PrivateKey) (*audit.Log, error) {
+func openAudit(ctx context.Context, store *catalog.Store, key *sm2.PrivateKey, signInterval time.Duration) (*audit.Log, error) {
 	d := dialectOf(store)
 	if err := audit.Migrate(ctx, store.DB(), d); err != nil {
 		return nil, err
 	}
-	return audit.New(ctx, store.DB(), audit.Config{Dialect: d, Signer: key})
+	return audit.New(ctx, store.DB(), audit.Config{Dialect: d, Signer: key, SignInterval: signInterval})
 }
 
 // runAuditVerify checks the audit log: exit status 0 when intact, 1 naming
@@ -86,7 +41,12 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	fs := newFlags("audit verify")
 	var opts options
 	dataFlags(fs, &opts)
-	pubPath := fs.String("public-key", "", "the gateway's audit public key (default DIR/keys/audit.pub)")
+	pubPath := fs.String("public-key", "", "the gateway's audit public key, the auditor's own copy (default KEYS/audit.pub)")
+	since := fs.String("since", "", "a checkpoint (from gateway audit checkpoint, the webhook or --save) the log must still extend")
+	save := fs.String("save", "", "after a successful check, write the newest signed head to this file as a checkpoint")
+	tail := audit.LiveTail(audit.Config{})
+	fs.DurationVar(&tail.Age, "max-unsigned", tail.Age, "how old the entries after the last signed head may be (0: the log must end at a signed head)")
+	fs.Int64Var(&tail.Entries, "max-unsigned-entries", tail.Entries, "how many entries may follow the last signed head")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -96,22 +56,29 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		return fmt.Errorf("no metadata store at %s: %w", opts.Metadata, err)
 	}
 	if *pubPath == "" {
-		*pubPath = filepath.Join(opts.Dir, "keys", "audit.pub")
+		*pubPath = filepath.Join(opts.Keys, auditPubFile)
+		if _, err := os.Stat(*pubPath); err != nil {
+			return fmt.Errorf("no audit public key at %s: give your own copy with --public-key FILE", *pubPath)
+		}
 	}
-	// The public key is optional here: without it, heads are checked
-	// against the keys stored beside them.
-	var pub *ecdsa.PublicKey
-	if _, err := os.Stat(*pubPath); err == nil {
-		if pub, err = loadPublicKey(*pubPath); err != nil {
+	pub, err := loadPublicKey(*pubPath)
+	if err != nil {
+		return err
+	}
+	vo := audit.VerifyOptions{PublicKey: pub, Tail: tail}
+	if *since != "" {
+		cp, err := loadCheckpoint(*since)
+		if err != nil {
 			return err
 		}
+		vo.Since = &cp
 	}
 	store, err := catalog.Open(ctx, opts.Metadata)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	rep, err := audit.VerifyDB(ctx, store.DB(), dialectOf(store), pub)
+	rep, err := audit.VerifyDB(ctx, store.DB(), dialectOf(store), vo)
 	if err != nil {
 		return err
 	}
@@ -119,8 +86,106 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		fmt.Fprintf(stdout, "audit log BROKEN at entry %d: %s\n", rep.FirstBad.Seq, rep.FirstBad.Reason)
 		return fmt.Errorf("audit log verification failed at entry %d", rep.FirstBad.Seq)
 	}
-	fmt.Fprintf(stdout, "audit log intact: %d entries from %d, %d signed heads checked, head %s\n",
-		rep.Entries, rep.FirstSeq, rep.SignedHeadsChecked, rep.Head)
+	fmt.Fprintf(stdout, "audit log intact: %d entries from %d, %d signed heads checked with %s, last signed head %d, %d entries after it, head %s\n",
+		rep.Entries, rep.FirstSeq, rep.SignedHeadsChecked, *pubPath, rep.LastSignedSeq, rep.Unsigned, rep.Head)
+	if vo.Since != nil {
+		fmt.Fprintf(stdout, "extends the checkpoint of %d entries signed at %s\n", vo.Since.Size, vo.Since.Time.Format(time.RFC3339))
+	}
+	if *save != "" {
+		if rep.LastHead == nil {
+			return fmt.Errorf("no signed head to save in %s", *save)
+		}
+		if err := writeCheckpoint(*save, *rep.LastHead); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "checkpoint of %d entries saved in %s\n", rep.LastHead.Size, *save)
+	}
+	return nil
+}
+
+// runAuditCheckpoint signs the audit log's head and prints it as a
+// checkpoint, for auditors to keep outside the gateway and give to
+// gateway audit verify --since.
+func runAuditCheckpoint(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("audit checkpoint")
+	var opts options
+	dataFlags(fs, &opts)
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	local := opts.Metadata == ""
+	opts.defaults()
+	if _, err := os.Stat(opts.Metadata); local && err != nil {
+		return fmt.Errorf("no metadata store at %s: %w", opts.Metadata, err)
+	}
+	if err := checkKeyPlacement(opts.Dir, opts.Keys); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(opts.Keys, auditKeyFile)); err != nil && os.Getenv(auditKeyEnv) == "" {
+		return fmt.Errorf("no audit signing key in %s and %s is not set: give the gateway's key directory with --keys", opts.Keys, auditKeyEnv)
+	}
+	key, err := auditKey(opts.Keys)
+	if err != nil {
+		return err
+	}
+	store, err := catalog.Open(ctx, opts.Metadata)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	l, err := openAudit(ctx, store, key, 0)
+	if err != nil {
+		return err
+	}
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(cp, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", b)
+	return err
+}
+
+// loadCheckpoint reads a checkpoint as audit checkpoint prints it, or as
+// the webhook posts it ({"kind": "audit.checkpoint", "checkpoint": {...}}).
+func loadCheckpoint(path string) (audit.Checkpoint, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return audit.Checkpoint{}, fmt.Errorf("read checkpoint: %w", err)
+	}
+	var msg struct {
+		audit.Checkpoint
+		Wrapped *audit.Checkpoint `json:"checkpoint"`
+	}
+	if err := json.Unmarshal(b, &msg); err != nil {
+		return audit.Checkpoint{}, fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	cp := msg.Checkpoint
+	if msg.Wrapped != nil {
+		cp = *msg.Wrapped
+	}
+	if cp.Size <= 0 || len(cp.Head) == 0 || cp.Signature == "" {
+		return audit.Checkpoint{}, fmt.Errorf("checkpoint %s has no size, head or signature", path)
+	}
+	return cp, nil
+}
+
+// writeCheckpoint replaces path with cp, atomically.
+func writeCheckpoint(path string, cp audit.Checkpoint) error {
+	b, err := json.MarshalIndent(cp, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
 	return nil
 }
 
@@ -128,7 +193,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 // gateway's public key alone, as an outside reviewer would.
 func runCheckExport(args []string, stdout io.Writer) error {
 	fs := newFlags("audit check-export")
-	pubPath := fs.String("public-key", "", "the gateway's audit public key file (keys/audit.pub)")
+	pubPath := fs.String("public-key", "", "the gateway's audit public key file (KEYS/audit.pub)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -194,7 +259,7 @@ func runPrune(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 }
 
 // loadPublicKey reads the gateway's audit public key (hex of PKIX DER), as
-// written to keys/audit.pub.
+// written to KEYS/audit.pub.
 func loadPublicKey(path string) (*ecdsa.PublicKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
@@ -26,8 +27,10 @@ import (
 
 // options are the settings common to demo and serve.
 type options struct {
-	Addr         string        `yaml:"addr"`
-	Dir          string        `yaml:"dir"`
+	Addr string `yaml:"addr"`
+	Dir  string `yaml:"dir"`
+	// Keys is the key directory, outside Dir (default DIR-keys, beside it).
+	Keys         string        `yaml:"keys"`
 	Metadata     string        `yaml:"metadata"`
 	MemoryLimit  string        `yaml:"memory_limit"`
 	Threads      int           `yaml:"threads"`
@@ -38,6 +41,12 @@ type options struct {
 	GradeRules   catalog.GradeRules
 	// TLSCert and TLSKey, when set, serve the API over TLS (Art. 22(3)).
 	TLSCert, TLSKey string
+	// SignInterval is how often the audit head is signed while the
+	// gateway runs (default audit.DefaultSignInterval).
+	SignInterval time.Duration
+	// CheckpointEvery is how often a signed audit checkpoint is posted to
+	// the alert webhook, when there is one (default an hour).
+	CheckpointEvery time.Duration
 }
 
 func (o *options) defaults() {
@@ -49,6 +58,12 @@ func (o *options) defaults() {
 	}
 	if o.Metadata == "" {
 		o.Metadata = filepath.Join(o.Dir, "metadata.db")
+	}
+	if o.Keys == "" {
+		o.Keys = keysBeside(o.Dir)
+	}
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = time.Hour
 	}
 	if o.QueryTimeout <= 0 {
 		o.QueryTimeout = 30 * time.Second
@@ -65,14 +80,21 @@ type gateway struct {
 	signer *sm2.PrivateKey
 	key    atrest.Key
 	log    *slog.Logger
+	// stop ends the goroutines that sign the audit head and ship
+	// checkpoints; Close waits for them.
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 }
 
 func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway, error) {
 	opts.defaults()
+	if err := checkKeyPlacement(opts.Dir, opts.Keys); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	key, err := dataKey(opts.Dir)
+	key, err := dataKey(opts.Keys)
 	if err != nil {
 		return nil, err
 	}
@@ -81,11 +103,11 @@ func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway,
 		return nil, err
 	}
 	g := &gateway{opts: opts, store: store, key: key, log: log}
-	if g.signer, err = auditKey(opts.Dir); err != nil {
+	if g.signer, err = auditKey(opts.Keys); err != nil {
 		store.Close()
 		return nil, err
 	}
-	if g.audit, err = openAudit(ctx, store, g.signer); err != nil {
+	if g.audit, err = openAudit(ctx, store, g.signer, opts.SignInterval); err != nil {
 		store.Close()
 		return nil, err
 	}
@@ -98,39 +120,64 @@ func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway,
 		store.Close()
 		return nil, err
 	}
+	g.startAuditSigning()
 	return g, nil
 }
 
-func (g *gateway) Close() error {
-	g.alerts.Close()
-	return errors.Join(g.engine.Close(), g.audit.Close(context.Background()), g.store.Close())
+// startAuditSigning signs the audit head every SignInterval, so that a
+// crash or an intruder leaves at most that much of the log unsigned (the
+// first round, at once, signs what a crash left), and posts a checkpoint to
+// the webhook every CheckpointEvery, for auditors to keep outside.
+func (g *gateway) startAuditSigning() {
+	ctx, stop := context.WithCancel(context.Background())
+	g.stop = stop
+	g.wg.Go(func() {
+		g.audit.KeepSigned(ctx, func(err error) { g.log.Error("sign audit head", "err", err) })
+	})
+	if g.opts.Alerts.Webhook == "" {
+		return
+	}
+	g.wg.Go(func() {
+		t := time.NewTicker(g.opts.CheckpointEvery)
+		defer t.Stop()
+		for {
+			g.shipCheckpoint(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
 }
 
-// dataKey reads the data-at-rest key from GATEWAY_DATA_KEY or the key file,
-// creating the file on first start.
-func dataKey(dir string) (atrest.Key, error) {
-	if v := os.Getenv("GATEWAY_DATA_KEY"); v != "" {
-		k, err := atrest.ParseKey(v)
-		if err != nil {
-			return atrest.Key{}, fmt.Errorf("GATEWAY_DATA_KEY: %w", err)
-		}
-		return k, nil
+// shipCheckpoint posts the audit log's signed checkpoint to the webhook as
+// {"kind": "audit.checkpoint", "checkpoint": {...}}.
+func (g *gateway) shipCheckpoint(ctx context.Context) {
+	cp, err := g.audit.Checkpoint(ctx)
+	if errors.Is(err, audit.ErrEmpty) || ctx.Err() != nil {
+		return
 	}
-	path := filepath.Join(dir, "keys", "data.key")
-	k, err := atrest.LoadKeyFile(path)
-	if err == nil {
-		return k, nil
+	if err != nil {
+		g.log.Error("audit checkpoint", "err", err)
+		return
 	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return atrest.Key{}, err
+	if err := g.alerts.Send(ctx, map[string]any{"kind": "audit.checkpoint", "checkpoint": cp}); err != nil {
+		g.log.Error("ship audit checkpoint", "size", cp.Size, "err", err)
 	}
-	if k, err = atrest.NewKey(atrest.SM4GCM); err != nil {
-		return atrest.Key{}, err
+}
+
+// Close stops signing, signs the head a last time (and ships it), and
+// closes every part.
+func (g *gateway) Close() error {
+	g.stop()
+	g.wg.Wait()
+	err := g.audit.Close(context.Background())
+	if err == nil && g.opts.Alerts.Webhook != "" {
+		g.shipCheckpoint(context.Background())
 	}
-	if err := atrest.WriteKeyFile(path, k); err != nil {
-		return atrest.Key{}, err
-	}
-	return k, nil
+	g.alerts.Close()
+	return errors.Join(g.engine.Close(), err, g.store.Close())
 }
 
 // loadDatasets loads every registered dataset's tables into the engine.

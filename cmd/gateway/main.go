@@ -6,7 +6,8 @@
 //
 //	gateway demo  [--addr 127.0.0.1:8080] [--dir ./gateway-data] [--patients 100000]
 //	gateway serve --config FILE
-//	gateway audit verify --dir DIR
+//	gateway audit verify --dir DIR [--public-key FILE] [--since CHECKPOINT]
+//	gateway audit checkpoint --dir DIR
 //	gateway node --config FILE
 //	gateway coordinator --config FILE
 //	gateway federation demo [--dir ./federation-data] [--nodes 3]
@@ -33,6 +34,7 @@ Commands:
   demo          create (on first start) and serve the synthetic demo_hospital dataset
                   --addr ADDR       listen address (default 127.0.0.1:8080)
                   --dir DIR         data directory (default ./gateway-data)
+                  --keys KEYS       key directory, outside DIR (default DIR-keys, beside it)
                   --patients N      demo size (default 100000)
                   --metadata DSN    metadata store: SQLite path or postgres:// URL
                                     (default DIR/metadata.db)
@@ -47,8 +49,16 @@ Commands:
   catalog report [--dir DIR] [--json]
                 the Article 6 report: source, category, grade, scale, purpose,
                 method, responsible party, cross-border transmission, protection
-  audit verify  check the audit log's hash chain and signed heads
+  audit verify  check the audit log's hash chain and signed heads; it must end at a
+                signed head, or in a tail a running gateway has not signed yet
                   --dir DIR | --metadata DSN
+                  --public-key FILE your copy of the gateway's audit.pub (default KEYS/audit.pub)
+                  --since FILE      a kept checkpoint the log must still extend
+                  --save FILE       write the newest signed head there as a checkpoint
+                  --max-unsigned D  oldest unsigned entry allowed (default 10s; 0: none)
+  audit checkpoint [--dir DIR] [--keys KEYS]
+                sign the audit head and print it (size, head, time, signature) as
+                JSON for auditors to keep outside the gateway
   audit prune --before YYYY-MM-DD [--dir DIR]
                 delete expired entries; refused while any is within retention
                 (1 year; 3 years for core data and providing important data)
@@ -68,9 +78,11 @@ Commands:
                 coordinator on loopback; tokens in DIR/federation-credentials.json
   help          show this text
 
-Environment:
-  GATEWAY_DATA_KEY   data-at-rest key as "sm4-gcm:HEX" (default: DIR/keys/data.key,
+Environment (each overrides its file in the key directory):
+  GATEWAY_DATA_KEY   data-at-rest key as "sm4-gcm:HEX" (default: KEYS/data.key,
                      created on first start with mode 0600)
+  GATEWAY_AUDIT_KEY  audit signing key, hex of the SM2 key's DER (default:
+                     KEYS/audit.key, created on first start with KEYS/audit.pub)
 `
 
 func main() {
@@ -124,12 +136,14 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 		switch {
 		case len(args) >= 2 && args[1] == "verify":
 			return runAuditVerify(ctx, args[2:], stdout)
+		case len(args) >= 2 && args[1] == "checkpoint":
+			return runAuditCheckpoint(ctx, args[2:], stdout)
 		case len(args) >= 2 && args[1] == "check-export":
 			return runCheckExport(args[2:], stdout)
 		case len(args) >= 2 && args[1] == "prune":
 			return runPrune(ctx, args[2:], stdout, log)
 		}
-		return usageError{"audit takes the subcommand verify or check-export"}
+		return usageError{"audit takes the subcommand verify, checkpoint, check-export or prune"}
 	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
@@ -141,6 +155,7 @@ const defaultDir = "./gateway-data"
 // opens a data directory; options.defaults resolves what is left empty.
 func dataFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.Dir, "dir", defaultDir, "data directory")
+	fs.StringVar(&o.Keys, "keys", "", "key directory, outside the data directory (default DIR-keys)")
 	fs.StringVar(&o.Metadata, "metadata", "", "metadata store: SQLite path or postgres:// URL (default DIR/metadata.db)")
 }
 

@@ -80,7 +80,7 @@ func TestCheckExportCommand(t *testing.T) {
 	b, _ := json.Marshal(exp)
 	path := filepath.Join(t.TempDir(), "export.json")
 	os.WriteFile(path, b, 0o600)
-	pub := filepath.Join(dir, "keys", "audit.pub")
+	pub := filepath.Join(dir+"-keys", "audit.pub")
 	var out bytes.Buffer
 	if err := run(ctx, []string{"audit", "check-export", "--public-key", pub, path}, &out, log); err != nil || !strings.Contains(out.String(), "3 entries") {
 		t.Fatalf("genuine export: %v %q", err, out.String())

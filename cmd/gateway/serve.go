@@ -34,6 +34,11 @@ type fileConfig struct {
 	GradeRules    string    `yaml:"grade_rules"`
 	TLSCert       string    `yaml:"tls_cert"`
 	TLSKey        string    `yaml:"tls_key"`
+	Keys          string    `yaml:"keys"`
+	Audit         struct {
+		SignInterval    string `yaml:"sign_interval"`
+		CheckpointEvery string `yaml:"checkpoint_every"`
+	} `yaml:"audit"`
 }
 
 func loadConfig(path string) (options, []float64, error) {
@@ -45,7 +50,7 @@ func loadConfig(path string) (options, []float64, error) {
 	if err := yaml.Unmarshal(b, &fc); err != nil {
 		return options{}, nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
-	o := options{Addr: fc.Addr, Dir: fc.Dir, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
+	o := options{Addr: fc.Addr, Dir: fc.Dir, Keys: fc.Keys, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
 	o.TLSCert, o.TLSKey = fc.TLSCert, fc.TLSKey
 	if fc.GradeRules != "" {
@@ -66,6 +71,22 @@ func loadConfig(path string) (options, []float64, error) {
 			return options{}, nil, fmt.Errorf("config %s: query_timeout: %w", path, err)
 		}
 	}
+	periods := []struct {
+		name, v string
+		to      *time.Duration
+	}{
+		{"audit.sign_interval", fc.Audit.SignInterval, &o.SignInterval},
+		{"audit.checkpoint_every", fc.Audit.CheckpointEvery, &o.CheckpointEvery},
+	}
+	for _, d := range periods {
+		if d.v == "" {
+			continue
+		}
+		if *d.to, err = time.ParseDuration(d.v); err != nil || *d.to <= 0 {
+			return options{}, nil, fmt.Errorf("config %s: %s takes a positive duration such as 2s, not %q", path, d.name, d.v)
+		}
+	}
+
 	return o, fc.QuotaWarnings, nil
 }
 

@@ -48,3 +48,25 @@ func TestServeConfig(t *testing.T) {
 		t.Fatal("half a TLS configuration was accepted")
 	}
 }
+
+// TestConfigKeysAndSigning reads the key directory and the audit signing
+// periods from the YAML, and refuses a period that is not one.
+func TestConfigKeysAndSigning(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("dir: /srv/gateway/data\nkeys: /mnt/gateway-keys\naudit:\n  sign_interval: 3s\n  checkpoint_every: 30m\n"), 0o600)
+	o, _, err := loadConfig(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Keys != "/mnt/gateway-keys" || o.SignInterval != 3*time.Second || o.CheckpointEvery != 30*time.Minute {
+		t.Fatalf("options %+v", o)
+	}
+	for _, bad := range []string{"audit:\n  sign_interval: soon\n", "audit:\n  checkpoint_every: -1h\n"} {
+		path := filepath.Join(dir, "bad.yaml")
+		os.WriteFile(path, []byte(bad), 0o600)
+		if _, _, err := loadConfig(path); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+	}
+}
