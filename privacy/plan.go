@@ -72,6 +72,53 @@ import (
 	"github.com/hospital/gateway/sandbox"
 )
 
+// Sensitivity is how much one patient can change one column of a plan's
+// result (the bounded aggregates, before noise): the number of groups whose
+// value they can change (L0) and by how much in each (Linf). The noise of
+// the column is calibrated to exactly these.
+type Sensitivity struct {
+	L0   int64
+	Linf float64
+}
+
+// Sensitivities returns, for each column of the result of p.SQL that is
+// noised or decides the k rule, the sensitivity the plan declares. For a
+// histogram (__hv), Linf bounds the sum over a group's leaves. The
+// sensitivity tester checks these against the data.
+func (p *Plan) Sensitivities() map[string]Sensitivity {
+	G, C := p.groupsPerUnit, p.rowsPerGroup
+	if p.rowBound > 0 {
+		G, C = 1, p.rowBound
+	}
+	out := map[string]Sensitivity{}
+	if p.kUsers {
+		out["__ku"] = Sensitivity{1, 1}
+	} else {
+		out["__users"] = Sensitivity{p.thresholdL0, 1}
+	}
+	for j, a := range p.Query.Aggs {
+		half := (a.Max - a.Min) / 2
+		c := float64(C)
+		switch a.Kind {
+		case sandbox.Count:
+			out[fmt.Sprintf("__c%d", j)] = Sensitivity{G, c}
+		case sandbox.CountUnits:
+			out[fmt.Sprintf("__c%d", j)] = Sensitivity{G, 1}
+		case sandbox.Sum:
+			out[fmt.Sprintf("__s%d", j)] = Sensitivity{G, c * math.Max(math.Abs(a.Min), math.Abs(a.Max))}
+		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
+			out[fmt.Sprintf("__c%d", j)] = Sensitivity{G, c}
+			out[fmt.Sprintf("__s%d", j)] = Sensitivity{G, c * half}
+			if a.Kind != sandbox.Avg {
+				out[fmt.Sprintf("__q%d", j)] = Sensitivity{G, c * half * half}
+			}
+		case sandbox.Quantile:
+			out[fmt.Sprintf("__hv%d", j)] = Sensitivity{G, c}
+		}
+	}
+	return out
+}
+
 // Cost is what a query spends from a grant's budget.
 type Cost struct {
 	Epsilon float64 `json:"epsilon"`
@@ -404,7 +451,15 @@ func (p *Plan) sql(salt uint32) string {
 		if gl != "" {
 			part += ", " + gl
 		}
-		windows := []string{fmt.Sprintf("row_number() OVER (PARTITION BY %s ORDER BY random()) AS __rn", part)}
+		// Rows are kept in the order of a salted hash of their own values:
+		// like the rank's keyed hash, it makes the rows a patient keeps
+		// depend on their rows and the salt only, never on other patients.
+		vals := []string{"__pu"}
+		vals = append(vals, groups...)
+		for j := range q.Aggs {
+			vals = append(vals, fmt.Sprintf("__a%d", j))
+		}
+		windows := []string{fmt.Sprintf("row_number() OVER (PARTITION BY %s ORDER BY hash(%s, %d)) AS __rn", part, strings.Join(vals, ", "), salt)}
 		where := []string{fmt.Sprintf("__rn <= %d", p.rowsPerGroup)}
 		if p.groupsPerUnit > 1 {
 			windows = append(windows, fmt.Sprintf("dense_rank() OVER (PARTITION BY __pu ORDER BY hash(%s, %d), %s) AS __gr", gl, salt, gl))
