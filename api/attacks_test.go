@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"slices"
@@ -178,5 +180,46 @@ func TestQuotaRefusalsStateNoFigures(t *testing.T) {
 	}
 	if !strings.Contains(seen[0], "risk assessment") || !slices.Equal(seen[1:], []string{seen[1], seen[1]}) {
 		t.Errorf("refusals %q", seen)
+	}
+}
+
+// TestTimingOfOnePatient compares the latency of a query whose filter
+// matches exactly one patient with the same query matching none, asked
+// alternately. The difference of the medians must stay within the noise
+// of the measurement itself (2 ms, or a tenth of the median); the README
+// quotes the residual measured.
+func TestTimingOfOnePatient(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 2000, Epsilon: 50})
+	// A cell of (age, province) with one patient: their sex matches
+	// them, the other sex nobody. Both constants lie within every row
+	// group's range, so neither can be skipped on statistics alone.
+	res, err := env.Engine.Query(context.Background(), `SELECT age, province, any_value(sex) FROM demo_hospital.patients
+		GROUP BY ALL HAVING count(*) = 1 ORDER BY ALL LIMIT 1`, 1)
+	if err != nil || len(res.Rows) != 1 {
+		t.Fatalf("no patient alone in a cell: %v", err)
+	}
+	other := map[any]string{"F": "M", "M": "F"}[res.Rows[0][2]]
+	one := fmt.Sprintf("p.age = %v AND p.province = '%v' AND p.sex = '%v'", res.Rows[0][0], res.Rows[0][1], res.Rows[0][2])
+	none := fmt.Sprintf("p.age = %v AND p.province = '%v' AND p.sex = '%v'", res.Rows[0][0], res.Rows[0][1], other)
+	const n = 40
+	var tOne, tNone []float64
+	for i := range 2 * n {
+		cond, into := one, &tOne
+		if i%2 == 1 {
+			cond, into = none, &tNone
+		}
+		sql := "SELECT count(*) AS n, avg(e.cost_yuan) AS c FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE " + cond
+		start := time.Now()
+		if status, _, e := query(t, env, "researcher_internal", sql, 0.01+float64(i)*1e-6); status != http.StatusOK {
+			t.Fatalf("%d %+v", status, e)
+		}
+		*into = append(*into, float64(time.Since(start).Microseconds())/1000)
+	}
+	slices.Sort(tOne)
+	slices.Sort(tNone)
+	mOne, mNone := tOne[n/2], tNone[n/2]
+	t.Logf("median latency: one patient %.2f ms, none %.2f ms, difference %.2f ms", mOne, mNone, mOne-mNone)
+	if d := math.Abs(mOne - mNone); d > math.Max(2, 0.1*mNone) {
+		t.Errorf("one patient changes the median latency by %.2f ms (%.2f vs %.2f)", d, mOne, mNone)
 	}
 }
