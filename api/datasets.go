@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,7 +18,8 @@ import (
 )
 
 // postDataset registers (or reloads) a dataset from files on the server,
-// named in a JSON manifest (the YAML manifest's fields).
+// named in a JSON manifest (the YAML manifest's fields). Only files inside
+// the configured import directories can be named.
 func (s *Server) postDataset(c *gin.Context) {
 	p := person(c)
 	var m catalog.Manifest
@@ -25,18 +27,27 @@ func (s *Server) postDataset(c *gin.Context) {
 		s.refuse(c, p, "dataset.register", badJSON(err))
 		return
 	}
+	if s.cfg.Registrar == nil {
+		s.fail(c, fault.E(fault.NotFound, "this gateway does not register datasets over the API"))
+		return
+	}
 	for t, f := range m.Files {
-		if !filepath.IsAbs(f) {
-			s.refuse(c, p, "dataset.register", fault.E(fault.Invalid, "file of table %s must be an absolute path on the server", t))
+		real, err := s.cfg.Registrar.ImportPath(f)
+		if err != nil {
+			s.refuse(c, p, "dataset.register", fault.Wrap(fault.KindOf(err), err, "file of table %.64q: %s", t, fault.Message(err)))
 			return
 		}
+		m.Files[t] = real
 	}
 	s.register(c, p, m)
 }
 
 // uploadDataset registers a dataset from uploaded files: a multipart form
 // with a "manifest" field (JSON) and one file part per table, named
-// "table:NAME", whose file name ends in .parquet, .csv or .arrow.
+// "table:NAME", whose file name ends in .parquet, .csv or .arrow. NAME must
+// be a table of the manifest; the file is stored under a name the server
+// makes, inside a fresh directory of the upload area that is removed when
+// the registration ends, whatever its outcome.
 func (s *Server) uploadDataset(c *gin.Context) {
 	p := person(c)
 	var m catalog.Manifest
@@ -48,30 +59,51 @@ func (s *Server) uploadDataset(c *gin.Context) {
 		s.fail(c, fault.E(fault.NotFound, "this gateway does not register datasets over the API"))
 		return
 	}
-	tmp, err := os.MkdirTemp(s.cfg.Registrar.Dir, ".upload-")
-	if err != nil {
-		s.fail(c, fmt.Errorf("upload area: %w", err))
-		return
-	}
-	defer os.RemoveAll(tmp)
 	form, err := c.MultipartForm()
 	if err != nil {
 		s.refuse(c, p, "dataset.register", fault.Wrap(fault.Invalid, err, "send a multipart form"))
 		return
 	}
-	m.Files = map[string]string{}
+	// Every part is checked before anything is written.
+	type part struct {
+		table, ext string
+		file       *multipart.FileHeader
+	}
+	var parts []part
 	for field, files := range form.File {
 		table, ok := strings.CutPrefix(field, "table:")
-		if !ok || len(files) != 1 {
+		if !ok {
 			continue
 		}
-		ext := strings.ToLower(filepath.Ext(files[0].Filename))
-		dst := filepath.Join(tmp, table+ext)
-		if err := saveUpload(func() (multipartFile, error) { return files[0].Open() }, dst); err != nil {
+		if _, declared := m.Policy.Table(table); !catalog.IsIdentifier(table) || !declared {
+			s.refuse(c, p, "dataset.register", fault.E(fault.Invalid, "file part %.80q names no table of the manifest; name parts table:NAME for each declared table", field))
+			return
+		}
+		if len(files) != 1 {
+			s.refuse(c, p, "dataset.register", fault.E(fault.Invalid, "send one file for table %s, not %d", table, len(files)))
+			return
+		}
+		ext, err := catalog.UploadExt(files[0].Filename)
+		if err != nil {
+			s.refuse(c, p, "dataset.register", err)
+			return
+		}
+		parts = append(parts, part{table, ext, files[0]})
+	}
+	tmp, err := s.cfg.Registrar.UploadArea()
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	defer os.RemoveAll(tmp)
+	m.Files = map[string]string{}
+	for i, pt := range parts {
+		dst := filepath.Join(tmp, fmt.Sprintf("%d%s", i, pt.ext))
+		if err := saveUpload(func() (multipartFile, error) { return pt.file.Open() }, dst); err != nil {
 			s.fail(c, err)
 			return
 		}
-		m.Files[table] = dst
+		m.Files[pt.table] = dst
 	}
 	s.register(c, p, m)
 }

@@ -64,8 +64,8 @@ func ReadManifest(path string) (Manifest, error) {
 
 // Check validates the manifest's name, grade, policy and files.
 func (m *Manifest) Check() error {
-	if m.Name == "" || strings.ContainsAny(m.Name, `"./\ `) || strings.HasPrefix(m.Name, "__") {
-		return fault.E(fault.Invalid, "name %q must be a plain identifier", m.Name)
+	if !IsIdentifier(m.Name) || strings.HasPrefix(m.Name, "__") {
+		return fault.E(fault.Invalid, "name %q must be a plain identifier (letters, digits, underscores; not starting with __)", m.Name)
 	}
 	if !m.Grade.Valid() {
 		return fault.E(fault.Invalid, "grade %q is not one of core, important, general", m.Grade)
@@ -165,6 +165,9 @@ type Registrar struct {
 	Engine *engine.Engine
 	Dir    string
 	Key    atrest.Key
+	// ImportDirs are the only directories whose files may be registered
+	// over the API by path (see ImportPath); uploads need none.
+	ImportDirs []string
 }
 
 // Registered is what a registration did.

@@ -38,6 +38,9 @@ type options struct {
 	GradeRules   catalog.GradeRules
 	// TLSCert and TLSKey, when set, serve the API over TLS (Art. 22(3)).
 	TLSCert, TLSKey string
+	// ImportDirs are the directories whose files stewards may register
+	// over the API by path.
+	ImportDirs []string
 }
 
 func (o *options) defaults() {
@@ -159,7 +162,7 @@ func (g *gateway) apiServer(quota *quota.Tracker) *api.Server {
 	return api.New(api.Config{
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
 		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
-		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key},
+		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs},
 		Signer:    g.signer, GradeRules: g.opts.GradeRules,
 	})
 }

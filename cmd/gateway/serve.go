@@ -34,6 +34,7 @@ type fileConfig struct {
 	GradeRules    string    `yaml:"grade_rules"`
 	TLSCert       string    `yaml:"tls_cert"`
 	TLSKey        string    `yaml:"tls_key"`
+	ImportDirs    []string  `yaml:"import_dirs"`
 }
 
 func loadConfig(path string) (options, []float64, error) {
@@ -48,6 +49,12 @@ func loadConfig(path string) (options, []float64, error) {
 	o := options{Addr: fc.Addr, Dir: fc.Dir, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
 	o.TLSCert, o.TLSKey = fc.TLSCert, fc.TLSKey
+	for _, d := range fc.ImportDirs {
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(filepath.Dir(path), d)
+		}
+		o.ImportDirs = append(o.ImportDirs, filepath.Clean(d))
+	}
 	if fc.GradeRules != "" {
 		p := fc.GradeRules
 		if !filepath.IsAbs(p) {
