@@ -404,7 +404,7 @@ func (s *Server) auditHook(ctx context.Context, e audit.Entry) func(*sql.Tx) err
 		if s.cfg.Audit == nil {
 			return nil
 		}
-		_, err := s.cfg.Audit.AppendTx(ctx, tx, e)
+		_, err := s.cfg.Audit.AppendTx(ctx, tx, stamp(ctx, e))
 		return err
 	}
 }

@@ -145,6 +145,16 @@ var migrations = []string{
 		sql_text TEXT NOT NULL, epsilon DOUBLE PRECISION NOT NULL, delta DOUBLE PRECISION NOT NULL,
 		outcome TEXT NOT NULL, cached BOOLEAN NOT NULL, created_at TEXT NOT NULL)`,
 	`CREATE INDEX queries_grant ON queries (grant_id, created_at)`,
+	// Changes to people that need an approver's confirmation, and the
+	// one-time enrolment secrets through which people get their tokens.
+	`CREATE TABLE person_changes (
+		id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), kind TEXT NOT NULL,
+		roles TEXT NOT NULL, active BOOLEAN NOT NULL, requested_by TEXT NOT NULL, state TEXT NOT NULL,
+		decided_by TEXT, reason TEXT, created_at TEXT NOT NULL, decided_at TEXT)`,
+	`CREATE TABLE enrolments (
+		id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), secret_hash TEXT NOT NULL UNIQUE,
+		change_id TEXT, confirm_hash TEXT, created_by TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+		redeemed_at TEXT, token_id TEXT)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -239,8 +249,14 @@ func (s *Store) PutOrg(ctx context.Context, o Org) error {
 	return nil
 }
 
-// CreatePerson stores a new person; p.Org.ID must exist.
+// CreatePerson stores a new person as given, with no confirmation and no
+// enrolment: it is for the installer (gateway init, the demo), who is
+// trusted with everything anyway. Over the API people are added with
+// AddPerson. p.Org.ID must exist.
 func (s *Store) CreatePerson(ctx context.Context, p Person) error {
+	if err := CheckRoles(p.Roles); err != nil {
+		return err
+	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO people (id, name, org_id, roles, active, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
 		p.ID, p.Name, p.Org.ID, jsonText(p.Roles), p.Active, ts(s.now()))
 	if err != nil {
@@ -251,10 +267,10 @@ func (s *Store) CreatePerson(ctx context.Context, p Person) error {
 
 const personCols = `p.id, p.name, p.roles, p.active, o.id, o.name, o.kind, o.export_assessment`
 
-func scanPerson(row interface{ Scan(...any) error }) (Person, error) {
+func scanPerson(row interface{ Scan(...any) error }, extra ...any) (Person, error) {
 	var p Person
 	var roles, kind string
-	if err := row.Scan(&p.ID, &p.Name, &roles, &p.Active, &p.Org.ID, &p.Org.Name, &kind, &p.Org.ExportAssessment); err != nil {
+	if err := row.Scan(append([]any{&p.ID, &p.Name, &roles, &p.Active, &p.Org.ID, &p.Org.Name, &kind, &p.Org.ExportAssessment}, extra...)...); err != nil {
 		return Person{}, err
 	}
 	p.Org.Kind = OrgKind(kind)
@@ -284,36 +300,66 @@ func HashToken(token string) string {
 }
 
 // IssueToken creates a new bearer token for a person and returns it; only its
-// hash is kept, so it cannot be shown again.
+// hash is kept, so it cannot be shown again. It is for the installer and for
+// enrolment; over the API nobody issues a token for someone else.
 func (s *Store) IssueToken(ctx context.Context, personID, label string) (id, token string, err error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", "", fmt.Errorf("generate token: %w", err)
+	return issueToken(ctx, s.db, s.now(), personID, label)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func issueToken(ctx context.Context, db execer, now time.Time, personID, label string) (id, token string, err error) {
+	token, err = secret("gw_")
+	if err != nil {
+		return "", "", err
 	}
-	token = "gw_" + hex.EncodeToString(b[:])
 	id = NewID("tok")
-	_, err = s.db.ExecContext(ctx, `INSERT INTO tokens (id, person_id, hash, label, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		id, personID, HashToken(token), label, ts(s.now()))
+	_, err = db.ExecContext(ctx, `INSERT INTO tokens (id, person_id, hash, label, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		id, personID, HashToken(token), label, ts(now))
 	if err != nil {
 		return "", "", fmt.Errorf("store token for %s: %w", personID, err)
 	}
 	return id, token, nil
 }
 
+// secret returns a new 256-bit random secret, hex, after prefix.
+func secret(prefix string) (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate secret: %w", err)
+	}
+	return prefix + hex.EncodeToString(b[:]), nil
+}
+
 // Authenticate returns the active person holding token.
 func (s *Store) Authenticate(ctx context.Context, token string) (Person, error) {
-	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+` FROM tokens t JOIN people p ON p.id = t.person_id
-		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1 AND t.revoked_at IS NULL`, HashToken(token)))
+	p, _, err := s.AuthenticateToken(ctx, token)
+	return p, err
+}
+
+// AuthenticateToken returns the active person holding token and the
+// token's id. When the token is known but refused (revoked, or its holder
+// deactivated), the person and token id are returned with the error, so
+// that the refusal can be recorded against them.
+func (s *Store) AuthenticateToken(ctx context.Context, token string) (Person, string, error) {
+	var tokenID, revoked string
+	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+`, t.id, coalesce(t.revoked_at, '') FROM tokens t JOIN people p ON p.id = t.person_id
+		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1`, HashToken(token)), &tokenID, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Person{}, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
+		return Person{}, "", fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
 	}
 	if err != nil {
-		return Person{}, fmt.Errorf("authenticate: %w", err)
+		return Person{}, "", fmt.Errorf("authenticate: %w", err)
+	}
+	if revoked != "" {
+		return p, tokenID, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
 	}
 	if !p.Active {
-		return Person{}, fault.E(fault.Unauthenticated, "the account of %s is deactivated", p.ID)
+		return p, tokenID, fault.E(fault.Unauthenticated, "the account of %s is not active", p.ID)
 	}
-	return p, nil
+	return p, tokenID, nil
 }
 
 // --- datasets ---
