@@ -148,6 +148,11 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		if !rule.ExactAllowed {
 			return res, fault.E(fault.QueryRejected, "exact answers are not allowed for %s-grade data; drop \"exact\" to get a differentially private answer", q.Grade)
 		}
+		for _, d := range used {
+			if !d.ExactAnswers {
+				return res, fault.E(fault.QueryRejected, "exact answers are not switched on for %s (a steward proposes them, an approver verifies); drop \"exact\" to get a differentially private answer", d.Name)
+			}
+		}
 		plan, want = privacy.NewExactPlan(q, limits), privacy.Cost{}
 	} else if plan, err = privacy.NewPlan(q, want, limits); err != nil {
 		return res, err

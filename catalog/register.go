@@ -178,6 +178,10 @@ type Registered struct {
 	// Regraded is true when this reload flagged the dataset for
 	// re-grading (Art. 7).
 	Regraded bool `json:"flagged_for_regrade"`
+	// Pending is set when the reload's grade or policy would lower the
+	// protection in force: that stays in force, and this proposal waits
+	// for an approver's verification.
+	Pending *ProtectionChange `json:"pending_protection_change,omitempty"`
 }
 
 // Register imports m's files and records the dataset. Progress lines go to
@@ -218,9 +222,13 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 			d.NeedsRegrade, out.Regraded = true, true
 		}
 	}
-	if err := r.Store.PutDataset(ctx, d, steward); err != nil {
+	pending, err := r.Store.Reload(ctx, d, steward)
+	if err != nil {
 		return Registered{}, err
 	}
-	out.Dataset, out.Took = d, time.Since(start)
+	if d, err = r.Store.Dataset(ctx, m.Name); err != nil {
+		return Registered{}, err
+	}
+	out.Dataset, out.Pending, out.Took = d, pending, time.Since(start)
 	return out, nil
 }

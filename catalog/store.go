@@ -155,6 +155,13 @@ var migrations = []string{
 		id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), secret_hash TEXT NOT NULL UNIQUE,
 		change_id TEXT, confirm_hash TEXT, created_by TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL,
 		redeemed_at TEXT, token_id TEXT)`,
+	// Exact answers are switched on per dataset, and lowering a dataset's
+	// protection is a proposal that an approver verifies.
+	`ALTER TABLE datasets ADD COLUMN exact_answers BOOLEAN NOT NULL DEFAULT FALSE`,
+	`CREATE TABLE protection_changes (
+		id TEXT PRIMARY KEY, dataset TEXT NOT NULL REFERENCES datasets(name), proposed TEXT NOT NULL, base TEXT NOT NULL,
+		lowers TEXT NOT NULL, reason TEXT NOT NULL, proposed_by TEXT NOT NULL, state TEXT NOT NULL,
+		decided_by TEXT, decision_reason TEXT, created_at TEXT NOT NULL, decided_at TEXT)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -368,21 +375,47 @@ type datasetInfo struct {
 	Source, Category, Purpose, Method, Responsible, CrossBorder, Protection string
 }
 
-// PutDataset registers or updates a dataset's description and policy.
+// PutDataset registers or updates a dataset's description and policy; see
+// Reload.
 func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
+	_, err := s.Reload(ctx, d, by)
+	return err
+}
+
+// Reload registers a new dataset, or updates a registered one's
+// description, scale and protection. A reload whose grade or policy would
+// lower the protection in force keeps the protection in force and files
+// the new one as a proposal (returned) for an approver to verify. Exact
+// answers are never switched on here.
+func (s *Store) Reload(ctx context.Context, d Dataset, by string) (*ProtectionChange, error) {
 	if !d.Grade.Valid() {
-		return fault.E(fault.Invalid, "grade %q is not one of core, important, general", d.Grade)
+		return nil, fault.E(fault.Invalid, "grade %q is not one of core, important, general", d.Grade)
 	}
 	if err := d.Policy.Validate(); err != nil {
-		return fault.Wrap(fault.Invalid, err, "policy of %s is not valid", d.Name)
+		return nil, fault.Wrap(fault.Invalid, err, "policy of %s is not valid", d.Name)
 	}
 	now := s.now()
 	info := jsonText(datasetInfo{d.Source, d.Category, d.Purpose, d.Method, d.Responsible, d.CrossBorder, d.Protection})
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		var old string
-		err := tx.QueryRowContext(ctx, `SELECT grade FROM datasets WHERE name = $1`, d.Name).Scan(&old)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("load dataset %s: %w", d.Name, err)
+	var pending *ProtectionChange
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		old, err := loadDataset(ctx, tx, d.Name)
+		exists := err == nil
+		if err != nil && !fault.Is(err, fault.NotFound) {
+			return err
+		}
+		if exists {
+			p := Protection{Grade: d.Grade, Policy: d.Policy, Exact: old.ExactAnswers}
+			if lowers := p.Lowers(protectionOf(old)); len(lowers) > 0 {
+				c := ProtectionChange{ID: NewID("pch"), Dataset: d.Name, Proposed: p, Lowers: lowers, Reason: "reload",
+					ProposedBy: by, State: ChangePending, CreatedAt: now, base: protectionOf(old)}
+				_, err := tx.ExecContext(ctx, `INSERT INTO protection_changes (id, dataset, proposed, base, lowers, reason, proposed_by, state, created_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, c.ID, d.Name, jsonText(p), jsonText(c.base), jsonText(lowers), c.Reason, by, string(c.State), ts(now))
+				if err != nil {
+					return fmt.Errorf("store proposal for %s: %w", d.Name, err)
+				}
+				pending = &c
+				d.Grade, d.Policy = old.Grade, old.Policy
+			}
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO datasets (name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -392,7 +425,7 @@ func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
 		if err != nil {
 			return fmt.Errorf("store dataset %s: %w", d.Name, err)
 		}
-		if old != string(d.Grade) {
+		if !exists || old.Grade != d.Grade {
 			_, err = tx.ExecContext(ctx, `INSERT INTO grade_history (dataset, grade, changed_by, reason, changed_at) VALUES ($1, $2, $3, $4, $5)`,
 				d.Name, string(d.Grade), by, "registered or re-graded", ts(now))
 			if err != nil {
@@ -401,12 +434,13 @@ func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
 		}
 		return nil
 	})
+	return pending, err
 }
 
 func scanDataset(row interface{ Scan(...any) error }) (Dataset, error) {
 	var d Dataset
 	var grade, info, policy, reg, upd string
-	if err := row.Scan(&d.Name, &grade, &info, &policy, &d.Rows, &d.Units, &d.NeedsRegrade, &reg, &upd); err != nil {
+	if err := row.Scan(&d.Name, &grade, &info, &policy, &d.Rows, &d.Units, &d.NeedsRegrade, &reg, &upd, &d.ExactAnswers); err != nil {
 		return Dataset{}, err
 	}
 	d.Grade = Grade(grade)
@@ -423,7 +457,7 @@ func scanDataset(row interface{ Scan(...any) error }) (Dataset, error) {
 	return d, nil
 }
 
-const datasetCols = `name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at`
+const datasetCols = `name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at, exact_answers`
 
 // Dataset returns a registered dataset.
 func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
@@ -455,29 +489,3 @@ func (s *Store) Datasets(ctx context.Context) ([]Dataset, error) {
 	return out, rows.Err()
 }
 
-// Regrade sets a dataset's grade after a steward's review, clears its
-// re-grade flag, and records the change in the grade history (Art. 7).
-func (s *Store) Regrade(ctx context.Context, name string, grade Grade, by, reason string) (Dataset, error) {
-	if !grade.Valid() {
-		return Dataset{}, fault.E(fault.Invalid, "grade %q is not one of core, important, general", grade)
-	}
-	if strings.TrimSpace(reason) == "" {
-		return Dataset{}, fault.E(fault.Invalid, "give the reason for the grade")
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE datasets SET grade = $1, needs_regrade = FALSE, updated_at = $2 WHERE name = $3`, string(grade), ts(s.now()), name)
-		if err != nil {
-			return fmt.Errorf("regrade %s: %w", name, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fault.E(fault.NotFound, "no dataset %s", name)
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO grade_history (dataset, grade, changed_by, reason, changed_at) VALUES ($1, $2, $3, $4, $5)`,
-			name, string(grade), by, reason, ts(s.now()))
-		return err
-	})
-	if err != nil {
-		return Dataset{}, err
-	}
-	return s.Dataset(ctx, name)
-}
