@@ -25,7 +25,7 @@ type ReportLine struct {
 	// GradeHistory and Changes are filled by Store.Report: every grade
 	// the dataset has had, and every proposal to change its protection
 	// with its proposer, verifier and outcome.
-	GradeHistory []GradeChange       `json:"grade_history,omitempty"`
+	GradeHistory []GradeChange      `json:"grade_history,omitempty"`
 	Changes      []ProtectionChange `json:"protection_changes,omitempty"`
 }
 

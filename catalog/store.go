@@ -488,4 +488,3 @@ func (s *Store) Datasets(ctx context.Context) ([]Dataset, error) {
 	}
 	return out, rows.Err()
 }
-
