@@ -49,6 +49,9 @@ type Options struct {
 	// Seed draws the synthetic hospital (default 20260101); federation
 	// tests give each node its own.
 	Seed uint64
+	// AnonymousPerMinute is the server's limit on requests without a
+	// valid token per address (default the server's).
+	AnonymousPerMinute int
 }
 
 // Env is a running gateway.
@@ -201,7 +204,8 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(al.Close)
-	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al, Signer: signer}
+	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al, Signer: signer,
+		AnonymousPerMinute: o.AnonymousPerMinute}
 	if o.Bare {
 		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
 	}
