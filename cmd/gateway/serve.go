@@ -35,6 +35,7 @@ type fileConfig struct {
 	TLSCert       string    `yaml:"tls_cert"`
 	TLSKey        string    `yaml:"tls_key"`
 	ImportDirs    []string  `yaml:"import_dirs"`
+	MetricsAddr   string    `yaml:"metrics_addr"`
 }
 
 func loadConfig(path string) (options, []float64, error) {
@@ -48,7 +49,7 @@ func loadConfig(path string) (options, []float64, error) {
 	}
 	o := options{Addr: fc.Addr, Dir: fc.Dir, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
-	o.TLSCert, o.TLSKey = fc.TLSCert, fc.TLSKey
+	o.TLSCert, o.TLSKey, o.MetricsAddr = fc.TLSCert, fc.TLSKey, fc.MetricsAddr
 	for _, d := range fc.ImportDirs {
 		if !filepath.IsAbs(d) {
 			d = filepath.Join(filepath.Dir(path), d)
