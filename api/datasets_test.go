@@ -90,9 +90,15 @@ func TestRegisterOverAPI(t *testing.T) {
 	if !found {
 		t.Fatalf("report %v", rep)
 	}
-	var d map[string]any
-	if status, _ := env.Do("POST", "/v1/datasets/clinic/grade", "steward", map[string]string{"grade": "general", "reason": "reviewed after reload"}, &d); status != 200 || d["needs_regrade"] != false || d["grade"] != "general" {
-		t.Fatalf("regrade: %d %v", status, d)
+	lower(t, env, "/v1/datasets/clinic/grade", map[string]string{"grade": "general", "reason": "reviewed after reload"})
+	var d struct {
+		Datasets []map[string]any `json:"datasets"`
+	}
+	env.Do("GET", "/v1/datasets", "steward", nil, &d)
+	for _, ds := range d.Datasets {
+		if ds["name"] == "clinic" && (ds["needs_regrade"] != false || ds["grade"] != "general") {
+			t.Fatalf("after the verified regrade: %v", ds)
+		}
 	}
 	// A manifest that does not match the file is refused with a clear message.
 	bad := strings.Replace(visitsCSV(10), "fee", "price", 1)
@@ -112,11 +118,13 @@ func TestExactAnswersForGeneralData(t *testing.T) {
 	if status, out := upload(t, env, "steward", visitsCSV(101)); status != 201 {
 		t.Fatalf("upload: %d %v", status, out)
 	}
-	var d map[string]any
-	if status, _ := env.Do("POST", "/v1/datasets/clinic/grade", "steward", map[string]string{"grade": "general", "reason": "aggregate statistics only"}, &d); status != 200 {
-		t.Fatalf("regrade: %d", status)
-	}
+	lower(t, env, "/v1/datasets/clinic/grade", map[string]string{"grade": "general", "reason": "aggregate statistics only"})
 	st := struct{ GrantID string }{grantOn(t, env, "researcher_internal", "clinic")}
+	exact := map[string]any{"sql": "SELECT clinic, count(*) AS n FROM visits GROUP BY clinic", "grant_id": st.GrantID, "exact": true}
+	if status, _ := env.Do("POST", "/v1/queries", "researcher_internal", exact, &e); status != 400 || e.Error.Code != "query_rejected" {
+		t.Fatalf("exact on general data before they are switched on: %d %+v", status, e)
+	}
+	lower(t, env, "/v1/datasets/clinic/exact", map[string]any{"exact_answers": true, "reason": "published statistics"})
 	var a struct {
 		Rows    [][]any `json:"rows"`
 		Privacy struct {
@@ -146,6 +154,24 @@ func TestExactAnswersForGeneralData(t *testing.T) {
 		if r[1].(float64) != w[0] || r[2].(float64) != w[1] {
 			t.Errorf("%v: got %v %v, want %v", r[0], r[1], r[2], w)
 		}
+	}
+}
+
+// lower has the steward propose a change that lowers protection, checks
+// that it waits, and has the approver verify it.
+func lower(t *testing.T, env *apitest.Env, path string, body any) {
+	t.Helper()
+	var o struct {
+		Change struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"change"`
+	}
+	if status, _ := env.Do("POST", path, "steward", body, &o); status != 202 || o.Change.State != "pending" {
+		t.Fatalf("propose %s: %d %+v", path, status, o)
+	}
+	if status, _ := env.Do("POST", "/v1/protection-changes/"+o.Change.ID+"/verify", "approver", nil, nil); status != 200 {
+		t.Fatalf("verify %s: %d", path, status)
 	}
 }
 

@@ -161,7 +161,7 @@ func (s *Server) auditTx(c *gin.Context, action string, fields func() map[string
 		if s.cfg.Audit == nil {
 			return nil
 		}
-		_, err := s.cfg.Audit.AppendTx(c.Request.Context(), tx, e)
+		_, err := s.cfg.Audit.AppendTx(c.Request.Context(), tx, stamp(c.Request.Context(), e))
 		return err
 	}
 }

@@ -148,6 +148,11 @@ func (s *Server) runQuery(ctx context.Context, p catalog.Person, req queryReques
 		if !rule.ExactAllowed {
 			return res, fault.E(fault.QueryRejected, "exact answers are not allowed for %s-grade data; drop \"exact\" to get a differentially private answer", q.Grade)
 		}
+		for _, d := range used {
+			if !d.ExactAnswers {
+				return res, fault.E(fault.QueryRejected, "exact answers are not switched on for %s (a steward proposes them, an approver verifies); drop \"exact\" to get a differentially private answer", d.Name)
+			}
+		}
 		if plan, err = privacy.NewExactPlan(q, limits); err != nil {
 			return res, err
 		}
@@ -430,7 +435,7 @@ func (s *Server) auditHook(ctx context.Context, e audit.Entry) func(*sql.Tx) err
 		if s.cfg.Audit == nil {
 			return nil
 		}
-		_, err := s.cfg.Audit.AppendTx(ctx, tx, e)
+		_, err := s.cfg.Audit.AppendTx(ctx, tx, stamp(ctx, e))
 		return err
 	}
 }

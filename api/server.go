@@ -7,11 +7,13 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/gin-gonic/gin"
@@ -48,13 +50,18 @@ type Config struct {
 	Alerts *alerts.Alerter
 	// Quota, when set, checks and measures the Article 11 quota.
 	Quota *quota.Tracker
+	// AnonymousPerMinute caps, per client address, the requests a minute
+	// that carry no valid token (enrolment included); over it they are
+	// refused with rate_limited. Default 30.
+	AnonymousPerMinute int
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	engine  *gin.Engine
-	metrics *metrics
+	cfg       Config
+	engine    *gin.Engine
+	metrics   *metrics
+	anonymous *limiter
 }
 
 // New builds the server and its routes.
@@ -71,17 +78,24 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.AnonymousPerMinute <= 0 {
+		cfg.AnonymousPerMinute = 30
+	}
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
 	g.Use(gin.Recovery())
-	s := &Server{cfg: cfg, engine: g, metrics: newMetrics()}
+	s := &Server{cfg: cfg, engine: g, metrics: newMetrics(), anonymous: newLimiter(cfg.AnonymousPerMinute, time.Minute, 10000)}
 	g.Use(s.metrics.middleware)
-	g.GET("/metrics", s.metrics.handler())
+	// Metrics name routes and datasets; only operators (admins) and
+	// auditors read them here. MetricsHandler serves them on a separate
+	// listener for a scraper that holds no token.
+	g.GET("/metrics", s.limitBody, s.authenticate, s.require(catalog.Admin, catalog.Auditor), s.metrics.handler())
 	g.NoRoute(func(c *gin.Context) {
 		s.fail(c, fault.E(fault.NotFound, "no such endpoint %s %s", c.Request.Method, c.Request.URL.Path))
 	})
 	g.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	g.GET("/v1/openapi.json", s.openAPI)
+	g.POST("/v1/enrol", s.limitBody, s.enrol)
 
 	v1 := g.Group("/v1", s.limitBody, s.authenticate)
 	v1.POST("/queries", s.require(catalog.Researcher), s.postQuery)
@@ -90,6 +104,11 @@ func New(cfg Config) *Server {
 	v1.POST("/datasets", s.require(catalog.Steward), s.postDataset)
 	v1.POST("/datasets/upload", s.require(catalog.Steward), s.uploadDataset)
 	v1.POST("/datasets/:name/grade", s.require(catalog.Steward), s.confirmGrade)
+	v1.POST("/datasets/:name/policy", s.require(catalog.Steward), s.postPolicy)
+	v1.POST("/datasets/:name/exact", s.require(catalog.Steward), s.postExact)
+	v1.GET("/protection-changes", s.require(catalog.Steward, catalog.Approver, catalog.Auditor), s.listProtectionChanges)
+	v1.POST("/protection-changes/:id/verify", s.require(catalog.Approver), s.verifyProtection)
+	v1.POST("/protection-changes/:id/reject", s.require(catalog.Steward, catalog.Approver), s.rejectProtection)
 	v1.GET("/catalog/report", s.require(catalog.Steward, catalog.Approver, catalog.Auditor), s.getReport)
 	v1.POST("/access-requests", s.require(catalog.Researcher), s.postRequest)
 	v1.GET("/access-requests", s.listRequests)
@@ -100,15 +119,18 @@ func New(cfg Config) *Server {
 	v1.POST("/grants/:id/revoke", s.require(catalog.Steward, catalog.Approver), s.revokeGrant)
 	v1.GET("/quota", s.require(catalog.Auditor, catalog.Steward), s.getQuota)
 	v1.POST("/quota/risk-assessments", s.require(catalog.Approver), s.postAssessment)
-	v1.GET("/people", s.require(catalog.Admin, catalog.Auditor), s.listPeople)
+	v1.GET("/people", s.require(catalog.Admin, catalog.Approver, catalog.Auditor), s.listPeople)
 	v1.POST("/people", s.require(catalog.Admin), s.postPerson)
 	v1.POST("/people/:id/roles", s.require(catalog.Admin), s.setRoles)
 	v1.POST("/people/:id/deactivate", s.require(catalog.Admin), s.setActive(false))
 	v1.POST("/people/:id/activate", s.require(catalog.Admin), s.setActive(true))
-	v1.POST("/people/:id/tokens", s.require(catalog.Admin), s.issueToken)
+	v1.POST("/people/:id/enrolment", s.require(catalog.Admin), s.reenrol)
 	v1.GET("/people/:id/tokens", s.require(catalog.Admin, catalog.Auditor), s.listTokens)
-	v1.POST("/tokens/:id/revoke", s.require(catalog.Admin), s.revokeToken)
-	v1.POST("/tokens/:id/rotate", s.require(catalog.Admin), s.rotateToken)
+	v1.GET("/person-changes", s.require(catalog.Admin, catalog.Approver, catalog.Auditor), s.listChanges)
+	v1.POST("/person-changes/:id/confirm", s.require(catalog.Approver), s.confirmChange)
+	v1.POST("/person-changes/:id/reject", s.require(catalog.Approver), s.rejectChange)
+	v1.POST("/tokens/:id/revoke", s.revokeToken)
+	v1.POST("/tokens/:id/rotate", s.rotateToken)
 	v1.POST("/orgs/:id/export-assessment", s.require(catalog.Approver), s.postExportAssessment)
 	v1.GET("/alerts", s.require(catalog.Auditor), s.listAlerts)
 	v1.POST("/alerts/:id/ack", s.require(catalog.Auditor), s.ackAlert)
@@ -132,6 +154,15 @@ func (s *Server) Routes() []string {
 
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// MetricsHandler serves the Prometheus metrics without a token, for a
+// separate listen address that only the monitoring network reaches.
+func (s *Server) MetricsHandler() http.Handler {
+	g := gin.New()
+	g.Use(gin.Recovery())
+	g.GET("/metrics", s.metrics.handler())
+	return g
+}
 
 const personKey = "person"
 
@@ -158,25 +189,46 @@ func (s *Server) authenticate(c *gin.Context) {
 	h := c.GetHeader("Authorization")
 	token, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || token == "" {
-		s.refuse(c, catalog.Person{}, "auth", fault.E(fault.Unauthenticated, "send Authorization: Bearer TOKEN"))
+		s.refuseAnonymous(c, "auth", catalog.Person{}, "", fault.E(fault.Unauthenticated, "send Authorization: Bearer TOKEN"))
 		c.Abort()
 		return
 	}
-	p, err := s.cfg.Store.Authenticate(c.Request.Context(), strings.TrimSpace(token))
+	p, tokenID, err := s.cfg.Store.AuthenticateToken(c.Request.Context(), strings.TrimSpace(token))
 	if err != nil {
-		s.refuse(c, catalog.Person{}, "auth", err)
+		s.refuseAnonymous(c, "auth", p, tokenID, err)
 		c.Abort()
 		return
 	}
 	c.Set(personKey, p)
+	c.Request = c.Request.WithContext(withToken(c.Request.Context(), tokenID))
 	c.Next()
 	// Reads are audited too (Art. 12): who looked at budgets, datasets,
 	// quotas or the log itself. Changes and queries audit themselves, and
 	// refusals are audited where they are made.
 	if c.Request.Method == http.MethodGet && c.Writer.Status() < 400 {
 		s.audit(c.Request.Context(), audit.Entry{Actor: p.ID, Role: roleText(p), Action: "read", Outcome: "ok",
-			Detail: detail(map[string]any{"path": c.Request.URL.Path, "query": c.Request.URL.RawQuery})})
+			Detail: detail(map[string]any{"path": clip(c.Request.URL.Path), "query": clip(c.Request.URL.RawQuery)})})
 	}
+}
+
+// refuseAnonymous refuses a request that carries no valid credential. Such
+// requests count against the caller's address: over the limit they are
+// refused with rate_limited, and only the first of those in a window is
+// audited. The entry names the person and token when the credential was
+// known (revoked, or its holder deactivated).
+func (s *Server) refuseAnonymous(c *gin.Context, action string, p catalog.Person, tokenID string, err error) {
+	allowed, first := s.anonymous.allow(c.ClientIP())
+	if !allowed {
+		err = fault.E(fault.RateLimited, "too many requests without a valid token from %s; wait a minute", c.ClientIP())
+		if !first {
+			s.fail(c, err)
+			return
+		}
+	}
+	if tokenID != "" {
+		c.Request = c.Request.WithContext(withToken(c.Request.Context(), tokenID))
+	}
+	s.refuse(c, p, action, err)
 }
 
 // require lets the call through when the caller holds one of roles.
@@ -220,13 +272,34 @@ func (s *Server) fail(c *gin.Context, err error) {
 	c.JSON(k.Status(), body)
 }
 
-// refuse audits a refusal, then writes it.
+// refuse audits a refusal, then writes it. The entry holds a fixed-size
+// summary of what was asked, never the whole path.
 func (s *Server) refuse(c *gin.Context, p catalog.Person, action string, err error) {
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
 	s.audit(c.Request.Context(), audit.Entry{
 		Actor: p.ID, Role: roleText(p), Action: action, Outcome: fault.KindOf(err).Code(),
-		Detail: detail(map[string]any{"path": c.Request.URL.Path, "method": c.Request.Method, "message": fault.Message(err)}),
+		Detail: detail(map[string]any{"route": route, "path": clip(c.Request.URL.Path), "path_bytes": len(c.Request.URL.Path),
+			"method": clip(c.Request.Method), "message": clip(fault.Message(err))}),
 	})
 	s.fail(c, err)
+}
+
+// clipLen is the most of any caller-chosen text an audit entry keeps.
+const clipLen = 200
+
+// clip cuts s to clipLen bytes, on a rune boundary, marking the cut.
+func clip(s string) string {
+	if len(s) <= clipLen {
+		return s
+	}
+	cut := clipLen
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func roleText(p catalog.Person) string {
@@ -243,9 +316,37 @@ func (s *Server) audit(ctx context.Context, e audit.Entry) error {
 	if s.cfg.Audit == nil {
 		return nil
 	}
-	if _, err := s.cfg.Audit.Append(context.WithoutCancel(ctx), e); err != nil {
+	if _, err := s.cfg.Audit.Append(context.WithoutCancel(ctx), stamp(ctx, e)); err != nil {
 		s.cfg.Log.Error("audit append failed", "action", e.Action, "err", err)
 		return err
 	}
 	return nil
+}
+
+type tokenKey struct{}
+
+// withToken records, for the request's audit entries, the id of the token
+// the request authenticated with.
+func withToken(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, tokenKey{}, id)
+}
+
+// stamp adds to e's detail the id of the token the request used, so that
+// every entry names the credential as well as the person.
+func stamp(ctx context.Context, e audit.Entry) audit.Entry {
+	id, _ := ctx.Value(tokenKey{}).(string)
+	if id == "" {
+		return e
+	}
+	m := map[string]any{}
+	if len(e.Detail) > 0 {
+		if err := json.Unmarshal(e.Detail, &m); err != nil {
+			m = map[string]any{"detail": string(e.Detail)}
+		}
+	}
+	if _, ok := m["token_id"]; !ok {
+		m["token_id"] = id
+	}
+	e.Detail = detail(m)
+	return e
 }

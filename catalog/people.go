@@ -12,17 +12,62 @@ import (
 
 var personRoles = []PersonRole{Admin, Steward, Approver, Researcher, Auditor}
 
-// CheckRoles refuses unknown roles.
+// duties groups the roles by what they let a person do: administer people
+// and tokens, approve (steward, approver), audit, or use data. One person's
+// roles stay within one duty (Art. 16, 17, 22(6)): whoever approves access
+// does not use data or audit it, and an admin does none of these.
+var duties = map[PersonRole]string{
+	Admin:      "administer",
+	Steward:    "approve",
+	Approver:   "approve",
+	Auditor:    "audit",
+	Researcher: "use data",
+}
+
+// CheckRoles refuses unknown roles and roles of more than one duty.
 func CheckRoles(rs []PersonRole) error {
 	if len(rs) == 0 {
 		return fault.E(fault.Invalid, "give at least one role")
 	}
+	duty := ""
 	for _, r := range rs {
 		if !slices.Contains(personRoles, r) {
 			return fault.E(fault.Invalid, "role %q is not one of %v", r, personRoles)
 		}
+		if duty != "" && duties[r] != duty {
+			return fault.E(fault.Invalid, "roles %v mix duties (%s and %s); one person may administer, approve (steward, approver), audit or use data (researcher), never two of these", rs, duty, duties[r])
+		}
+		duty = duties[r]
 	}
 	return nil
+}
+
+// confirmed is what holding rs while active lets a person do that needs a
+// second person's confirmation: every role but admin, since each gives
+// approval power, audit access or data access.
+func confirmed(rs []PersonRole, active bool) []PersonRole {
+	if !active {
+		return nil
+	}
+	var out []PersonRole
+	for _, r := range rs {
+		if r != Admin {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// gains reports whether going from (from, fromActive) to (to, toActive)
+// gives a role that needs confirmation.
+func gains(from []PersonRole, fromActive bool, to []PersonRole, toActive bool) bool {
+	had := confirmed(from, fromActive)
+	for _, r := range confirmed(to, toActive) {
+		if !slices.Contains(had, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // People lists everyone.
@@ -41,31 +86,6 @@ func (s *Store) People(ctx context.Context) ([]Person, error) {
 		out = append(out, p)
 	}
 	return out, rows.Err()
-}
-
-func (s *Store) updatePerson(ctx context.Context, id, set string, arg any) (Person, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE people SET `+set+` = $1 WHERE id = $2`, arg, id)
-	if err != nil {
-		return Person{}, fmt.Errorf("update person %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return Person{}, fault.E(fault.NotFound, "no person %s", id)
-	}
-	return s.Person(ctx, id)
-}
-
-// SetRoles replaces a person's roles.
-func (s *Store) SetRoles(ctx context.Context, id string, rs []PersonRole) (Person, error) {
-	if err := CheckRoles(rs); err != nil {
-		return Person{}, err
-	}
-	return s.updatePerson(ctx, id, "roles", jsonText(rs))
-}
-
-// SetActive activates or deactivates a person; a deactivated person's
-// tokens are refused at once (Art. 18: prompt revocation on departure).
-func (s *Store) SetActive(ctx context.Context, id string, active bool) (Person, error) {
-	return s.updatePerson(ctx, id, "active", active)
 }
 
 // SetExportAssessment records (or withdraws) an approved cross-border

@@ -10,9 +10,19 @@ package catalog
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 )
+
+// identifier is what dataset and table names must be: they become
+// directory and file names on disk and SQL names in DuckDB, so nothing
+// that could climb out of a directory or out of quotes is allowed.
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// IsIdentifier reports whether s is a plain identifier: a letter or
+// underscore, then letters, digits or underscores, at most 63 in all.
+func IsIdentifier(s string) bool { return identifier.MatchString(s) }
 
 // Grade is a dataset's classification under Art. 5 of the 2026 Measures.
 type Grade string
@@ -207,6 +217,9 @@ func (p Policy) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, t := range p.Tables {
+		if !IsIdentifier(t.Name) {
+			return fmt.Errorf("table name %q must be a plain identifier (letters, digits, underscores)", t.Name)
+		}
 		key := strings.ToLower(t.Name)
 		if seen[key] {
 			return fmt.Errorf("table %s is declared twice", t.Name)
@@ -215,6 +228,9 @@ func (p Policy) Validate() error {
 		units := 0
 		cols := map[string]bool{}
 		for _, c := range t.Columns {
+			if c.Name == "" || strings.ContainsAny(c.Name, "\"\x00\n\r") {
+				return fmt.Errorf("table %s: column name %q is empty or holds a quote or control character", t.Name, c.Name)
+			}
 			ck := strings.ToLower(c.Name)
 			if cols[ck] {
 				return fmt.Errorf("table %s: column %s is declared twice", t.Name, c.Name)

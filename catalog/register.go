@@ -64,8 +64,8 @@ func ReadManifest(path string) (Manifest, error) {
 
 // Check validates the manifest's name, grade, policy and files.
 func (m *Manifest) Check() error {
-	if m.Name == "" || strings.ContainsAny(m.Name, `"./\ `) || strings.HasPrefix(m.Name, "__") {
-		return fault.E(fault.Invalid, "name %q must be a plain identifier", m.Name)
+	if !IsIdentifier(m.Name) || strings.HasPrefix(m.Name, "__") {
+		return fault.E(fault.Invalid, "name %q must be a plain identifier (letters, digits, underscores; not starting with __)", m.Name)
 	}
 	if !m.Grade.Valid() {
 		return fault.E(fault.Invalid, "grade %q is not one of core, important, general", m.Grade)
@@ -179,6 +179,9 @@ type Registrar struct {
 	Engine *engine.Engine
 	Dir    string
 	Key    atrest.Key
+	// ImportDirs are the only directories whose files may be registered
+	// over the API by path (see ImportPath); uploads need none.
+	ImportDirs []string
 }
 
 // Registered is what a registration did.
@@ -189,6 +192,10 @@ type Registered struct {
 	// Regraded is true when this reload flagged the dataset for
 	// re-grading (Art. 7).
 	Regraded bool `json:"flagged_for_regrade"`
+	// Pending is set when the reload's grade or policy would lower the
+	// protection in force: that stays in force, and this proposal waits
+	// for an approver's verification.
+	Pending *ProtectionChange `json:"pending_protection_change,omitempty"`
 }
 
 // Register imports m's files and records the dataset. Progress lines go to
@@ -244,9 +251,13 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 			d.NeedsRegrade, out.Regraded = true, true
 		}
 	}
-	if err := r.Store.PutDataset(ctx, d, steward); err != nil {
+	pending, err := r.Store.Reload(ctx, d, steward)
+	if err != nil {
 		return Registered{}, err
 	}
-	out.Dataset, out.Took = d, time.Since(start)
+	if d, err = r.Store.Dataset(ctx, m.Name); err != nil {
+		return Registered{}, err
+	}
+	out.Dataset, out.Pending, out.Took = d, pending, time.Since(start)
 	return out, nil
 }

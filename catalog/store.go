@@ -145,6 +145,23 @@ var migrations = []string{
 		sql_text TEXT NOT NULL, epsilon DOUBLE PRECISION NOT NULL, delta DOUBLE PRECISION NOT NULL,
 		outcome TEXT NOT NULL, cached BOOLEAN NOT NULL, created_at TEXT NOT NULL)`,
 	`CREATE INDEX queries_grant ON queries (grant_id, created_at)`,
+	// Changes to people that need an approver's confirmation, and the
+	// one-time enrolment secrets through which people get their tokens.
+	`CREATE TABLE person_changes (
+		id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), kind TEXT NOT NULL,
+		roles TEXT NOT NULL, active BOOLEAN NOT NULL, requested_by TEXT NOT NULL, state TEXT NOT NULL,
+		decided_by TEXT, reason TEXT, created_at TEXT NOT NULL, decided_at TEXT)`,
+	`CREATE TABLE enrolments (
+		id TEXT PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id), secret_hash TEXT NOT NULL UNIQUE,
+		change_id TEXT, confirm_hash TEXT, created_by TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+		redeemed_at TEXT, token_id TEXT)`,
+	// Exact answers are switched on per dataset, and lowering a dataset's
+	// protection is a proposal that an approver verifies.
+	`ALTER TABLE datasets ADD COLUMN exact_answers BOOLEAN NOT NULL DEFAULT FALSE`,
+	`CREATE TABLE protection_changes (
+		id TEXT PRIMARY KEY, dataset TEXT NOT NULL REFERENCES datasets(name), proposed TEXT NOT NULL, base TEXT NOT NULL,
+		lowers TEXT NOT NULL, reason TEXT NOT NULL, proposed_by TEXT NOT NULL, state TEXT NOT NULL,
+		decided_by TEXT, decision_reason TEXT, created_at TEXT NOT NULL, decided_at TEXT)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -239,8 +256,14 @@ func (s *Store) PutOrg(ctx context.Context, o Org) error {
 	return nil
 }
 
-// CreatePerson stores a new person; p.Org.ID must exist.
+// CreatePerson stores a new person as given, with no confirmation and no
+// enrolment: it is for the installer (gateway init, the demo), who is
+// trusted with everything anyway. Over the API people are added with
+// AddPerson. p.Org.ID must exist.
 func (s *Store) CreatePerson(ctx context.Context, p Person) error {
+	if err := CheckRoles(p.Roles); err != nil {
+		return err
+	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO people (id, name, org_id, roles, active, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
 		p.ID, p.Name, p.Org.ID, jsonText(p.Roles), p.Active, ts(s.now()))
 	if err != nil {
@@ -251,10 +274,10 @@ func (s *Store) CreatePerson(ctx context.Context, p Person) error {
 
 const personCols = `p.id, p.name, p.roles, p.active, o.id, o.name, o.kind, o.export_assessment`
 
-func scanPerson(row interface{ Scan(...any) error }) (Person, error) {
+func scanPerson(row interface{ Scan(...any) error }, extra ...any) (Person, error) {
 	var p Person
 	var roles, kind string
-	if err := row.Scan(&p.ID, &p.Name, &roles, &p.Active, &p.Org.ID, &p.Org.Name, &kind, &p.Org.ExportAssessment); err != nil {
+	if err := row.Scan(append([]any{&p.ID, &p.Name, &roles, &p.Active, &p.Org.ID, &p.Org.Name, &kind, &p.Org.ExportAssessment}, extra...)...); err != nil {
 		return Person{}, err
 	}
 	p.Org.Kind = OrgKind(kind)
@@ -284,36 +307,66 @@ func HashToken(token string) string {
 }
 
 // IssueToken creates a new bearer token for a person and returns it; only its
-// hash is kept, so it cannot be shown again.
+// hash is kept, so it cannot be shown again. It is for the installer and for
+// enrolment; over the API nobody issues a token for someone else.
 func (s *Store) IssueToken(ctx context.Context, personID, label string) (id, token string, err error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", "", fmt.Errorf("generate token: %w", err)
+	return issueToken(ctx, s.db, s.now(), personID, label)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func issueToken(ctx context.Context, db execer, now time.Time, personID, label string) (id, token string, err error) {
+	token, err = secret("gw_")
+	if err != nil {
+		return "", "", err
 	}
-	token = "gw_" + hex.EncodeToString(b[:])
 	id = NewID("tok")
-	_, err = s.db.ExecContext(ctx, `INSERT INTO tokens (id, person_id, hash, label, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		id, personID, HashToken(token), label, ts(s.now()))
+	_, err = db.ExecContext(ctx, `INSERT INTO tokens (id, person_id, hash, label, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		id, personID, HashToken(token), label, ts(now))
 	if err != nil {
 		return "", "", fmt.Errorf("store token for %s: %w", personID, err)
 	}
 	return id, token, nil
 }
 
+// secret returns a new 256-bit random secret, hex, after prefix.
+func secret(prefix string) (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate secret: %w", err)
+	}
+	return prefix + hex.EncodeToString(b[:]), nil
+}
+
 // Authenticate returns the active person holding token.
 func (s *Store) Authenticate(ctx context.Context, token string) (Person, error) {
-	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+` FROM tokens t JOIN people p ON p.id = t.person_id
-		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1 AND t.revoked_at IS NULL`, HashToken(token)))
+	p, _, err := s.AuthenticateToken(ctx, token)
+	return p, err
+}
+
+// AuthenticateToken returns the active person holding token and the
+// token's id. When the token is known but refused (revoked, or its holder
+// deactivated), the person and token id are returned with the error, so
+// that the refusal can be recorded against them.
+func (s *Store) AuthenticateToken(ctx context.Context, token string) (Person, string, error) {
+	var tokenID, revoked string
+	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+`, t.id, coalesce(t.revoked_at, '') FROM tokens t JOIN people p ON p.id = t.person_id
+		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1`, HashToken(token)), &tokenID, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Person{}, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
+		return Person{}, "", fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
 	}
 	if err != nil {
-		return Person{}, fmt.Errorf("authenticate: %w", err)
+		return Person{}, "", fmt.Errorf("authenticate: %w", err)
+	}
+	if revoked != "" {
+		return p, tokenID, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
 	}
 	if !p.Active {
-		return Person{}, fault.E(fault.Unauthenticated, "the account of %s is deactivated", p.ID)
+		return p, tokenID, fault.E(fault.Unauthenticated, "the account of %s is not active", p.ID)
 	}
-	return p, nil
+	return p, tokenID, nil
 }
 
 // --- datasets ---
@@ -322,21 +375,47 @@ type datasetInfo struct {
 	Source, Category, Purpose, Method, Responsible, CrossBorder, Protection string
 }
 
-// PutDataset registers or updates a dataset's description and policy.
+// PutDataset registers or updates a dataset's description and policy; see
+// Reload.
 func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
+	_, err := s.Reload(ctx, d, by)
+	return err
+}
+
+// Reload registers a new dataset, or updates a registered one's
+// description, scale and protection. A reload whose grade or policy would
+// lower the protection in force keeps the protection in force and files
+// the new one as a proposal (returned) for an approver to verify. Exact
+// answers are never switched on here.
+func (s *Store) Reload(ctx context.Context, d Dataset, by string) (*ProtectionChange, error) {
 	if !d.Grade.Valid() {
-		return fault.E(fault.Invalid, "grade %q is not one of core, important, general", d.Grade)
+		return nil, fault.E(fault.Invalid, "grade %q is not one of core, important, general", d.Grade)
 	}
 	if err := d.Policy.Validate(); err != nil {
-		return fault.Wrap(fault.Invalid, err, "policy of %s is not valid", d.Name)
+		return nil, fault.Wrap(fault.Invalid, err, "policy of %s is not valid", d.Name)
 	}
 	now := s.now()
 	info := jsonText(datasetInfo{d.Source, d.Category, d.Purpose, d.Method, d.Responsible, d.CrossBorder, d.Protection})
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		var old string
-		err := tx.QueryRowContext(ctx, `SELECT grade FROM datasets WHERE name = $1`, d.Name).Scan(&old)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("load dataset %s: %w", d.Name, err)
+	var pending *ProtectionChange
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		old, err := loadDataset(ctx, tx, d.Name)
+		exists := err == nil
+		if err != nil && !fault.Is(err, fault.NotFound) {
+			return err
+		}
+		if exists {
+			p := Protection{Grade: d.Grade, Policy: d.Policy, Exact: old.ExactAnswers}
+			if lowers := p.Lowers(protectionOf(old)); len(lowers) > 0 {
+				c := ProtectionChange{ID: NewID("pch"), Dataset: d.Name, Proposed: p, Lowers: lowers, Reason: "reload",
+					ProposedBy: by, State: ChangePending, CreatedAt: now, base: protectionOf(old)}
+				_, err := tx.ExecContext(ctx, `INSERT INTO protection_changes (id, dataset, proposed, base, lowers, reason, proposed_by, state, created_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, c.ID, d.Name, jsonText(p), jsonText(c.base), jsonText(lowers), c.Reason, by, string(c.State), ts(now))
+				if err != nil {
+					return fmt.Errorf("store proposal for %s: %w", d.Name, err)
+				}
+				pending = &c
+				d.Grade, d.Policy = old.Grade, old.Policy
+			}
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO datasets (name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -346,7 +425,7 @@ func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
 		if err != nil {
 			return fmt.Errorf("store dataset %s: %w", d.Name, err)
 		}
-		if old != string(d.Grade) {
+		if !exists || old.Grade != d.Grade {
 			_, err = tx.ExecContext(ctx, `INSERT INTO grade_history (dataset, grade, changed_by, reason, changed_at) VALUES ($1, $2, $3, $4, $5)`,
 				d.Name, string(d.Grade), by, "registered or re-graded", ts(now))
 			if err != nil {
@@ -355,12 +434,13 @@ func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
 		}
 		return nil
 	})
+	return pending, err
 }
 
 func scanDataset(row interface{ Scan(...any) error }) (Dataset, error) {
 	var d Dataset
 	var grade, info, policy, reg, upd string
-	if err := row.Scan(&d.Name, &grade, &info, &policy, &d.Rows, &d.Units, &d.NeedsRegrade, &reg, &upd); err != nil {
+	if err := row.Scan(&d.Name, &grade, &info, &policy, &d.Rows, &d.Units, &d.NeedsRegrade, &reg, &upd, &d.ExactAnswers); err != nil {
 		return Dataset{}, err
 	}
 	d.Grade = Grade(grade)
@@ -377,7 +457,7 @@ func scanDataset(row interface{ Scan(...any) error }) (Dataset, error) {
 	return d, nil
 }
 
-const datasetCols = `name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at`
+const datasetCols = `name, grade, info, policy, rows_total, units, needs_regrade, registered_at, updated_at, exact_answers`
 
 // Dataset returns a registered dataset.
 func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
@@ -407,31 +487,4 @@ func (s *Store) Datasets(ctx context.Context) ([]Dataset, error) {
 		out = append(out, d)
 	}
 	return out, rows.Err()
-}
-
-// Regrade sets a dataset's grade after a steward's review, clears its
-// re-grade flag, and records the change in the grade history (Art. 7).
-func (s *Store) Regrade(ctx context.Context, name string, grade Grade, by, reason string) (Dataset, error) {
-	if !grade.Valid() {
-		return Dataset{}, fault.E(fault.Invalid, "grade %q is not one of core, important, general", grade)
-	}
-	if strings.TrimSpace(reason) == "" {
-		return Dataset{}, fault.E(fault.Invalid, "give the reason for the grade")
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE datasets SET grade = $1, needs_regrade = FALSE, updated_at = $2 WHERE name = $3`, string(grade), ts(s.now()), name)
-		if err != nil {
-			return fmt.Errorf("regrade %s: %w", name, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fault.E(fault.NotFound, "no dataset %s", name)
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO grade_history (dataset, grade, changed_by, reason, changed_at) VALUES ($1, $2, $3, $4, $5)`,
-			name, string(grade), by, reason, ts(s.now()))
-		return err
-	})
-	if err != nil {
-		return Dataset{}, err
-	}
-	return s.Dataset(ctx, name)
 }

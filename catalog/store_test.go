@@ -403,3 +403,67 @@ func TestGradeRules(t *testing.T) {
 		t.Errorf("Highest = %s", got)
 	}
 }
+
+func TestCheckRolesDuties(t *testing.T) {
+	cases := []struct {
+		roles []catalog.PersonRole
+		ok    bool
+	}{
+		{[]catalog.PersonRole{catalog.Admin}, true},
+		{[]catalog.PersonRole{catalog.Steward, catalog.Approver}, true},
+		{[]catalog.PersonRole{catalog.Researcher}, true},
+		{[]catalog.PersonRole{catalog.Auditor}, true},
+		{nil, false},
+		{[]catalog.PersonRole{"wizard"}, false},
+		{[]catalog.PersonRole{catalog.Admin, catalog.Researcher}, false},
+		{[]catalog.PersonRole{catalog.Admin, catalog.Steward}, false},
+		{[]catalog.PersonRole{catalog.Admin, catalog.Auditor}, false},
+		{[]catalog.PersonRole{catalog.Steward, catalog.Researcher}, false},
+		{[]catalog.PersonRole{catalog.Approver, catalog.Auditor}, false},
+		{[]catalog.PersonRole{catalog.Auditor, catalog.Researcher}, false},
+	}
+	for _, tc := range cases {
+		if err := catalog.CheckRoles(tc.roles); (err == nil) != tc.ok {
+			t.Errorf("%v: error %v, want ok %v", tc.roles, err, tc.ok)
+		}
+	}
+}
+
+// TestEnrolmentNeedsTwoPeople: the admin's secret redeems a token for a
+// researcher only with the code of the approver who confirmed them.
+func TestEnrolmentNeedsTwoPeople(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			ctx := context.Background()
+			if err := s.CreatePerson(ctx, catalog.Person{ID: "adm", Org: catalog.Org{ID: "h"}, Roles: []catalog.PersonRole{catalog.Admin}, Active: true}); err != nil {
+				t.Fatal(err)
+			}
+			o, err := s.AddPerson(ctx, catalog.Person{ID: "r2", Org: catalog.Org{ID: "x"}, Roles: []catalog.PersonRole{catalog.Researcher}}, "adm", nil)
+			if err != nil || o.Change == nil || o.Person.Active {
+				t.Fatalf("add: %+v %v", o, err)
+			}
+			if _, _, err := s.Redeem(ctx, o.Enrolment.Secret, ""); !fault.Is(err, fault.Unauthenticated) {
+				t.Fatalf("redeem unconfirmed: %v", err)
+			}
+			if _, err := s.ConfirmChange(ctx, o.Change.ID, "steward", nil); !fault.Is(err, fault.Forbidden) {
+				t.Fatalf("a steward confirming: %v", err)
+			}
+			cf, err := s.ConfirmChange(ctx, o.Change.ID, "boss", nil)
+			if err != nil || cf.Code == "" {
+				t.Fatalf("confirm: %+v %v", cf, err)
+			}
+			got, who, err := s.Redeem(ctx, o.Enrolment.Secret, cf.Code)
+			if err != nil || who != "r2" || got.Token == "" {
+				t.Fatalf("redeem: %+v %s %v", got, who, err)
+			}
+			if p, err := s.Authenticate(ctx, got.Token); err != nil || p.ID != "r2" || !p.Has(catalog.Researcher) {
+				t.Fatalf("authenticate: %+v %v", p, err)
+			}
+			if _, err := s.ChangeActive(ctx, "adm", false, "adm", nil); !fault.Is(err, fault.Conflict) {
+				t.Fatalf("deactivating the last admin: %v", err)
+			}
+		})
+	}
+}

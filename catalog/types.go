@@ -24,7 +24,11 @@ type Dataset struct {
 	Units int64 `json:"units"`
 	// NeedsRegrade is set when a reload changed the scale materially
 	// (Art. 7) and cleared when a steward confirms the grade.
-	NeedsRegrade bool      `json:"needs_regrade"`
+	NeedsRegrade bool `json:"needs_regrade"`
+	// ExactAnswers allows exact, small-cell-suppressed answers for this
+	// dataset, where its grade's rules allow them at all; it is switched on
+	// only by a steward's proposal that an approver verifies.
+	ExactAnswers bool      `json:"exact_answers"`
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }

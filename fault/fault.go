@@ -29,6 +29,7 @@ const (
 	Conflict                    // the object is in a state that does not allow the action
 	TooLarge                    // the request body is over the size limit
 	Unavailable                 // a federation node could not be reached or failed mid-query
+	RateLimited                 // too many requests from one address without a valid token
 )
 
 var kinds = map[Kind]struct {
@@ -48,6 +49,7 @@ var kinds = map[Kind]struct {
 	Conflict:        {"conflict", http.StatusConflict},
 	TooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge},
 	Unavailable:     {"node_unavailable", http.StatusServiceUnavailable},
+	RateLimited:     {"rate_limited", http.StatusTooManyRequests},
 }
 
 // Code is the stable machine-readable code of k, as listed in CONTRACT.md.

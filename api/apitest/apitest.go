@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,6 +49,9 @@ type Options struct {
 	// Seed draws the synthetic hospital (default 20260101); federation
 	// tests give each node its own.
 	Seed uint64
+	// AnonymousPerMinute is the server's limit on requests without a
+	// valid token per address (default the server's).
+	AnonymousPerMinute int
 }
 
 // Env is a running gateway.
@@ -63,6 +67,9 @@ type Env struct {
 	// AuditKey signs the audit log's heads and exports.
 	AuditKey *sm2.PrivateKey
 	Client   *http.Client
+	// Dir is the gateway's data directory; ImportDir, inside it, is the
+	// one import directory from which datasets may be registered by path.
+	Dir, ImportDir string
 }
 
 // PostgresSchema creates a schema of its own in the PostgreSQL database at
@@ -187,13 +194,18 @@ func New(tb testing.TB, o Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	reg := &catalog.Registrar{Store: store, Engine: eng, Dir: dir, Key: key}
+	importDir := filepath.Join(dir, "import")
+	if err := os.MkdirAll(importDir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	reg := &catalog.Registrar{Store: store, Engine: eng, Dir: dir, Key: key, ImportDirs: []string{importDir}}
 	al, err := alerts.New(ctx, store, o.Alerts)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(al.Close)
-	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al, Signer: signer}
+	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al, Signer: signer,
+		AnonymousPerMinute: o.AnonymousPerMinute}
 	if o.Bare {
 		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
 	}
@@ -201,6 +213,7 @@ func New(tb testing.TB, o Options) *Env {
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
 	return &Env{URL: hs.URL, Tokens: tokens, Server: srv, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
+		Dir: dir, ImportDir: importDir,
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 }
 

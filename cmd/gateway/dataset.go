@@ -146,11 +146,10 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer store.Close()
-	ds, err := store.Datasets(ctx)
+	rep, err := store.Report(ctx)
 	if err != nil {
 		return err
 	}
-	rep := catalog.Report(ds)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

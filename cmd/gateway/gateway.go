@@ -47,6 +47,13 @@ type options struct {
 	// CheckpointEvery is how often a signed audit checkpoint is posted to
 	// the alert webhook, when there is one (default an hour).
 	CheckpointEvery time.Duration
+	// ImportDirs are the directories whose files stewards may register
+	// over the API by path.
+	ImportDirs []string
+	// MetricsAddr, when set, serves /metrics there without a token, for
+	// a scraper on the monitoring network; on Addr it needs an admin's or
+	// auditor's token.
+	MetricsAddr string
 }
 
 func (o *options) defaults() {
@@ -206,12 +213,13 @@ func (g *gateway) apiServer(quota *quota.Tracker) *api.Server {
 	return api.New(api.Config{
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
 		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
-		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key},
+		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs},
 		Signer:    g.signer, GradeRules: g.opts.GradeRules,
 	})
 }
 
-// serve runs the API until ctx ends, then drains requests.
+// serve runs the API (and the metrics listener, when configured) until ctx
+// ends, then drains requests.
 func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 	ln, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {
@@ -222,7 +230,26 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 		ln.Close()
 		return err
 	}
-	return serveOn(ctx, g.log, "gateway", ln, g.apiServer(quota).Handler(), tlsConfig)
+	srv := g.apiServer(quota)
+	if g.opts.MetricsAddr == "" {
+		return serveOn(ctx, g.log, "gateway", ln, srv.Handler(), tlsConfig)
+	}
+	mln, err := net.Listen("tcp", g.opts.MetricsAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen on %s: %w", g.opts.MetricsAddr, err)
+	}
+	// Either listener failing stops both.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	metricsErr := make(chan error, 1)
+	go func() {
+		defer cancel()
+		metricsErr <- serveOn(ctx, g.log, "metrics", mln, srv.MetricsHandler(), nil)
+	}()
+	err = serveOn(ctx, g.log, "gateway", ln, srv.Handler(), tlsConfig)
+	cancel()
+	return errors.Join(err, <-metricsErr)
 }
 
 // serverTLS is the TLS configuration of an API served with the PEM pair

@@ -39,6 +39,8 @@ type fileConfig struct {
 		SignInterval    string `yaml:"sign_interval"`
 		CheckpointEvery string `yaml:"checkpoint_every"`
 	} `yaml:"audit"`
+	ImportDirs  []string `yaml:"import_dirs"`
+	MetricsAddr string   `yaml:"metrics_addr"`
 }
 
 func loadConfig(path string) (options, []float64, error) {
@@ -52,7 +54,13 @@ func loadConfig(path string) (options, []float64, error) {
 	}
 	o := options{Addr: fc.Addr, Dir: fc.Dir, Keys: fc.Keys, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
-	o.TLSCert, o.TLSKey = fc.TLSCert, fc.TLSKey
+	o.TLSCert, o.TLSKey, o.MetricsAddr = fc.TLSCert, fc.TLSKey, fc.MetricsAddr
+	for _, d := range fc.ImportDirs {
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(filepath.Dir(path), d)
+		}
+		o.ImportDirs = append(o.ImportDirs, filepath.Clean(d))
+	}
 	if fc.GradeRules != "" {
 		p := fc.GradeRules
 		if !filepath.IsAbs(p) {

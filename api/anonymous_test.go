@@ -1,0 +1,98 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/hospital/gateway/api/apitest"
+	"github.com/hospital/gateway/audit"
+)
+
+// TestMetricsNeedAToken: /metrics answers admins (operators) and auditors
+// only.
+func TestMetricsNeedAToken(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 100})
+	for _, tc := range []struct {
+		who    string
+		status int
+	}{{"", 401}, {"researcher", 403}, {"steward", 403}, {"admin", 200}, {"auditor", 200}} {
+		req, _ := http.NewRequest("GET", env.URL+"/metrics", nil)
+		if tok := env.Tokens[tc.who]; tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := env.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%q: %d, want %d", tc.who, resp.StatusCode, tc.status)
+		}
+	}
+}
+
+// TestAnonymousRequestsAreLimited: requests without a valid token are
+// rate-limited per address, and their audit entries hold a bounded
+// summary of the path, however long it was.
+func TestAnonymousRequestsAreLimited(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 100, AnonymousPerMinute: 5})
+	long := "/v1/access-requests/" + strings.Repeat("x", 100000)
+	var e errorBody
+	for i := range 5 {
+		if status, _ := env.Do("GET", long, "gw_nonsense", nil, &e); status != 401 {
+			t.Fatalf("request %d: %d %s", i, status, e.Error.Code)
+		}
+	}
+	for range 3 {
+		if status, _ := env.Do("GET", long, "gw_nonsense", nil, &e); status != 429 || e.Error.Code != "rate_limited" {
+			t.Fatalf("over the limit: %d %s", status, e.Error.Code)
+		}
+	}
+	if status, _ := env.Do("POST", "/v1/enrol", "", map[string]string{"secret": "enr_guess"}, &e); status != 429 {
+		t.Fatalf("enrolment over the limit: %d", status)
+	}
+	// A valid token still works from the same address.
+	if status, _ := env.Do("GET", "/v1/datasets", "researcher", nil, nil); status != 200 {
+		t.Fatalf("valid token: %d", status)
+	}
+	entries, err := env.Audit.List(context.Background(), audit.Filter{Action: "auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 6 { // five refusals and the first over the limit
+		t.Errorf("%d auth entries, want 6", len(entries))
+	}
+	for _, en := range entries {
+		if len(en.Detail) > 1000 {
+			t.Errorf("audit entry of %d bytes", len(en.Detail))
+		}
+	}
+}
+
+// TestAuditNamesTheToken: entries of authenticated calls carry the token
+// id as well as the person.
+func TestAuditNamesTheToken(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 300})
+	if status, _ := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT count(*) FROM patients", "epsilon": 0.1}, nil); status != 200 {
+		t.Fatalf("query: %d", status)
+	}
+	env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT name FROM patients"}, nil)
+	tokens, err := env.Store.Tokens(context.Background(), "researcher_internal")
+	if err != nil || len(tokens) != 1 {
+		t.Fatalf("tokens %v %v", tokens, err)
+	}
+	entries, err := env.Audit.List(context.Background(), audit.Filter{Actor: "researcher_internal", Action: "query"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 {
+		t.Fatalf("%d query entries", len(entries))
+	}
+	for _, en := range entries {
+		if !strings.Contains(string(en.Detail), tokens[0].ID) {
+			t.Errorf("entry %s (%s) does not name token %s: %s", en.Action, en.Outcome, tokens[0].ID, en.Detail)
+		}
+	}
+}
