@@ -1,0 +1,145 @@
+// Package privacy turns an accepted query into a protected answer, and this
+// comment is the gateway's privacy argument.
+//
+// # The guarantee
+//
+// Each grant is (epsilon, delta)-differentially private at the user level:
+// the unit is the patient (the column of role unit), and two datasets are
+// neighbours when one has all the rows of one patient more than the other,
+// in every table. The epsilon and delta of every answered query are charged
+// to the grant before its data is read (catalog.Store.Reserve), and queries
+// compose sequentially: the grant's total is the sum over its queries. A
+// repeated question returns the stored answer at no cost, which is
+// post-processing of the first. Queries refused before the reservation read
+// no data and cost nothing; a query stopped after it keeps its charge.
+//
+// # How one answer is made
+//
+//  1. Plan wraps the sandbox's base query (one row per input row: the
+//     patient, the group keys, the aggregated values) in SQL that bounds
+//     each patient's contribution (at most MaxRows rows in a group, at most
+//     MaxGroups groups, chosen by a salted hash of the patient's own rows
+//     and groups), clamps values to their declared bounds, and computes the
+//     bounded aggregates inside DuckDB. Rows never reach Go.
+//  2. Release adds noise to each output cell with Google's differential
+//     privacy library (Laplace by default, Gaussian when delta > 0; secure
+//     samplers, never math/rand or SQL random), decides the k rule on a
+//     noisy patient count, and reports the noise scale and a 95% interval
+//     per column.
+//
+// Sensitivities are as tight as the policy allows: when every table read has
+// one row per patient, a patient adds at most one row to one group, and when
+// every group key is a per-patient attribute (sex, province), a patient falls
+// in exactly one group however many rows they have. Plan.Sensitivities
+// states, per result column, the L0 and Linf the noise is calibrated to,
+// and the sensitivity tester (sensitivity_test.go) checks them on
+// neighbouring datasets for every query shape the analyser accepts.
+//
+// Joins. The sandbox accepts a table only if its unit is equated with the
+// unit of a table already joined (sandbox.Analyze), for inner and outer
+// joins and USING alike, and at most one table with several rows per
+// patient. So every row of the join belongs to exactly one patient (with
+// outer joins, the first unit that is not NULL), adding a patient adds
+// only their own rows, and the per-patient bounds above hold whatever the
+// join tree. The Article 11 measure counts that same patient per row.
+//
+// Bounding by rank. The engine gives every row of a table with several rows
+// per patient a hidden rank among its patient's rows (engine.RankRows), in
+// the order of a hash of the row's own values keyed with a secret drawn at
+// each load: a patient's ranks depend on their own rows and the key only.
+// When a query reads one such table, joins it only on the patient to tables
+// of one row per patient (inner joins) and filters none of its rows (see
+// sandbox.Query.RowRank), each patient's rows of it reach the aggregation
+// all or none, and keeping rows of rank at most m = MaxGroups*MaxRows
+// (MaxRows when a patient falls in one group) keeps at most m rows per
+// patient in all groups together. The guarantee: for any key, with or
+// without one patient, every other patient keeps exactly the same rows, so
+// the per-group counts change by at most m in L1 and in L2, sums by m times
+// the largest absolute bound, and each level of a quantile's histogram tree
+// by m. Noise is calibrated to those (L0 1, Linf m). As this holds for every
+// key, it holds for the one drawn. Partition selection, COUNT(DISTINCT
+// patient), Gaussian noise over several groups per patient and filtered
+// queries keep per-group bounding.
+//
+// # The k rule, on noisy counts
+//
+// A group is released only if its exact patient count is at least k AND a
+// noisy patient count clears T + k - 1, where T is the Laplace threshold of
+// partition selection for the delta charged (PartitionDelta, 1e-8 by
+// default, or a share of the query's delta). This applies to every group:
+// non-public keys (partition selection), public category lists (every
+// category is a candidate, present or not), and the single group of a query
+// without GROUP BY. Argument: if both neighbours have at least k patients
+// in the group, the decision is an epsilon-DP comparison of a noisy count;
+// if one has k-1 (so it always suppresses) the other has k, and releases
+// only when k + Z >= T + k - 1, that is Z >= T - 1, which has probability
+// at most delta by the choice of T. No group under k is ever released. The
+// noisy count is the released COUNT(DISTINCT patient), or COUNT(*) over one
+// row per patient, when the query has one under Laplace noise (the decision
+// is then post-processing of the released value); otherwise it is a
+// quantity of its own and takes its share of epsilon. Bounded by rank with
+// several groups per patient, it counts the patients whose rank-1 row is in
+// the group, which changes in one group only.
+//
+// # Everything a request can observe
+//
+// Each observable of a researcher's request, and why it is a DP release or
+// independent of the data:
+//
+//   - Rows and which groups appear: the noisy aggregates are the
+//     mechanism's output; a group appears by the noisy k rule above; for
+//     public keys only listed values form groups (others map to NULL and
+//     are dropped), and keys that are not finite numbers are dropped, both
+//     decided by the key alone. Rows are sorted by the researcher's ORDER BY
+//     or by group key, never by data order. "rows" is [] when nothing is
+//     released.
+//   - Intervals and noise scales (privacy.columns): functions of epsilon,
+//     delta and the declared bounds, or simulations around released values
+//     (post-processing).
+//   - suppressed_groups: without partition selection the candidates are
+//     the public domain or the one group, so it is the count of DP
+//     decisions not to release; with partition selection it is always 0,
+//     since the number of candidates is itself private. The other fields
+//     (mechanism, k, bounds, partition_selection, special_groups) depend on
+//     the SQL and the policy only.
+//   - Refusals before the data is read (status, code and text): the
+//     sandbox and NewPlan decide from the SQL, the grant and the policy;
+//     engine.Prepare binds against the schemas, not the rows. The group cap
+//     is decided from public lists, booleans and declared max_distinct
+//     (checked at registration, as is one_row_per_unit), never by cutting a
+//     result.
+//   - Errors while running: every researcher expression runs under DuckDB's
+//     TRY, and aggregated values are read with TRY_CAST, so no value can
+//     make a query fail. What still stops a query (time, memory) gives one
+//     code (resource_limit) and one text whatever the cause, and keeps the
+//     charge: the refusal says only that the query was stopped, which the
+//     researcher's own SQL largely determines.
+//   - Budget figures: sums of the researcher's own charges.
+//   - Quota refusals: whether a release to another legal entity would
+//     reach the Article 11 line depends on which patients earlier releases
+//     touched; the rule is the regulation's own and is exact by law. The
+//     refusal states only the line and that a risk assessment is needed,
+//     never the share or a patient count, and measured releases of a
+//     dataset take turns, so each is decided against the state the previous
+//     one left.
+//   - The cached flag: whether the same researcher asked the same question
+//     at the same cost before, which they know.
+//   - Latency: expressions are bounded per row (sandbox: at most 1000
+//     nodes, string constants of 256 characters, no string-growing function
+//     over another), so one patient's row cannot be made costly, and the
+//     release draws a noisy count for every candidate group whatever the
+//     exact k test says. The residual, measured by TestTimingOfOnePatient
+//     and quoted in the README, is a fraction of a millisecond. DuckDB's
+//     statistics (zone maps) can still skip row groups whose range excludes
+//     a constant; that reveals the range of a block of rows, not a chosen
+//     patient, and is named in the README as a known residual.
+//
+// What is not argued here is excluded: sampling clauses, time travel,
+// subqueries, window functions, set operations, functions outside an
+// allow-list, and joins of two tables with several rows per patient are
+// refused by the sandbox.
+//
+// Exact answers (Mechanism None) are outside the guarantee: they are only
+// for general-grade data whose exact_answers a steward proposed and an
+// approver verified, with the exact k rule.
+package privacy
