@@ -94,7 +94,9 @@ func BenchmarkGatewayVsDuckDB(b *testing.B) {
 // clients and reports answered queries per second; every answer's budget
 // spend is committed durably before it is returned.
 func BenchmarkSmallQueriesQPS(b *testing.B) {
-	env := apitest.New(b, apitest.Options{Patients: 20000, Epsilon: 100})
+	// Each query spends delta 1e-8 on its noisy k rule: the grant's
+	// delta must pay for every iteration.
+	env := apitest.New(b, apitest.Options{Patients: 20000, Epsilon: 100, Delta: 1e-8 * float64(b.N+1) * 1.01})
 	const clients = 16
 	var next atomic.Int64
 	b.ResetTimer()

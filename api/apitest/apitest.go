@@ -38,6 +38,7 @@ import (
 type Options struct {
 	Patients int     // demo patients (default 2000)
 	Epsilon  float64 // each researcher's budget (default 3)
+	Delta    float64 // each researcher's delta (default 1e-5)
 	// Metadata is the store DSN; default an SQLite file in a temp dir.
 	Metadata string
 	Threads  int
@@ -182,7 +183,7 @@ func New(tb testing.TB, o Options) *Env {
 			tb.Errorf("audit: %v", err)
 		}
 	}
-	tokens, err := demo.Seed(ctx, store, demo.Description(rows, int64(o.Patients)), demo.Options{Epsilon: o.Epsilon}, record)
+	tokens, err := demo.Seed(ctx, store, demo.Description(rows, int64(o.Patients)), demo.Options{Epsilon: o.Epsilon, Delta: o.Delta}, record)
 	if err != nil {
 		tb.Fatal(err)
 	}
