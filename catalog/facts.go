@@ -11,7 +11,8 @@ import (
 // facts checks, while a table's file is read, the declarations the noise
 // relies on and that a file could break: one row per patient for a table
 // declared one_row_per_unit (its queries get the noise of one row per
-// patient), and max_distinct, since the Distinct bound caps the groups a
+// patient), max_distinct, and public lists (a listed column holds only
+// listed values or NULL), since the Distinct bound caps the groups a
 // query may form before any data is read.
 type facts struct {
 	table Table
@@ -19,6 +20,7 @@ type facts struct {
 	unit  string
 	rows  int64
 	cols  map[string]*distinct
+	lists map[string]map[string]bool // public lists, by lower-case column
 }
 
 type distinct struct {
@@ -27,12 +29,19 @@ type distinct struct {
 }
 
 func newFacts(t Table) *facts {
-	f := &facts{table: t, cols: map[string]*distinct{}}
+	f := &facts{table: t, cols: map[string]*distinct{}, lists: map[string]map[string]bool{}}
 	if t.OneRowPerUnit {
 		u, _ := t.UnitColumn()
 		f.unit, f.units = strings.ToLower(u.Name), map[string]struct{}{}
 	}
 	for _, c := range t.Columns {
+		if len(c.Public) > 0 {
+			l := map[string]bool{}
+			for _, v := range c.Public {
+				l[v] = true
+			}
+			f.lists[strings.ToLower(c.Name)] = l
+		}
 		if c.MaxDistinct > 0 {
 			f.cols[strings.ToLower(c.Name)] = &distinct{limit: c.MaxDistinct, values: map[string]struct{}{}}
 		}
@@ -50,6 +59,13 @@ func (f *facts) add(rec arrow.RecordBatch) error {
 			for r := 0; r < col.Len(); r++ {
 				if !col.IsNull(r) {
 					f.units[col.ValueStr(r)] = struct{}{}
+				}
+			}
+		}
+		if l, ok := f.lists[name]; ok {
+			for r := 0; r < col.Len(); r++ {
+				if v := col.ValueStr(r); !col.IsNull(r) && !l[v] {
+					return fault.E(fault.Invalid, "table %s: column %s holds %q, which is not in its public list; add it to the list or remove the list", f.table.Name, field.Name, v)
 				}
 			}
 		}

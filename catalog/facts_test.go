@@ -33,6 +33,8 @@ func TestDeclaredFactsAreChecked(t *testing.T) {
 			"4 rows for 3 patients"},
 		{"max_distinct broken", Table{Name: "people", Columns: []Column{{Name: "patient_id", Role: Unit}, {Name: "dx", Role: Sensitive, MaxDistinct: 3}}},
 			"more than 3 distinct values"},
+		{"value outside the public list", Table{Name: "people", Columns: []Column{{Name: "patient_id", Role: Unit}, {Name: "dx", Role: Sensitive, Public: []string{"A", "B", "C"}}}},
+			`holds "D", which is not in its public list`},
 		{"declarations hold", Table{Name: "people", Columns: []Column{{Name: "patient_id", Role: Unit}, {Name: "dx", Role: Sensitive, MaxDistinct: 4}}},
 			""},
 	}

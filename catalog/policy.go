@@ -92,9 +92,9 @@ type Column struct {
 	Role Role   `json:"role" yaml:"role"`
 	// Public lists the column's categories when the domain is public
 	// knowledge (sex, province): grouping on it then needs no partition
-	// selection and every category appears in the answer. Rows whose value
-	// is not in the list (or is NULL) are left out of every answer grouped
-	// on the column: they never form a group of their own.
+	// selection and every category appears in the answer. Registration
+	// refuses a file with a value outside the list; rows where it is NULL
+	// are left out of every answer grouped on the column.
 	Public []string `json:"public,omitempty" yaml:"public,omitempty"`
 	// MaxDistinct, when set, declares at most how many distinct values the
 	// column holds (diagnosis codes, admission dates). Registration checks

@@ -216,13 +216,17 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 }
 
 // releasableKeys reports whether a result row's group keys may appear in
-// an answer: a key with a public list only takes listed values (the
-// sandbox maps the others to NULL), and no key is an infinite or NaN
-// number, which JSON cannot carry. Both are decided from the key alone.
+// an answer: a key with a public list only takes listed values (NULL and
+// anything else never form a group; registration refuses files with other
+// values, so the groups stay within the bound computed before reading
+// data), and no key is an infinite or NaN number, which JSON cannot carry.
+// Both are decided from the key alone.
 func (p *Plan) releasableKeys(r []any) bool {
 	for i, g := range p.Query.Groups {
-		if g.Public != nil && r[i] == nil {
-			return false
+		if g.Public != nil {
+			if v, ok := r[i].(string); !ok || !slices.Contains(g.Public, v) {
+				return false
+			}
 		}
 		switch v := r[i].(type) {
 		case float64:

@@ -401,13 +401,9 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 		groupIndex[canonical(g)] = i
 		grp := a.describeGroup(g)
 		q.Groups = append(q.Groups, grp)
-		key := try(g)
-		if grp.Public != nil {
-			// Values outside the public list become NULL, which is in no
-			// list: they never form a group of their own.
-			key = publicOnly(g, grp.Public)
-		}
-		baseList = append(baseList, withAlias(key, fmt.Sprintf("__g%d", i)))
+		// A key with a public list holds only listed values or NULL
+		// (registration checks the file), and privacy drops NULL.
+		baseList = append(baseList, withAlias(try(g), fmt.Sprintf("__g%d", i)))
 	}
 	q.GroupBound = 1
 	for _, g := range q.Groups {

@@ -18,19 +18,6 @@ func try(n node) node {
 	return node{"class": "OPERATOR", "type": "OPERATOR_TRY", "alias": "", "children": []any{n}}
 }
 
-// publicOnly is CASE WHEN key IN (public...) THEN key END: a key with a
-// public list keeps only the listed values.
-func publicOnly(key node, public []string) node {
-	in := []any{key}
-	for _, v := range public {
-		in = append(in, node{"class": "CONSTANT", "type": "VALUE_CONSTANT", "alias": "",
-			"value": node{"type": node{"id": "VARCHAR", "type_info": nil}, "is_null": false, "value": v}})
-	}
-	return node{"class": "CASE", "type": "CASE_EXPR", "alias": "",
-		"case_checks": []any{node{"when_expr": node{"class": "OPERATOR", "type": "COMPARE_IN", "alias": "", "children": in}, "then_expr": key}},
-		"else_expr":   node{"class": "CONSTANT", "type": "VALUE_CONSTANT", "alias": "", "value": node{"type": node{"id": "NULL", "type_info": nil}, "is_null": true}}}
-}
-
 // mulBound multiplies two group bounds, 0 meaning unknown, saturating
 // far above any limit.
 func mulBound(a, b int64) int64 {
