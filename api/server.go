@@ -15,41 +15,32 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/gin-gonic/gin"
 
 	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
-	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
-	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/quota"
+	"github.com/hospital/gateway/release"
 )
 
 // Config wires the server to the rest of the gateway.
 type Config struct {
-	Store  *catalog.Store
-	Engine *engine.Engine
-	Audit  *audit.Log
-	Log    *slog.Logger
-	// Limits bound each query; QueryTimeout is its wall-clock limit.
-	Limits       privacy.Limits
-	QueryTimeout time.Duration
+	Store *catalog.Store
+	Audit *audit.Log
+	Log   *slog.Logger
 	// MaxBody caps request bodies in bytes; MaxUpload caps dataset uploads.
 	MaxBody   int64
 	MaxUpload int64
 	// Registrar, when set, lets stewards register datasets over the API.
 	Registrar *catalog.Registrar
-	// GradeRules bound every dataset's policy by its grade; nil means
-	// catalog.DefaultGradeRules.
-	GradeRules catalog.GradeRules
-	// Signer, when set, signs a receipt for every released answer.
-	Signer *sm2.PrivateKey
 	// Alerts, when set, watches query outcomes for abnormal use.
 	Alerts *alerts.Alerter
 	// Quota, when set, checks and measures the Article 11 quota.
 	Quota *quota.Tracker
+	// Release answers researchers' questions (POST /v1/queries).
+	Release *release.Service
 	// AnonymousPerMinute caps, per client address, the requests a minute
 	// that carry no valid token (enrolment included); over it they are
 	// refused with rate_limited. Default 30.
@@ -66,9 +57,6 @@ type Server struct {
 
 // New builds the server and its routes.
 func New(cfg Config) *Server {
-	if cfg.QueryTimeout <= 0 {
-		cfg.QueryTimeout = 30 * time.Second
-	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
 	}
@@ -331,10 +319,16 @@ func withToken(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, tokenKey{}, id)
 }
 
+// tokenOf is the id of the token the request authenticated with.
+func tokenOf(ctx context.Context) string {
+	id, _ := ctx.Value(tokenKey{}).(string)
+	return id
+}
+
 // stamp adds to e's detail the id of the token the request used, so that
 // every entry names the credential as well as the person.
 func stamp(ctx context.Context, e audit.Entry) audit.Entry {
-	id, _ := ctx.Value(tokenKey{}).(string)
+	id := tokenOf(ctx)
 	if id == "" {
 		return e
 	}
@@ -349,4 +343,10 @@ func stamp(ctx context.Context, e audit.Entry) audit.Entry {
 	}
 	e.Detail = detail(m)
 	return e
+}
+
+// detail is an audit entry's detail object.
+func detail(m map[string]any) json.RawMessage {
+	b, _ := json.Marshal(m)
+	return b
 }

@@ -342,33 +342,37 @@ func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, 
 	return []byte(body), true, nil
 }
 
-// Release stores a released answer, its query-history line, and whatever
-// inTx adds (the audit entry) in one transaction, and returns the answer
-// stored: when an identical query raced this one, the first answer wins, so
-// both callers see the same noise and averaging them reveals nothing.
-func (s *Store) Release(ctx context.Context, key string, body []byte, rec QueryRecord, inTx func(*sql.Tx) error) ([]byte, error) {
-	var stored string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO answers (grant_id, cache_key, query_id, body, created_at) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (grant_id, cache_key) DO NOTHING`, rec.GrantID, key, rec.ID, string(body), ts(s.now()))
-		if err != nil {
-			return fmt.Errorf("store answer: %w", err)
-		}
-		if err := tx.QueryRowContext(ctx, `SELECT body FROM answers WHERE grant_id = $1 AND cache_key = $2`, rec.GrantID, key).Scan(&stored); err != nil {
-			return fmt.Errorf("load stored answer: %w", err)
-		}
-		if err := recordQuery(ctx, tx, rec); err != nil {
-			return err
-		}
-		if inTx != nil {
-			return inTx(tx)
-		}
-		return nil
-	})
+// Begin starts a transaction of the store, in which a release writes its
+// answer (StoreAnswerTx), its history line (RecordQueryTx), and what the
+// quota and the audit log add, before one Commit.
+func (s *Store) Begin(ctx context.Context) (*sql.Tx, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("begin transaction: %w", err)
+	}
+	return tx, nil
+}
+
+// StoreAnswerTx stores a released answer for its grant and cache key and
+// returns the answer stored: when an identical query raced this one, the
+// first answer wins, so both callers see the same noise and averaging them
+// reveals nothing.
+func (s *Store) StoreAnswerTx(ctx context.Context, tx *sql.Tx, grantID, key, queryID string, body []byte) ([]byte, error) {
+	_, err := tx.ExecContext(ctx, `INSERT INTO answers (grant_id, cache_key, query_id, body, created_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (grant_id, cache_key) DO NOTHING`, grantID, key, queryID, string(body), ts(s.now()))
+	if err != nil {
+		return nil, fmt.Errorf("store answer: %w", err)
+	}
+	var stored string
+	if err := tx.QueryRowContext(ctx, `SELECT body FROM answers WHERE grant_id = $1 AND cache_key = $2`, grantID, key).Scan(&stored); err != nil {
+		return nil, fmt.Errorf("load stored answer: %w", err)
 	}
 	return []byte(stored), nil
+}
+
+// RecordQueryTx adds a line to a grant's query history inside tx.
+func (s *Store) RecordQueryTx(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
+	return recordQuery(ctx, tx, r)
 }
 
 // QueryRecord is one line of a grant's query history.

@@ -3,7 +3,6 @@ package catalog_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -231,19 +230,37 @@ func TestReleaseFirstAnswerWins(t *testing.T) {
 			rec := func(id string) catalog.QueryRecord {
 				return catalog.QueryRecord{ID: id, GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"}, Outcome: "ok", Time: time.Now()}
 			}
-			a, err := s.Release(ctx, "k", []byte(`{"v":1}`), rec("q1"), nil)
+			release := func(key, body string, r catalog.QueryRecord, audit error) ([]byte, error) {
+				tx, err := s.Begin(ctx)
+				if err != nil {
+					return nil, err
+				}
+				defer tx.Rollback()
+				stored, err := s.StoreAnswerTx(ctx, tx, r.GrantID, key, r.ID, []byte(body))
+				if err != nil {
+					return nil, err
+				}
+				if err := s.RecordQueryTx(ctx, tx, r); err != nil {
+					return nil, err
+				}
+				if audit != nil {
+					return nil, audit
+				}
+				return stored, tx.Commit()
+			}
+			a, err := release("k", `{"v":1}`, rec("q1"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := s.Release(ctx, "k", []byte(`{"v":2}`), rec("q2"), nil)
+			b, err := release("k", `{"v":2}`, rec("q2"), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if string(a) != `{"v":1}` || string(b) != `{"v":1}` {
 				t.Fatalf("got %s and %s", a, b)
 			}
-			// A failing hook rolls the whole release back.
-			if _, err := s.Release(ctx, "k2", []byte(`{}`), rec("q3"), func(*sql.Tx) error { return errors.New("audit down") }); err == nil {
+			// A release whose audit entry fails is rolled back whole.
+			if _, err := release("k2", `{}`, rec("q3"), errors.New("audit down")); err == nil {
 				t.Fatal("release with a failed audit entry succeeded")
 			}
 			if _, ok, _ := s.Answer(ctx, g.ID, "k2"); ok {

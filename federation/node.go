@@ -15,18 +15,18 @@ import (
 	"github.com/tuneinsight/lattigo/v6/multiparty"
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 
-	"github.com/hospital/gateway/api"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/privacy/he"
+	"github.com/hospital/gateway/release"
 )
 
 // Querier is the hospital's own gateway, which answers a node's part of a
-// query under its own governance (api.Server).
+// query under its own governance (release.Service).
 type Querier interface {
-	FederatedShare(ctx context.Context, q api.FederatedQuery) (*api.FederatedShare, error)
-	FederatedDatasets(ctx context.Context) ([]catalog.Dataset, error)
+	Share(ctx context.Context, q release.FederatedQuery) (*release.FederatedShare, error)
+	Datasets(ctx context.Context) ([]catalog.Dataset, error)
 }
 
 // NodeConfig configures a node.
@@ -151,7 +151,7 @@ func (n *Node) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) datasets(w http.ResponseWriter, r *http.Request) {
-	ds, err := n.cfg.Querier.FederatedDatasets(r.Context())
+	ds, err := n.cfg.Querier.Datasets(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -274,7 +274,7 @@ func (n *Node) share(ctx context.Context, req shareRequest) (any, error) {
 		// key round and asks again.
 		return nil, fault.E(fault.Conflict, "this node holds key round %q, not %q", round, req.Round)
 	}
-	sh, err := n.cfg.Querier.FederatedShare(ctx, api.FederatedQuery{
+	sh, err := n.cfg.Querier.Share(ctx, release.FederatedQuery{
 		QueryID: req.QueryID, Coordinator: n.cfg.Coordinator, Researcher: req.Researcher, SQL: req.SQL,
 		Epsilon: req.Epsilon, Delta: req.Delta, GrantID: req.GrantID, Nodes: len(n.cfg.Members), Aggregation: req.Aggregation,
 	})

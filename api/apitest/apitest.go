@@ -32,6 +32,7 @@ import (
 	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/engine/synth"
 	"github.com/hospital/gateway/quota"
+	"github.com/hospital/gateway/release"
 )
 
 // Options size the environment.
@@ -60,6 +61,9 @@ type Env struct {
 	URL    string
 	Tokens map[string]string
 	Server *api.Server
+	// Release is the use case behind the server, which a federation node
+	// calls.
+	Release *release.Service
 	Store  *catalog.Store
 	Engine *engine.Engine
 	Audit  *audit.Log
@@ -205,15 +209,18 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(al.Close)
-	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al, Signer: signer,
-		AnonymousPerMinute: o.AnonymousPerMinute}
+	rcfg := release.Config{Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, Signer: signer, QueryTimeout: o.Timeout}
+	cfg := api.Config{Store: store, Audit: log, Quota: q, Registrar: reg, Alerts: al, AnonymousPerMinute: o.AnonymousPerMinute}
 	if o.Bare {
 		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
+		rcfg.Audit, rcfg.Quota, rcfg.Alerts = nil, nil, nil
 	}
+	rel := release.New(rcfg)
+	cfg.Release = rel
 	srv := api.New(cfg)
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
-	return &Env{URL: hs.URL, Tokens: tokens, Server: srv, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
+	return &Env{URL: hs.URL, Tokens: tokens, Server: srv, Release: rel, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
 		Dir: dir, ImportDir: importDir,
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 }

@@ -128,8 +128,9 @@ func (g *gateway) serveNode(ctx context.Context, q *quota.Tracker, name, certs s
 		fedLn.Close()
 		return err
 	}
-	srv := g.apiServer(q)
-	node, err := federation.NewNode(federation.NodeConfig{Identity: id, Members: members, Coordinator: coordinator, Querier: srv, Log: g.log})
+	rel := g.releases(q)
+	srv := g.apiServer(q, rel)
+	node, err := federation.NewNode(federation.NodeConfig{Identity: id, Members: members, Coordinator: coordinator, Querier: rel, Log: g.log})
 	if err != nil {
 		restLn.Close()
 		fedLn.Close()

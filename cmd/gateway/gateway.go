@@ -23,6 +23,7 @@ import (
 	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/quota"
+	"github.com/hospital/gateway/release"
 )
 
 // options are the settings common to demo and serve.
@@ -208,13 +209,20 @@ func (g *gateway) loadDatasets(ctx context.Context) error {
 	return nil
 }
 
+// releases builds the release use case over the gateway's parts.
+func (g *gateway) releases(quota *quota.Tracker) *release.Service {
+	return release.New(release.Config{
+		Store: g.store, Engine: g.engine, Audit: g.audit, Quota: quota, Alerts: g.alerts, Signer: g.signer,
+		Limits: g.opts.Limits, QueryTimeout: g.opts.QueryTimeout, GradeRules: g.opts.GradeRules, Log: g.log,
+	})
+}
+
 // apiServer builds the REST API over the gateway's parts.
-func (g *gateway) apiServer(quota *quota.Tracker) *api.Server {
+func (g *gateway) apiServer(quota *quota.Tracker, rel *release.Service) *api.Server {
 	return api.New(api.Config{
-		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
-		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
+		Store: g.store, Audit: g.audit, Log: g.log, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
 		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs},
-		Signer:    g.signer, GradeRules: g.opts.GradeRules,
+		Release:   rel,
 	})
 }
 
@@ -230,7 +238,7 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 		ln.Close()
 		return err
 	}
-	srv := g.apiServer(quota)
+	srv := g.apiServer(quota, g.releases(quota))
 	if g.opts.MetricsAddr == "" {
 		return serveOn(ctx, g.log, "gateway", ln, srv.Handler(), tlsConfig)
 	}

@@ -76,7 +76,7 @@ func Start(tb testing.TB, o Options) *Cluster {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		node, err := federation.NewNode(federation.NodeConfig{Identity: id, Members: c.Names, Coordinator: "coordinator", Querier: env.Server, Log: quiet})
+		node, err := federation.NewNode(federation.NodeConfig{Identity: id, Members: c.Names, Coordinator: "coordinator", Querier: env.Release, Log: quiet})
 		if err != nil {
 			tb.Fatal(err)
 		}

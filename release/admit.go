@@ -1,0 +1,204 @@
+package release
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/sandbox"
+)
+
+// admission is what the checks before any planning establish: the
+// analysed query, the one grant that covers it, the datasets it reads and
+// the limits its grade allows.
+type admission struct {
+	q      *sandbox.Query
+	grant  catalog.Grant
+	used   []catalog.Dataset
+	rule   catalog.GradeRule
+	limits privacy.Limits
+}
+
+// admit runs the checks every query passes before it is planned: a live
+// grant, the analysis against the grant's scope, one grant covering what is
+// read, the cross-border rule and the grade rules (Art. 5, 10, 13, 22(4)).
+// It fills tr with what the audit entry and the detectors need.
+func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID string, tr *trace) (*admission, error) {
+	live, err := s.liveGrants(ctx, p, grantID)
+	if err != nil {
+		return nil, err
+	}
+	datasets, err := s.datasetsOf(ctx, live)
+	if err != nil {
+		return nil, err
+	}
+	// The grant is the one that covers what the query reads. With one
+	// candidate its column scope applies to the analysis; with several,
+	// the query is analysed over all their datasets to learn which it
+	// reads, and again under the chosen grant's columns when it has a
+	// column scope.
+	scope := scopeOf(live, datasets)
+	q, err := sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scope)
+	if err != nil {
+		return nil, err
+	}
+	tr.datasets, tr.shape, tr.key, tr.grade = q.Datasets, q.Shape, q.Key, q.Grade
+	grant, err := covering(live, q.Datasets)
+	if err != nil {
+		return nil, err
+	}
+	if len(live) > 1 && len(grant.Columns) > 0 {
+		if q, err = sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scopeOf([]catalog.Grant{grant}, datasets)); err != nil {
+			return nil, err
+		}
+	}
+	tr.grantID, tr.grantTotal = grant.ID, grant.EpsilonTotal
+	adm := &admission{q: q, grant: grant}
+	for _, name := range q.Datasets {
+		adm.used = append(adm.used, datasets[name])
+	}
+	if err := crossBorder(p.Org, q.Grade); err != nil {
+		return nil, err
+	}
+	adm.rule, adm.limits = gradeLimits(q, s.cfg.GradeRules, s.cfg.Limits)
+	return adm, nil
+}
+
+// liveGrants are the person's grants that may answer: the named one, or
+// every live one.
+func (s *Service) liveGrants(ctx context.Context, p catalog.Person, grantID string) ([]catalog.Grant, error) {
+	st := s.cfg.Store
+	now := st.Now()
+	grants, err := st.Grants(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	var live []catalog.Grant
+	for _, g := range grants {
+		if grantID != "" && g.ID != grantID {
+			continue
+		}
+		if grantID != "" && !g.Live(now) {
+			return nil, fault.E(fault.Forbidden, "grant %s is revoked or expired", g.ID)
+		}
+		if g.Live(now) {
+			live = append(live, g)
+		}
+	}
+	if len(live) == 0 {
+		if grantID != "" {
+			return nil, fault.E(fault.Forbidden, "grant %s is not yours", grantID)
+		}
+		return nil, fault.E(fault.Forbidden, "you have no live grant; file an access request at POST /v1/access-requests")
+	}
+	return live, nil
+}
+
+func (s *Service) datasetsOf(ctx context.Context, grants []catalog.Grant) (map[string]catalog.Dataset, error) {
+	out := map[string]catalog.Dataset{}
+	for _, g := range grants {
+		for _, name := range g.Datasets {
+			if _, ok := out[name]; ok {
+				continue
+			}
+			d, err := s.cfg.Store.Dataset(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			out[name] = d
+		}
+	}
+	return out, nil
+}
+
+// scopeOf is what the grants let a query see: with one grant, its
+// datasets under its column scope; with several, all their datasets.
+func scopeOf(grants []catalog.Grant, datasets map[string]catalog.Dataset) sandbox.Scope {
+	var scope sandbox.Scope
+	if len(grants) == 1 {
+		cols := columnsOf(grants[0])
+		for _, name := range grants[0].Datasets {
+			scope.Sources = append(scope.Sources, sources(datasets[name], cols)...)
+		}
+		return scope
+	}
+	names := make([]string, 0, len(datasets))
+	for name := range datasets {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		scope.Sources = append(scope.Sources, sources(datasets[name], nil)...)
+	}
+	return scope
+}
+
+func columnsOf(g catalog.Grant) map[string]bool {
+	if len(g.Columns) == 0 {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, c := range g.Columns {
+		m[strings.ToLower(c)] = true
+	}
+	return m
+}
+
+// covering is the one grant that covers every dataset read.
+func covering(live []catalog.Grant, datasets []string) (catalog.Grant, error) {
+	var cands []catalog.Grant
+	for _, g := range live {
+		if coversAll(g, datasets) {
+			cands = append(cands, g)
+		}
+	}
+	switch {
+	case len(cands) == 0:
+		return catalog.Grant{}, fault.E(fault.Forbidden, "no single grant of yours covers %s", strings.Join(datasets, ", "))
+	case len(cands) > 1:
+		return catalog.Grant{}, fault.E(fault.Invalid, "several of your grants cover %s; name one with \"grant_id\"", strings.Join(datasets, ", "))
+	}
+	return cands[0], nil
+}
+
+// gradeLimits applies the grade rules (Art. 5) to the query: they bound
+// what any dataset's policy allows, k and the per-query epsilon cap.
+func gradeLimits(q *sandbox.Query, rules catalog.GradeRules, limits privacy.Limits) (catalog.GradeRule, privacy.Limits) {
+	rule := rules[q.Grade]
+	q.Policy.K, q.Policy.SpecialK = max(q.Policy.K, rule.MinK), max(q.Policy.SpecialK, rule.MinK)
+	if limits.MaxEpsilon <= 0 || limits.MaxEpsilon > rule.MaxEpsilon {
+		limits.MaxEpsilon = rule.MaxEpsilon
+	}
+	return rule, limits
+}
+
+// crossBorder applies Art. 22(4) and 29(7): overseas recipients get nothing
+// from core or important data, nor personal information, unless an approved
+// export assessment is recorded. Every dataset here holds patients' personal
+// information, so without an assessment they get nothing at all.
+func crossBorder(org catalog.Org, grade catalog.Grade) error {
+	if org.Kind != catalog.Overseas || org.ExportAssessment {
+		return nil
+	}
+	return fault.E(fault.Forbidden, "%s is an overseas organisation and the data is %s-grade personal health information; no answer can be provided abroad until an approved export assessment is recorded", org.Name, grade)
+}
+
+func coversAll(g catalog.Grant, datasets []string) bool {
+	for _, d := range datasets {
+		if !slices.Contains(g.Datasets, d) {
+			return false
+		}
+	}
+	return true
+}
+
+func sources(d catalog.Dataset, cols map[string]bool) []sandbox.Source {
+	var out []sandbox.Source
+	for _, t := range d.Policy.Tables {
+		out = append(out, sandbox.Source{Dataset: d.Name, Grade: d.Grade, Table: t, Policy: d.Policy, Columns: cols})
+	}
+	return out
+}

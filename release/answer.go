@@ -1,0 +1,366 @@
+package release
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hospital/gateway/alerts"
+	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/quota"
+)
+
+// trace is what the audit entry and the detectors learn of a request as
+// it goes through the steps.
+type trace struct {
+	datasets   []string
+	shape, key string
+	grade      catalog.Grade
+	grantID    string
+	grantTotal float64
+	epsilon    float64 // spent, when the answer was released afresh
+}
+
+// Answer runs a researcher's question through every step (see the package
+// comment) and returns the protected answer. Every outcome is audited and
+// observed; a refusal says why with a stable code.
+func (s *Service) Answer(ctx context.Context, p catalog.Person, req Request) (*Result, error) {
+	tr := &trace{}
+	res, err := s.answer(ctx, p, req, tr)
+	s.observe(ctx, p, tr, err)
+	if err != nil {
+		s.auditRefusal(ctx, p, "query", req.TokenID, tr, err, map[string]any{"sql": req.SQL, "grant_id": req.GrantID, "message": fault.Message(err)})
+		return nil, err
+	}
+	return res, nil
+}
+
+func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr *trace) (*Result, error) {
+	adm, err := s.admit(ctx, p, req.SQL, req.GrantID, tr)
+	if err != nil {
+		return nil, err
+	}
+	plan, want, err := s.plan(adm, req)
+	if err != nil {
+		return nil, err
+	}
+	key := answerKey(adm, want, req.Exact)
+	if res, err := s.repeat(ctx, p, req, adm, key); res != nil || err != nil {
+		return res, err
+	}
+
+	// One wall-clock limit covers what the query makes DuckDB do.
+	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	measured, err := s.checkQuota(ctx, p, adm, plan)
+	if err != nil {
+		return nil, err
+	}
+	defer measured.Done()
+	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	if err != nil {
+		return nil, err
+	}
+	defer prep.Close()
+	bal, err := s.reserve(ctx, adm.grant, plan, req.Exact)
+	if err != nil {
+		return nil, err
+	}
+	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
+	out, err := run(runCtx, prep, plan, measured)
+	if err != nil {
+		s.recordFailure(ctx, rec, err)
+		return nil, err
+	}
+	ans, err := s.protect(plan, out, rec.ID, adm)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(ans)
+	if err != nil {
+		return nil, fmt.Errorf("encode answer: %w", err)
+	}
+	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": rec.ID, "grant_id": adm.grant.ID, "sql": req.SQL,
+		"epsilon": plan.Cost.Epsilon, "delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind,
+		"groups": len(ans.Rows), "suppressed": ans.Privacy.SuppressedGroups})
+	stored, err := s.commit(ctx, commitment{measured: measured, rec: rec, entry: entry, key: key, body: body})
+	if err != nil {
+		return nil, err
+	}
+	tr.epsilon = plan.Cost.Epsilon
+	return decoded(stored, bal, false, adm.q.Datasets)
+}
+
+// plan protects the admitted query at the requested cost, or plans an
+// exact answer where the grade rules and the dataset's steward and
+// approver allow it.
+func (s *Service) plan(adm *admission, req Request) (*privacy.Plan, privacy.Cost, error) {
+	q := adm.q
+	if req.Exact {
+		if !adm.rule.ExactAllowed {
+			return nil, privacy.Cost{}, fault.E(fault.QueryRejected, "exact answers are not allowed for %s-grade data; drop \"exact\" to get a differentially private answer", q.Grade)
+		}
+		for _, d := range adm.used {
+			if !d.ExactAnswers {
+				return nil, privacy.Cost{}, fault.E(fault.QueryRejected, "exact answers are not switched on for %s (a steward proposes them, an approver verifies); drop \"exact\" to get a differentially private answer", d.Name)
+			}
+		}
+		plan, err := privacy.NewExactPlan(q, adm.limits)
+		return plan, privacy.Cost{}, err
+	}
+	want := privacy.Cost{Epsilon: adm.grant.DefaultEpsilon}
+	if req.Epsilon != nil {
+		want.Epsilon = *req.Epsilon
+	}
+	if req.Delta != nil {
+		want.Delta = *req.Delta
+	}
+	plan, err := privacy.NewPlan(q, want, adm.limits)
+	return plan, want, err
+}
+
+// answerKey identifies the question for the answer cache: the canonical
+// query and what was asked to spend on it.
+func answerKey(adm *admission, want privacy.Cost, exact bool) string {
+	if exact {
+		return cacheKey(adm.q.Key+"\x00exact", want)
+	}
+	return cacheKey(adm.q.Key, want)
+}
+
+// repeat returns the stored answer to a question the grant already had
+// answered, at no cost: repeating a query and averaging reveals nothing.
+// Cached answers are releases too: recorded and audited. It returns nil
+// when there is none.
+func (s *Service) repeat(ctx context.Context, p catalog.Person, req Request, adm *admission, key string) (*Result, error) {
+	st := s.cfg.Store
+	body, ok, err := st.Answer(ctx, adm.grant.ID, key)
+	if err != nil || !ok {
+		return nil, err
+	}
+	g, err := st.Grant(ctx, adm.grant.ID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := decoded(body, catalog.BalanceOf(g), true, adm.q.Datasets)
+	if err != nil {
+		return nil, err
+	}
+	rec := record(p, adm, catalog.NewID("qry"), privacy.Cost{}, "ok")
+	rec.Cached = true
+	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": res.Answer.QueryID, "grant_id": adm.grant.ID, "sql": req.SQL, "cached": true})
+	if _, err := s.commit(ctx, commitment{rec: rec, entry: entry}); err != nil {
+		return nil, fmt.Errorf("record cached release: %w", err)
+	}
+	return res, nil
+}
+
+// checkQuota refuses a release to another legal entity from a dataset
+// whose Article 11 line was reached, before any budget is spent; a release
+// that must be measured returns its contributing patients in the same
+// DuckDB pass. The returned measure (nil when the release is not
+// measured) holds the dataset's turn until Done.
+func (s *Service) checkQuota(ctx context.Context, p catalog.Person, adm *admission, plan *privacy.Plan) (*quota.Pending, error) {
+	if s.cfg.Quota == nil {
+		return nil, nil
+	}
+	measured, err := s.cfg.Quota.Check(ctx, p.Org, adm.used)
+	if err != nil || measured == nil {
+		return nil, err
+	}
+	plan.MeasureUnits(measured.Range())
+	return measured, nil
+}
+
+// reserve charges the grant before any data is read; exact answers spend
+// no budget.
+func (s *Service) reserve(ctx context.Context, g catalog.Grant, plan *privacy.Plan, exact bool) (catalog.Balance, error) {
+	if exact {
+		return catalog.BalanceOf(g), nil
+	}
+	return s.cfg.Store.Reserve(ctx, g.ID, plan.Cost.Epsilon, plan.Cost.Delta)
+}
+
+// runLimitMessage is the one text of a query stopped while it ran.
+const runLimitMessage = "the query was stopped by the sandbox's run-time limits (time or memory); its budget is spent; narrow it, filter it or group on coarser keys"
+
+// run executes a prepared plan and reads the patients it measured.
+// Whatever stops it once it runs (the time limit, the memory limit, the
+// group cap, anything DuckDB raises) is one refusal with one code and one
+// text, and the budget stays spent: which limit a query hits, and when,
+// can depend on the data, so the cause is not told. Errors that depend on
+// the SQL and the schemas alone are raised before, by the plan and
+// Prepare, and spend nothing.
+func run(ctx context.Context, prep *engine.Prepared, plan *privacy.Plan, measured *quota.Pending) (*engine.Result, error) {
+	out, err := prep.Query(ctx, plan.MaxRows)
+	if err != nil {
+		return nil, fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
+	}
+	if measured != nil {
+		if err := measured.Measure(out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// protect noises the result into the answer and signs it.
+func (s *Service) protect(plan *privacy.Plan, out *engine.Result, queryID string, adm *admission) (Answer, error) {
+	pa, err := plan.Release(out)
+	if err != nil {
+		return Answer{}, err
+	}
+	ans := Answer{QueryID: queryID, GrantID: adm.grant.ID, Grade: adm.q.Grade, Columns: pa.Columns, Rows: pa.Rows, Privacy: pa.Privacy}
+	if err := s.sign(&ans); err != nil {
+		return Answer{}, err
+	}
+	return ans, nil
+}
+
+// decoded is a result from stored bytes.
+func decoded(body []byte, bal catalog.Balance, cached bool, datasets []string) (*Result, error) {
+	res := &Result{Body: body, Budget: bal, Cached: cached, Datasets: datasets}
+	if err := json.Unmarshal(body, &res.Answer); err != nil {
+		return nil, fmt.Errorf("decode stored answer: %w", err)
+	}
+	return res, nil
+}
+
+// commitment is what one release writes.
+type commitment struct {
+	measured *quota.Pending // nil when the release is not measured
+	rec      catalog.QueryRecord
+	entry    audit.Entry
+	key      string // with body, the answer to store
+	body     []byte
+}
+
+// commit writes a release in one transaction: its Article 11 measure, the
+// answer, its history line and its audit entry, together or not at all,
+// and returns the answer stored. A release that would cross the Article 11
+// line blocks the later ones; warnings go out once it has committed.
+func (s *Service) commit(ctx context.Context, c commitment) ([]byte, error) {
+	stored, warnings, err := s.write(ctx, c)
+	if err != nil {
+		if c.measured != nil && fault.Is(err, fault.QuotaExceeded) {
+			c.measured.Block(context.WithoutCancel(ctx))
+		}
+		if fault.KindOf(err) == fault.Internal {
+			err = fmt.Errorf("release answer: %w", err)
+		}
+		return nil, err
+	}
+	if c.measured != nil {
+		c.measured.Warn(ctx, warnings)
+	}
+	return stored, nil
+}
+
+func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warning, error) {
+	st := s.cfg.Store
+	tx, err := st.Begin(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tx.Rollback()
+	var warnings []quota.Warning
+	if c.measured != nil {
+		if warnings, err = c.measured.CommitTx(ctx, tx, c.rec.ID); err != nil {
+			return nil, nil, err
+		}
+	}
+	var stored []byte
+	if c.body != nil {
+		if stored, err = st.StoreAnswerTx(ctx, tx, c.rec.GrantID, c.key, c.rec.ID, c.body); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := st.RecordQueryTx(ctx, tx, c.rec); err != nil {
+		return nil, nil, err
+	}
+	if err := s.auditTx(ctx, tx, c.entry); err != nil {
+		return nil, nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("commit release: %w", err)
+	}
+	return stored, warnings, nil
+}
+
+// recordFailure writes the history line of a query that was charged and
+// not released.
+func (s *Service) recordFailure(ctx context.Context, rec catalog.QueryRecord, err error) {
+	rec.Outcome = fault.KindOf(err).Code()
+	if rerr := s.cfg.Store.RecordQuery(context.WithoutCancel(ctx), rec, nil); rerr != nil {
+		s.cfg.Log.Error("record query history", "err", rerr)
+	}
+}
+
+func record(p catalog.Person, adm *admission, id string, cost privacy.Cost, outcome string) catalog.QueryRecord {
+	return catalog.QueryRecord{
+		ID: id, GrantID: adm.grant.ID, Researcher: p.ID, Datasets: adm.q.Datasets, SQL: adm.q.SQL,
+		Epsilon: cost.Epsilon, Delta: cost.Delta, Outcome: outcome, Time: time.Now().UTC(),
+	}
+}
+
+// entry is the audit entry of a release by p.
+func (s *Service) entry(p catalog.Person, tokenID string, adm *admission, outcome string, detail map[string]any) audit.Entry {
+	return audit.Entry{Actor: p.ID, Role: roleText(p), Action: "query", Dataset: strings.Join(adm.q.Datasets, ","),
+		Grade: string(adm.q.Grade), Outcome: outcome, Detail: details(tokenID, detail)}
+}
+
+func (s *Service) auditTx(ctx context.Context, tx *sql.Tx, e audit.Entry) error {
+	if s.cfg.Audit == nil {
+		return nil
+	}
+	_, err := s.cfg.Audit.AppendTx(ctx, tx, e)
+	return err
+}
+
+// auditRefusal records a refused request.
+func (s *Service) auditRefusal(ctx context.Context, p catalog.Person, action, tokenID string, tr *trace, refusal error, detail map[string]any) {
+	if s.cfg.Audit == nil {
+		return
+	}
+	e := audit.Entry{Actor: p.ID, Role: roleText(p), Action: action, Outcome: fault.KindOf(refusal).Code(),
+		Dataset: strings.Join(tr.datasets, ","), Grade: string(tr.grade), Detail: details(tokenID, detail)}
+	if _, err := s.cfg.Audit.Append(context.WithoutCancel(ctx), e); err != nil {
+		s.cfg.Log.Error("audit append failed", "action", action, "err", err)
+	}
+}
+
+func details(tokenID string, m map[string]any) json.RawMessage {
+	if tokenID != "" {
+		m["token_id"] = tokenID
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func roleText(p catalog.Person) string {
+	var rs []string
+	for _, r := range p.Roles {
+		rs = append(rs, string(r))
+	}
+	return strings.Join(rs, ",")
+}
+
+// observe hands a request's outcome to the abnormal-use detectors.
+func (s *Service) observe(ctx context.Context, p catalog.Person, tr *trace, err error) {
+	if s.cfg.Alerts == nil {
+		return
+	}
+	e := alerts.Event{Person: p.ID, Outcome: "ok", Dataset: strings.Join(tr.datasets, ","), Shape: tr.shape, Key: tr.key,
+		GrantID: tr.grantID, GrantTotal: tr.grantTotal, Epsilon: tr.epsilon}
+	if err != nil {
+		e.Outcome, e.Epsilon = fault.KindOf(err).Code(), 0
+	}
+	s.cfg.Alerts.Observe(ctx, e)
+}

@@ -1,0 +1,118 @@
+package release
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/emmansun/gmsm/sm2"
+
+	"github.com/hospital/gateway/alerts"
+	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/quota"
+)
+
+// Config wires the use case to the rest of the gateway.
+type Config struct {
+	Store  *catalog.Store
+	Engine *engine.Engine
+	// Audit, Quota, Alerts and Signer are optional: without them nothing
+	// is audited, measured, watched or signed (tests and benchmarks).
+	Audit  *audit.Log
+	Quota  *quota.Tracker
+	Alerts *alerts.Alerter
+	Signer *sm2.PrivateKey
+	// Limits bound each query; QueryTimeout is its wall-clock limit.
+	Limits       privacy.Limits
+	QueryTimeout time.Duration
+	// GradeRules bound every dataset's policy by its grade; nil means
+	// catalog.DefaultGradeRules.
+	GradeRules catalog.GradeRules
+	Log        *slog.Logger
+}
+
+// Service runs releases.
+type Service struct {
+	cfg Config
+}
+
+// New returns the use case over cfg.
+func New(cfg Config) *Service {
+	if cfg.QueryTimeout <= 0 {
+		cfg.QueryTimeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.GradeRules == nil {
+		cfg.GradeRules = catalog.DefaultGradeRules()
+	}
+	return &Service{cfg: cfg}
+}
+
+// Request is a researcher's question.
+type Request struct {
+	SQL     string   `json:"sql"`
+	Epsilon *float64 `json:"epsilon"`
+	Delta   *float64 `json:"delta"`
+	GrantID string   `json:"grant_id"`
+	// Exact asks for an exact, small-cell-suppressed answer without noise,
+	// which only general data with exact answers switched on allows.
+	Exact bool `json:"exact"`
+	// TokenID is the credential the request came with, for the audit log.
+	TokenID string `json:"-"`
+}
+
+// Answer is the one protected answer: what the API sends, what the
+// receipt signs, what is stored for a repeat.
+type Answer struct {
+	QueryID string          `json:"query_id"`
+	GrantID string          `json:"grant_id"`
+	Grade   catalog.Grade   `json:"grade"`
+	Columns []engine.Column `json:"columns"`
+	Rows    [][]any         `json:"rows"`
+	Privacy privacy.Report  `json:"privacy"`
+	Receipt *Receipt        `json:"receipt,omitempty"`
+}
+
+// Result is a release: its answer, the bytes it is sent as, and the state
+// of the budget after it.
+type Result struct {
+	Answer Answer
+	// Body is the answer encoded once, as stored and as sent (see JSON).
+	Body   []byte
+	Budget catalog.Balance
+	Cached bool
+	// Datasets are the datasets the query read, for metrics.
+	Datasets []string
+}
+
+// JSON is the response body: Body with the budget and the cached flag,
+// which change from one release of a stored answer to the next, added.
+func (r *Result) JSON() ([]byte, error) {
+	extra, err := json.Marshal(struct {
+		Budget catalog.Balance `json:"budget"`
+		Cached bool            `json:"cached"`
+	}{r.Budget, r.Cached})
+	if err != nil {
+		return nil, fmt.Errorf("encode budget: %w", err)
+	}
+	if len(r.Body) < 2 || r.Body[len(r.Body)-1] != '}' || extra[0] != '{' {
+		return nil, fmt.Errorf("encode answer: stored answer is not an object")
+	}
+	out := make([]byte, 0, len(r.Body)+len(extra))
+	out = append(out, r.Body[:len(r.Body)-1]...)
+	out = append(out, ',')
+	return append(out, extra[1:]...), nil
+}
+
+func cacheKey(canonical string, c privacy.Cost) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%g\x00%g", canonical, c.Epsilon, c.Delta)))
+	return hex.EncodeToString(h[:])
+}
