@@ -64,11 +64,11 @@ type Env struct {
 	// Release is the use case behind the server, which a federation node
 	// calls.
 	Release *release.Service
-	Store  *catalog.Store
-	Engine *engine.Engine
-	Audit  *audit.Log
-	Quota  *quota.Tracker
-	Alerts *alerts.Alerter
+	Store   *catalog.Store
+	Engine  *engine.Engine
+	Audit   *audit.Log
+	Quota   *quota.Tracker
+	Alerts  *alerts.Alerter
 	// AuditKey signs the audit log's heads and exports.
 	AuditKey *sm2.PrivateKey
 	Client   *http.Client
