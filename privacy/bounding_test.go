@@ -242,6 +242,7 @@ func planFor(t *testing.T, e *engine.Engine, sql string, scope sandbox.Scope, co
 	if err != nil {
 		t.Fatal(err)
 	}
+	rankIfAsked(t, e, q)
 	p, err := privacy.NewPlan(q, cost, privacy.Limits{})
 	if err != nil {
 		t.Fatal(err)
@@ -261,4 +262,17 @@ func run(t *testing.T, e *engine.Engine, p *privacy.Plan) (*engine.Result, map[s
 		col[c.Name] = i
 	}
 	return res, col
+}
+
+// rankIfAsked ranks the table q may bound by rank and switches q to it, as
+// the release does.
+func rankIfAsked(t *testing.T, e *engine.Engine, q *sandbox.Query) {
+	t.Helper()
+	if q.Rank == nil {
+		return
+	}
+	if err := e.RankRows(context.Background(), q.Rank.Dataset, q.Rank.Table, q.Rank.Unit); err != nil {
+		t.Fatal(err)
+	}
+	q.UseRank()
 }

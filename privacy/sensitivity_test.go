@@ -146,6 +146,7 @@ func TestSensitivity(t *testing.T) {
 			}
 			continue
 		}
+		rankIfAsked(t, e, q)
 		plan, err := privacy.NewPlan(q, costs[i%2], privacy.Limits{})
 		if err != nil {
 			if fault.KindOf(err) != fault.QueryRejected {

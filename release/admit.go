@@ -36,10 +36,9 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 		return nil, err
 	}
 	// The grant is the one that covers what the query reads. With one
-	// candidate its column scope applies to the analysis; with several,
-	// the query is analysed over all their datasets to learn which it
-	// reads, and again under the chosen grant's columns when it has a
-	// column scope.
+	// candidate its column scope applies in the analysis; with several,
+	// the query is analysed once over all their datasets, and the columns
+	// it reads are then checked against the chosen grant's.
 	scope := scopeOf(live, datasets)
 	q, err := sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scope)
 	if err != nil {
@@ -50,8 +49,8 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 	if err != nil {
 		return nil, err
 	}
-	if len(live) > 1 && len(grant.Columns) > 0 {
-		if q, err = sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scopeOf([]catalog.Grant{grant}, datasets)); err != nil {
+	if len(live) > 1 {
+		if err := inColumns(q, grant); err != nil {
 			return nil, err
 		}
 	}
@@ -64,6 +63,7 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 		return nil, err
 	}
 	adm.rule, adm.limits = gradeLimits(q, s.cfg.GradeRules, s.cfg.Limits)
+	s.rank(ctx, q)
 	return adm, nil
 }
 
@@ -145,6 +145,34 @@ func columnsOf(g catalog.Grant) map[string]bool {
 		m[strings.ToLower(c)] = true
 	}
 	return m
+}
+
+// inColumns checks the columns q reads against g's column scope (the
+// privacy unit is always in scope).
+func inColumns(q *sandbox.Query, g catalog.Grant) error {
+	cols := columnsOf(g)
+	if cols == nil {
+		return nil
+	}
+	for _, c := range q.Columns {
+		if c.Role != catalog.Unit && !cols[strings.ToLower(c.Name)] {
+			return fault.E(fault.QueryRejected, "column %s is outside the columns of your grant; request access to it", c.Name)
+		}
+	}
+	return nil
+}
+
+// rank asks the engine to rank the rows of the table q could bound by
+// rank, and switches q to it. The rank only makes bounding cheaper: when
+// the engine cannot rank (the table is being loaded, the ranking failed),
+// the query is planned without it.
+func (s *Service) rank(ctx context.Context, q *sandbox.Query) {
+	if q.Rank == nil {
+		return
+	}
+	if err := s.cfg.Engine.RankRows(ctx, q.Rank.Dataset, q.Rank.Table, q.Rank.Unit); err == nil {
+		q.UseRank()
+	}
 }
 
 // covering is the one grant that covers every dataset read.

@@ -33,13 +33,6 @@ type Parser interface {
 	Deserialize(ctx context.Context, tree []byte) (string, error)
 }
 
-// Ranker is implemented by engines that can give each row of a table a
-// hidden rank among the rows of its privacy unit (engine.RankRows). The
-// analyser asks for it when a query may bound contributions by rank.
-type Ranker interface {
-	RankRows(ctx context.Context, dataset, table, unit string) error
-}
-
 // Source is one table a query may read, with where it lives and its policy.
 type Source struct {
 	Dataset string
@@ -178,6 +171,13 @@ type Query struct {
 	// PerUnitRows is true when every table read has at most one row per
 	// patient, so no row bounding is needed.
 	PerUnitRows bool
+	// Columns are the columns the query reads, each once.
+	Columns []catalog.Column
+	// Rank, when set, is the query's only table with several rows per
+	// patient, which no filter reads and no outer join touches: its rows
+	// may be bounded by rank (see UseRank).
+	Rank       *RankRef
+	rankedBase string
 	// RowRank is true when Base also selects __rk, the hidden rank of the
 	// row among its patient's rows in the query's only table with several
 	// rows per patient, and no filter (WHERE or join condition) reads that
@@ -213,6 +213,9 @@ type analyzer struct {
 	// bound what one row can cost.
 	exprNodes int
 	growth    int
+	// columns are the columns resolved so far, each once (seen).
+	columns []catalog.Column
+	seen    map[string]bool
 }
 
 // Limits on what one row may cost, so that no patient's row can make a
@@ -265,30 +268,39 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := a.rankable(); ok && ranked(ctx, p, a.refs[r]) {
-		q.RowRank = true
-		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, engine.RankColumn), "__rk"))
-	}
 	q.SQL = strings.TrimSpace(sql)
+	q.Columns = a.columns
 	q.Key = cacheKey(sel)
 	q.Shape = shapeKey(sel)
 	if q.Base, err = deserialize(ctx, p, stmts[0], base); err != nil {
 		return nil, err
 	}
+	if r, ok := a.rankable(); ok {
+		u, _ := a.refs[r].src.Table.UnitColumn()
+		q.Rank = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
+		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, engine.RankColumn), "__rk"))
+		if q.rankedBase, err = deserialize(ctx, p, stmts[0], base); err != nil {
+			return nil, err
+		}
+	}
 	return q, nil
 }
 
-// ranked asks the engine to rank the rows of the query's multi-row table.
-// The rank only makes bounding cheaper: when the engine cannot rank (it is
-// not a Ranker, the table is being loaded, the ranking failed), the query
-// is planned without it.
-func ranked(ctx context.Context, p Parser, r ref) bool {
-	rk, ok := p.(Ranker)
-	if !ok {
-		return false
+// RankRef names the table whose rows a query could bound by their hidden
+// rank (engine.RankRows), had the engine ranked them.
+type RankRef struct {
+	Dataset, Table, Unit string
+}
+
+// UseRank switches q to bounding by rank, once the caller has had q.Rank
+// ranked: Base then also selects __rk. The analysis itself reads no data
+// and changes nothing; ranking is the engine's work, asked for by the
+// release.
+func (q *Query) UseRank() {
+	if q.Rank == nil || q.RowRank {
+		return
 	}
-	u, _ := r.src.Table.UnitColumn()
-	return rk.RankRows(ctx, r.src.Dataset, r.src.Table.Name, u.Name) == nil
+	q.RowRank, q.Base = true, q.rankedBase
 }
 
 func deserialize(ctx context.Context, p Parser, stmt, sel node) (string, error) {
@@ -767,6 +779,14 @@ func (a *analyzer) resolve(names []string, where string) (catalog.Column, int, e
 	}
 	if cols := a.refs[match].src.Columns; cols != nil && !cols[strings.ToLower(found.Name)] && found.Role != catalog.Unit {
 		return catalog.Column{}, -1, reject("column %s is outside the columns of your grant; request access to it", found.Name)
+	}
+	key := a.refs[match].src.Dataset + "." + a.refs[match].src.Table.Name + "." + strings.ToLower(found.Name)
+	if !a.seen[key] {
+		if a.seen == nil {
+			a.seen = map[string]bool{}
+		}
+		a.seen[key] = true
+		a.columns = append(a.columns, found)
 	}
 	return found, match, nil
 }

@@ -85,6 +85,12 @@ func TestRowRank(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The analysis is pure: it names the table to rank, and the
+			// caller switches to the rank once the engine has ranked it.
+			if q.RowRank || (q.Rank != nil) != tc.want {
+				t.Fatalf("analysis: RowRank %v, Rank %v; want no rank used and Rank %v", q.RowRank, q.Rank, tc.want)
+			}
+			q.UseRank()
 			if q.RowRank != tc.want || strings.Contains(q.Base, "__rk") != tc.want {
 				t.Fatalf("RowRank %v, want %v; base %s", q.RowRank, tc.want, q.Base)
 			}
