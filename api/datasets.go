@@ -17,6 +17,7 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // postDataset registers (or reloads) a dataset from files on the server,
@@ -77,7 +78,7 @@ func (s *Server) uploadDataset(c *gin.Context) {
 		if !ok {
 			continue
 		}
-		if _, declared := m.Policy.Table(table); !catalog.IsIdentifier(table) || !declared {
+		if _, declared := m.Policy.Table(table); !policy.IsIdentifier(table) || !declared {
 			s.refuse(c, p, "dataset.register", fault.E(fault.Invalid, "file part %.80q names no table of the manifest; name parts table:NAME for each declared table", field))
 			return
 		}
@@ -199,8 +200,8 @@ func (s *Server) auditDataset(c *gin.Context, tx *sql.Tx, action string, d catal
 // lower one waits for an approver's verification.
 func (s *Server) confirmGrade(c *gin.Context) {
 	var body struct {
-		Grade  catalog.Grade `json:"grade"`
-		Reason string        `json:"reason"`
+		Grade  policy.Grade `json:"grade"`
+		Reason string       `json:"reason"`
 	}
 	if err := c.ShouldBindJSON(&body); err != nil {
 		s.refuse(c, person(c), "dataset.grade", badJSON(err))
@@ -217,8 +218,8 @@ func (s *Server) confirmGrade(c *gin.Context) {
 // waits for an approver's verification.
 func (s *Server) postPolicy(c *gin.Context) {
 	var body struct {
-		Policy catalog.Policy `json:"policy"`
-		Reason string         `json:"reason"`
+		Policy policy.Policy `json:"policy"`
+		Reason string        `json:"reason"`
 	}
 	if err := c.ShouldBindJSON(&body); err != nil {
 		s.refuse(c, person(c), "dataset.policy", badJSON(err))
@@ -236,8 +237,8 @@ func (s *Server) postPolicy(c *gin.Context) {
 // sameColumns checks that a new policy declares exactly the tables and
 // columns of the one in force: those are the files' columns, which only a
 // reload changes.
-func sameColumns(old, p catalog.Policy) error {
-	names := func(p catalog.Policy) []string {
+func sameColumns(old, p policy.Policy) error {
+	names := func(p policy.Policy) []string {
 		var out []string
 		for _, t := range p.Tables {
 			for _, c := range t.Columns {

@@ -10,6 +10,7 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // budgetLine is one grant's budget in GET /v1/budgets.
@@ -265,7 +266,7 @@ func (s *Server) postAssessment(c *gin.Context) {
 		return
 	}
 	s.audit(c.Request.Context(), audit.Entry{Actor: p.ID, Role: roleText(p), Action: "quota.assessment", Dataset: body.Dataset,
-		Grade: string(catalog.Core), Outcome: "ok", Detail: detail(map[string]any{"threshold": body.Threshold, "reference": body.Reference})})
+		Grade: string(policy.Core), Outcome: "ok", Detail: detail(map[string]any{"threshold": body.Threshold, "reference": body.Reference})})
 	c.JSON(http.StatusOK, st)
 }
 

@@ -24,7 +24,7 @@ type change struct {
 // at once; and the history is in the catalog report.
 func TestLoweringProtectionNeedsTwoPeople(t *testing.T) {
 	env := apitest.New(t, apitest.Options{Patients: 300})
-	policy := func(edit func(p map[string]any)) map[string]any {
+	policyOf := func(edit func(p map[string]any)) map[string]any {
 		var ds struct {
 			Datasets []map[string]any `json:"datasets"`
 		}
@@ -60,11 +60,11 @@ func TestLoweringProtectionNeedsTwoPeople(t *testing.T) {
 	}{
 		{"lower grade", path + "/grade", map[string]any{"grade": "general", "reason": "r"}, true},
 		{"exact answers on", path + "/exact", map[string]any{"exact_answers": true, "reason": "r"}, true},
-		{"smaller k", path + "/policy", map[string]any{"reason": "r", "policy": policy(func(p map[string]any) { p["k"] = 5.0 })}, true},
-		{"more contribution per patient", path + "/policy", map[string]any{"reason": "r", "policy": policy(func(p map[string]any) {
+		{"smaller k", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) { p["k"] = 5.0 })}, true},
+		{"more contribution per patient", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) {
 			p["contribution"].(map[string]any)["max_rows"] = 50.0
 		})}, true},
-		{"wider bounds", path + "/policy", map[string]any{"reason": "r", "policy": policy(func(p map[string]any) {
+		{"wider bounds", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) {
 			cols := p["tables"].([]any)[1].(map[string]any)["columns"].([]any)
 			for _, c := range cols {
 				if c.(map[string]any)["name"] == "cost_yuan" {
@@ -72,11 +72,11 @@ func TestLoweringProtectionNeedsTwoPeople(t *testing.T) {
 				}
 			}
 		})}, true},
-		{"identifier released", path + "/policy", map[string]any{"reason": "r", "policy": policy(func(p map[string]any) {
+		{"identifier released", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) {
 			p["tables"].([]any)[0].(map[string]any)["columns"].([]any)[1].(map[string]any)["role"] = "attribute"
 		})}, true},
 		{"same grade applies at once", path + "/grade", map[string]any{"grade": "core", "reason": "reviewed"}, false},
-		{"larger k applies at once", path + "/policy", map[string]any{"reason": "r", "policy": policy(func(p map[string]any) { p["k"] = 15.0 })}, false},
+		{"larger k applies at once", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) { p["k"] = 15.0 })}, false},
 	}
 	var pending []string
 	for _, tc := range cases {

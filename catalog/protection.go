@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -38,61 +37,13 @@ func protectionOf(d Dataset) Protection {
 // empty when p is at least as protective in every respect.
 func (p Protection) Lowers(old Protection) []string {
 	var out []string
-	if p.Grade.rank() < old.Grade.rank() {
+	if p.Grade.Below(old.Grade) {
 		out = append(out, fmt.Sprintf("grade %s is below %s", p.Grade, old.Grade))
 	}
 	if p.Exact && !old.Exact {
 		out = append(out, "exact answers switched on")
 	}
 	return append(out, p.Policy.Looser(old.Policy)...)
-}
-
-// Looser lists how p is looser than old: smaller k, larger contribution
-// bounds or special-group share, wider or dropped column bounds, a column
-// whose role or public categories changed, a table newly declared one row
-// per patient, or tables and columns old did not declare.
-func (p Policy) Looser(old Policy) []string {
-	var out []string
-	less := func(what string, nv, ov float64) {
-		if nv > ov {
-			out = append(out, fmt.Sprintf("%s %g is above %g", what, nv, ov))
-		}
-	}
-	if p.K < old.K {
-		out = append(out, fmt.Sprintf("k %d is below %d", p.K, old.K))
-	}
-	if p.SpecialK < old.SpecialK {
-		out = append(out, fmt.Sprintf("special_k %d is below %d", p.SpecialK, old.SpecialK))
-	}
-	less("special_share", p.SpecialShare, old.SpecialShare)
-	less("contribution max_groups", float64(p.Contribution.MaxGroups), float64(old.Contribution.MaxGroups))
-	less("contribution max_rows", float64(p.Contribution.MaxRows), float64(old.Contribution.MaxRows))
-	for _, t := range p.Tables {
-		ot, ok := old.Table(t.Name)
-		if !ok {
-			out = append(out, fmt.Sprintf("table %s is new", t.Name))
-			continue
-		}
-		if t.OneRowPerUnit && !ot.OneRowPerUnit {
-			out = append(out, fmt.Sprintf("table %s is newly declared one row per patient", t.Name))
-		}
-		for _, c := range t.Columns {
-			oc, ok := ot.Column(c.Name)
-			switch {
-			case !ok:
-				out = append(out, fmt.Sprintf("column %s.%s is new", t.Name, c.Name))
-			case c.Role != oc.Role && c.Role != Identifier:
-				out = append(out, fmt.Sprintf("column %s.%s changes role from %s to %s", t.Name, c.Name, oc.Role, c.Role))
-			case !slices.Equal(c.Public, oc.Public) && len(c.Public) > 0:
-				out = append(out, fmt.Sprintf("column %s.%s changes its public categories", t.Name, c.Name))
-			case oc.Bounded() && !c.Bounded():
-				// Unbounded columns cannot be summed at all: stricter.
-			case c.Bounded() && (!oc.Bounded() || *c.Min < *oc.Min || *c.Max > *oc.Max):
-				out = append(out, fmt.Sprintf("column %s.%s has wider bounds", t.Name, c.Name))
-			}
-		}
-	}
-	return out
 }
 
 // ProtectionChange is a steward's proposal to change a dataset's

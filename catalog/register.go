@@ -16,6 +16,7 @@ import (
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // Manifest is a dataset registration file written by a steward: the
@@ -64,7 +65,7 @@ func ReadManifest(path string) (Manifest, error) {
 
 // Check validates the manifest's name, grade, policy and files.
 func (m *Manifest) Check() error {
-	if !IsIdentifier(m.Name) || strings.HasPrefix(m.Name, "__") {
+	if !policy.IsIdentifier(m.Name) || strings.HasPrefix(m.Name, "__") {
 		return fault.E(fault.Invalid, "name %q must be a plain identifier (letters, digits, underscores; not starting with __)", m.Name)
 	}
 	if !m.Grade.Valid() {

@@ -403,24 +403,6 @@ func TestHelperReserveChild(t *testing.T) {
 	fmt.Printf("reserved %d\n", ok.Load())
 }
 
-func TestGradeRules(t *testing.T) {
-	r, err := catalog.LoadGradeRules("../grades.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(r) != fmt.Sprint(catalog.DefaultGradeRules()) {
-		t.Errorf("grades.yaml %v differs from the built-in defaults %v", r, catalog.DefaultGradeRules())
-	}
-	bad := filepath.Join(t.TempDir(), "g.yaml")
-	os.WriteFile(bad, []byte("core: {max_epsilon_per_query: 1, min_k: 10, exact_allowed: true}\nimportant: {max_epsilon_per_query: 1, min_k: 5}\ngeneral: {max_epsilon_per_query: 1, min_k: 3}\n"), 0o600)
-	if _, err := catalog.LoadGradeRules(bad); err == nil {
-		t.Fatal("exact answers for core data were accepted")
-	}
-	if got := catalog.Highest(catalog.General, catalog.Core, catalog.Important); got != catalog.Core {
-		t.Errorf("Highest = %s", got)
-	}
-}
-
 func TestCheckRolesDuties(t *testing.T) {
 	cases := []struct {
 		roles []catalog.PersonRole

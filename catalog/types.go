@@ -45,20 +45,6 @@ const (
 	Auditor    PersonRole = "auditor"
 )
 
-// OrgKind says where an organisation stands for Art. 11 and Art. 22(4).
-type OrgKind string
-
-// The organisation kinds.
-const (
-	// Internal is the hospital itself: its use does not count toward the
-	// Article 11 quota.
-	Internal OrgKind = "internal"
-	// Domestic is another legal entity inside China.
-	Domestic OrgKind = "domestic"
-	// Overseas is an organisation outside China.
-	Overseas OrgKind = "overseas"
-)
-
 // Org is a legal entity that people belong to.
 type Org struct {
 	ID   string  `json:"id"`

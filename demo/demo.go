@@ -13,13 +13,14 @@ import (
 
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine/synth"
+	"github.com/hospital/gateway/policy"
 )
 
 // Dataset is the demo dataset's name.
 const Dataset = "demo_hospital"
 
 // Policy is the column policy of demo_hospital.
-func Policy() catalog.Policy {
+func Policy() policy.Policy {
 	bound := func(lo, hi float64) (*float64, *float64) { return &lo, &hi }
 	ageMin, ageMax := bound(0, 110)
 	// Values range up to 365 days and 1,000,000 yuan, but a handful of
@@ -29,36 +30,36 @@ func Policy() catalog.Policy {
 	losMin, losMax := bound(0, 60)
 	costMin, costMax := bound(0, 100000)
 	pub := synth.PublicCategories()
-	return catalog.Policy{
-		Tables: []catalog.Table{
-			{Name: "patients", OneRowPerUnit: true, Columns: []catalog.Column{
-				{Name: "patient_id", Type: "BIGINT", Role: catalog.Unit},
-				{Name: "name", Type: "VARCHAR", Role: catalog.Identifier},
-				{Name: "national_id", Type: "VARCHAR", Role: catalog.Identifier},
-				{Name: "phone", Type: "VARCHAR", Role: catalog.Identifier},
-				{Name: "birth_date", Type: "DATE", Role: catalog.QuasiIdentifier},
-				{Name: "sex", Type: "VARCHAR", Role: catalog.QuasiIdentifier, Public: pub["sex"]},
-				{Name: "age", Type: "INTEGER", Role: catalog.QuasiIdentifier, Min: ageMin, Max: ageMax, MaxDistinct: 111},
-				{Name: "province", Type: "VARCHAR", Role: catalog.QuasiIdentifier, Public: pub["province"]},
-				{Name: "is_pregnant", Type: "BOOLEAN", Role: catalog.SpecialGroup},
-				{Name: "hiv_positive", Type: "BOOLEAN", Role: catalog.SpecialGroup},
-				{Name: "mental_disorder", Type: "BOOLEAN", Role: catalog.SpecialGroup},
-				{Name: "deceased", Type: "BOOLEAN", Role: catalog.SpecialGroup},
+	return policy.Policy{
+		Tables: []policy.Table{
+			{Name: "patients", OneRowPerUnit: true, Columns: []policy.Column{
+				{Name: "patient_id", Type: "BIGINT", Role: policy.Unit},
+				{Name: "name", Type: "VARCHAR", Role: policy.Identifier},
+				{Name: "national_id", Type: "VARCHAR", Role: policy.Identifier},
+				{Name: "phone", Type: "VARCHAR", Role: policy.Identifier},
+				{Name: "birth_date", Type: "DATE", Role: policy.QuasiIdentifier},
+				{Name: "sex", Type: "VARCHAR", Role: policy.QuasiIdentifier, Public: pub["sex"]},
+				{Name: "age", Type: "INTEGER", Role: policy.QuasiIdentifier, Min: ageMin, Max: ageMax, MaxDistinct: 111},
+				{Name: "province", Type: "VARCHAR", Role: policy.QuasiIdentifier, Public: pub["province"]},
+				{Name: "is_pregnant", Type: "BOOLEAN", Role: policy.SpecialGroup},
+				{Name: "hiv_positive", Type: "BOOLEAN", Role: policy.SpecialGroup},
+				{Name: "mental_disorder", Type: "BOOLEAN", Role: policy.SpecialGroup},
+				{Name: "deceased", Type: "BOOLEAN", Role: policy.SpecialGroup},
 			}},
-			{Name: "encounters", Columns: []catalog.Column{
-				{Name: "encounter_id", Type: "BIGINT", Role: catalog.Identifier},
-				{Name: "patient_id", Type: "BIGINT", Role: catalog.Unit},
-				{Name: "admit_date", Type: "DATE", Role: catalog.Attribute, MaxDistinct: 2200}, // 2020 to 2025
-				{Name: "department", Type: "VARCHAR", Role: catalog.Attribute, Public: pub["department"]},
-				{Name: "diagnosis_icd10", Type: "VARCHAR", Role: catalog.Sensitive, MaxDistinct: 200},
-				{Name: "length_of_stay_days", Type: "INTEGER", Role: catalog.Attribute, Min: losMin, Max: losMax, MaxDistinct: 366},
-				{Name: "cost_yuan", Type: "DOUBLE", Role: catalog.Attribute, Min: costMin, Max: costMax},
+			{Name: "encounters", Columns: []policy.Column{
+				{Name: "encounter_id", Type: "BIGINT", Role: policy.Identifier},
+				{Name: "patient_id", Type: "BIGINT", Role: policy.Unit},
+				{Name: "admit_date", Type: "DATE", Role: policy.Attribute, MaxDistinct: 2200}, // 2020 to 2025
+				{Name: "department", Type: "VARCHAR", Role: policy.Attribute, Public: pub["department"]},
+				{Name: "diagnosis_icd10", Type: "VARCHAR", Role: policy.Sensitive, MaxDistinct: 200},
+				{Name: "length_of_stay_days", Type: "INTEGER", Role: policy.Attribute, Min: losMin, Max: losMax, MaxDistinct: 366},
+				{Name: "cost_yuan", Type: "DOUBLE", Role: policy.Attribute, Min: costMin, Max: costMax},
 			}},
 		},
 		// A patient adds at most 5 encounters to one group and touches at
 		// most 4 groups; per-patient attributes (sex, province) need no
 		// bound, see privacy.
-		Contribution: catalog.Contribution{MaxGroups: 4, MaxRows: 5},
+		Contribution: policy.Contribution{MaxGroups: 4, MaxRows: 5},
 		K:            10, SpecialK: 20, SpecialShare: 0.5,
 	}
 }
@@ -66,7 +67,7 @@ func Policy() catalog.Policy {
 // Description is demo_hospital's catalog entry for the given scale.
 func Description(rows, patients int64) catalog.Dataset {
 	return catalog.Dataset{
-		Name: Dataset, Grade: catalog.Core, Source: "synthetic hospital information system extract (seeded generator)",
+		Name: Dataset, Grade: policy.Core, Source: "synthetic hospital information system extract (seeded generator)",
 		Category: "clinical: patient demographics and encounters", Purpose: "research on utilisation and outcomes",
 		Method:      "aggregate queries under differential privacy inside the gateway; no row leaves the domain",
 		Responsible: "Data Security Office, Demo Hospital", CrossBorder: "none",
@@ -100,9 +101,9 @@ func Seed(ctx context.Context, store *catalog.Store, d catalog.Dataset, opts Opt
 	}
 	const steward, approver = "steward", "approver"
 	orgs := []catalog.Org{
-		{ID: "demo-hospital", Name: "Demo Hospital", Kind: catalog.Internal},
-		{ID: "partner-institute", Name: "Partner Medical Research Institute", Kind: catalog.Domestic},
-		{ID: "overseas-lab", Name: "Overseas Health Analytics Ltd", Kind: catalog.Overseas},
+		{ID: "demo-hospital", Name: "Demo Hospital", Kind: policy.Internal},
+		{ID: "partner-institute", Name: "Partner Medical Research Institute", Kind: policy.Domestic},
+		{ID: "overseas-lab", Name: "Overseas Health Analytics Ltd", Kind: policy.Overseas},
 	}
 	for _, o := range orgs {
 		if err := store.PutOrg(ctx, o); err != nil {

@@ -7,15 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/hospital/gateway/policy"
 )
 
-// RankColumn is the hidden column RankRows adds to a table: the rank of
-// each row among the rows of its privacy unit, in an order drawn at random.
-// It is never in a dataset's column policy, so researchers cannot name it
-// (the sandbox resolves columns against the policy only), and it never
-// leaves the engine: table files at rest are written from the source files,
-// not from DuckDB. CreateTable refuses a table with a column of that name.
-const RankColumn = "__rank"
+// RankColumn is the hidden column RankRows adds to a table (see
+// policy.RankColumn).
+const RankColumn = policy.RankColumn
 
 // MaxRank is the largest rank stored; later rows of a unit share it. A plan
 // may bound rows by rank only below it.

@@ -21,6 +21,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/privacy/he"
 	"github.com/hospital/gateway/sandbox"
@@ -217,7 +218,7 @@ func (c *Coordinator) scope(ctx context.Context) (sandbox.Scope, error) {
 	}
 	var scope sandbox.Scope
 	for _, d := range all[0] {
-		policy, _ := json.Marshal(d.Policy)
+		pol, _ := json.Marshal(d.Policy)
 		grade, everywhere := d.Grade, true
 		for _, other := range all[1:] {
 			i := slices.IndexFunc(other, func(o catalog.Dataset) bool { return o.Name == d.Name })
@@ -226,11 +227,11 @@ func (c *Coordinator) scope(ctx context.Context) (sandbox.Scope, error) {
 				break
 			}
 			p, _ := json.Marshal(other[i].Policy)
-			if string(p) != string(policy) {
+			if string(p) != string(pol) {
 				everywhere = false
 				break
 			}
-			grade = catalog.Highest(grade, other[i].Grade)
+			grade = policy.Highest(grade, other[i].Grade)
 		}
 		if !everywhere {
 			continue
@@ -274,7 +275,7 @@ type FederationReport struct {
 // Answer is a federated query's protected answer.
 type Answer struct {
 	QueryID    string           `json:"query_id"`
-	Grade      catalog.Grade    `json:"grade"`
+	Grade      policy.Grade     `json:"grade"`
 	Columns    []engine.Column  `json:"columns"`
 	Rows       [][]any          `json:"rows"`
 	Privacy    privacy.Report   `json:"privacy"`

@@ -10,8 +10,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/sandbox"
 )
@@ -67,15 +67,15 @@ func loadVisits(t *testing.T) *engine.Engine {
 
 func visitsScope() sandbox.Scope {
 	lo, hi := 0.0, 1000.0
-	pol := catalog.Policy{
-		Tables: []catalog.Table{{Name: "visits", Columns: []catalog.Column{
-			{Name: "patient_id", Role: catalog.Unit},
-			{Name: "dept", Role: catalog.Attribute, MaxDistinct: 10},
-			{Name: "cost", Role: catalog.Attribute, Min: &lo, Max: &hi},
+	pol := policy.Policy{
+		Tables: []policy.Table{{Name: "visits", Columns: []policy.Column{
+			{Name: "patient_id", Role: policy.Unit},
+			{Name: "dept", Role: policy.Attribute, MaxDistinct: 10},
+			{Name: "cost", Role: policy.Attribute, Min: &lo, Max: &hi},
 		}}},
-		Contribution: catalog.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1,
+		Contribution: policy.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1,
 	}
-	return sandbox.Scope{Sources: []sandbox.Source{{Dataset: "h", Grade: catalog.General, Table: pol.Tables[0], Policy: pol}}}
+	return sandbox.Scope{Sources: []sandbox.Source{{Dataset: "h", Grade: policy.General, Table: pol.Tables[0], Policy: pol}}}
 }
 
 // TestContributionBounds runs the planned SQL (before noise) and checks that
@@ -183,11 +183,11 @@ func TestHeavyPatientsKeepTheirMean(t *testing.T) {
 	}
 	const trueMean = (17*4900 + 17*5000 + 16*5100) / 50.0
 	lo, hi := 0.0, 100000.0
-	table := func(public []string) catalog.Table {
-		return catalog.Table{Name: "stays", Columns: []catalog.Column{
-			{Name: "patient_id", Role: catalog.Unit},
-			{Name: "dept", Role: catalog.Attribute, Public: public, MaxDistinct: 10},
-			{Name: "cost", Role: catalog.Attribute, Min: &lo, Max: &hi},
+	table := func(public []string) policy.Table {
+		return policy.Table{Name: "stays", Columns: []policy.Column{
+			{Name: "patient_id", Role: policy.Unit},
+			{Name: "dept", Role: policy.Attribute, Public: public, MaxDistinct: 10},
+			{Name: "cost", Role: policy.Attribute, Min: &lo, Max: &hi},
 		}}
 	}
 	cases := []struct {
@@ -201,9 +201,9 @@ func TestHeavyPatientsKeepTheirMean(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			pol := catalog.Policy{Tables: []catalog.Table{table(tc.public)},
-				Contribution: catalog.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1}
-			scope := sandbox.Scope{Sources: []sandbox.Source{{Dataset: "h", Grade: catalog.General, Table: pol.Tables[0], Policy: pol}}}
+			pol := policy.Policy{Tables: []policy.Table{table(tc.public)},
+				Contribution: policy.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1}
+			scope := sandbox.Scope{Sources: []sandbox.Source{{Dataset: "h", Grade: policy.General, Table: pol.Tables[0], Policy: pol}}}
 			for _, sql := range []string{"SELECT dept, avg(cost) AS a, stddev_pop(cost) AS sd FROM stays GROUP BY dept", "SELECT avg(cost) AS a, stddev_pop(cost) AS sd FROM stays"} {
 				plan := planFor(t, e, sql, scope, privacy.Cost{Epsilon: 1})
 				res, col := run(t, e, plan)

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/sandbox"
 )
@@ -35,13 +35,13 @@ func hospitalScope() sandbox.Scope {
 	s := visitsScope()
 	pol := s.Sources[0].Policy
 	pol.Tables[0].Columns[1].Public = []string{"A", "B", "C", "D", "E", "F"}
-	pol.Tables = append(pol.Tables, catalog.Table{Name: "people", OneRowPerUnit: true, Columns: []catalog.Column{
-		{Name: "patient_id", Role: catalog.Unit},
-		{Name: "sex", Role: catalog.QuasiIdentifier, Public: []string{"F", "M"}},
+	pol.Tables = append(pol.Tables, policy.Table{Name: "people", OneRowPerUnit: true, Columns: []policy.Column{
+		{Name: "patient_id", Role: policy.Unit},
+		{Name: "sex", Role: policy.QuasiIdentifier, Public: []string{"F", "M"}},
 	}})
 	var out sandbox.Scope
 	for _, t := range pol.Tables {
-		out.Sources = append(out.Sources, sandbox.Source{Dataset: "h", Grade: catalog.General, Table: t, Policy: pol})
+		out.Sources = append(out.Sources, sandbox.Source{Dataset: "h", Grade: policy.General, Table: t, Policy: pol})
 	}
 	return out
 }

@@ -4,13 +4,13 @@ import (
 	"math"
 	"testing"
 
-	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/sandbox"
 )
 
-func testPolicy() catalog.Policy {
-	return catalog.Policy{Contribution: catalog.Contribution{MaxGroups: 4, MaxRows: 10}, K: 10, SpecialK: 20, SpecialShare: 0.5}
+func testPolicy() policy.Policy {
+	return policy.Policy{Contribution: policy.Contribution{MaxGroups: 4, MaxRows: 10}, K: 10, SpecialK: 20, SpecialShare: 0.5}
 }
 
 // countBySex is SELECT sex, count(*) AS n FROM patients GROUP BY sex.
@@ -24,7 +24,7 @@ func countBySex() *sandbox.Query {
 		Limit:       -1,
 		PerUnitRows: true,
 		Policy:      testPolicy(),
-		Grade:       catalog.Core,
+		Grade:       policy.Core,
 	}
 }
 

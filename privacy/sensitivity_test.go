@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/sandbox"
 )
@@ -59,27 +59,27 @@ func sensitivityHospital(t *testing.T) (*engine.Engine, sandbox.Scope) {
 		t.Fatal(err)
 	}
 	costMin, costMax, ageMin, ageMax := 0.0, 1000.0, 0.0, 100.0
-	pol := catalog.Policy{
-		Tables: []catalog.Table{
-			{Name: "people", OneRowPerUnit: true, Columns: []catalog.Column{
-				{Name: "patient_id", Role: catalog.Unit},
-				{Name: "sex", Role: catalog.QuasiIdentifier, Public: []string{"F", "M"}},
-				{Name: "age", Role: catalog.QuasiIdentifier, Min: &ageMin, Max: &ageMax, MaxDistinct: 90},
-				{Name: "province", Role: catalog.QuasiIdentifier, MaxDistinct: 3},
-				{Name: "hiv", Type: "BOOLEAN", Role: catalog.SpecialGroup},
+	pol := policy.Policy{
+		Tables: []policy.Table{
+			{Name: "people", OneRowPerUnit: true, Columns: []policy.Column{
+				{Name: "patient_id", Role: policy.Unit},
+				{Name: "sex", Role: policy.QuasiIdentifier, Public: []string{"F", "M"}},
+				{Name: "age", Role: policy.QuasiIdentifier, Min: &ageMin, Max: &ageMax, MaxDistinct: 90},
+				{Name: "province", Role: policy.QuasiIdentifier, MaxDistinct: 3},
+				{Name: "hiv", Type: "BOOLEAN", Role: policy.SpecialGroup},
 			}},
-			{Name: "visits", Columns: []catalog.Column{
-				{Name: "patient_id", Role: catalog.Unit},
-				{Name: "dept", Role: catalog.Attribute, Public: []string{"A", "B", "C", "D", "E", "F"}},
-				{Name: "cost", Role: catalog.Attribute, Min: &costMin, Max: &costMax},
-				{Name: "los", Role: catalog.Attribute, Min: &ageMin, Max: &ageMax, MaxDistinct: 20},
+			{Name: "visits", Columns: []policy.Column{
+				{Name: "patient_id", Role: policy.Unit},
+				{Name: "dept", Role: policy.Attribute, Public: []string{"A", "B", "C", "D", "E", "F"}},
+				{Name: "cost", Role: policy.Attribute, Min: &costMin, Max: &costMax},
+				{Name: "los", Role: policy.Attribute, Min: &ageMin, Max: &ageMax, MaxDistinct: 20},
 			}},
 		},
-		Contribution: catalog.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 3, SpecialShare: 0.5,
+		Contribution: policy.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 3, SpecialShare: 0.5,
 	}
 	var scope sandbox.Scope
 	for _, tb := range pol.Tables {
-		scope.Sources = append(scope.Sources, sandbox.Source{Dataset: "s", Grade: catalog.Core, Table: tb, Policy: pol})
+		scope.Sources = append(scope.Sources, sandbox.Source{Dataset: "s", Grade: policy.Core, Table: tb, Policy: pol})
 	}
 	return e, scope
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // Threshold is the Article 11 line.
@@ -172,13 +173,13 @@ func (p *Pending) Done() {
 // internal use never counts; it is recorded, with the organisation, in the
 // audit log and the query history.
 func (t *Tracker) Check(ctx context.Context, org catalog.Org, datasets []catalog.Dataset) (*Pending, error) {
-	if org.Kind == catalog.Internal {
+	if org.Kind == policy.Internal {
 		return nil, nil
 	}
 	p := &Pending{t: t, org: org, year: t.store.Now().Year(), states: map[string]Status{}}
 	names := make([]string, 0, len(datasets))
 	for _, d := range datasets {
-		if d.Grade == catalog.Core {
+		if d.Grade == policy.Core {
 			names = append(names, d.Name)
 		}
 	}
@@ -351,7 +352,7 @@ func (t *Tracker) state(ctx context.Context, dataset string) (Status, error) {
 	}
 	year := t.store.Now().Year()
 	st := Status{Dataset: dataset, Year: year, Recipients: []Recipient{}, Events: []Event{}}
-	if d.Grade != catalog.Core {
+	if d.Grade != policy.Core {
 		st.StaticTotal, st.Threshold, st.State = d.Units, 0, "not_core"
 		return st, nil
 	}

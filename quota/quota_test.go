@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/quota"
 )
 
@@ -17,11 +18,11 @@ func TestStatusAndAssessment(t *testing.T) {
 	}
 	defer s.Close()
 	lo, hi := 0.0, 1.0
-	pol := catalog.Policy{
-		Tables:       []catalog.Table{{Name: "t", Columns: []catalog.Column{{Name: "id", Role: catalog.Unit}, {Name: "v", Role: catalog.Attribute, Min: &lo, Max: &hi}}}},
-		Contribution: catalog.Contribution{MaxGroups: 1, MaxRows: 1}, K: 5, SpecialK: 5, SpecialShare: 1,
+	pol := policy.Policy{
+		Tables:       []policy.Table{{Name: "t", Columns: []policy.Column{{Name: "id", Role: policy.Unit}, {Name: "v", Role: policy.Attribute, Min: &lo, Max: &hi}}}},
+		Contribution: policy.Contribution{MaxGroups: 1, MaxRows: 1}, K: 5, SpecialK: 5, SpecialShare: 1,
 	}
-	for _, d := range []catalog.Dataset{{Name: "core_ds", Grade: catalog.Core, Units: 1000, Policy: pol}, {Name: "gen_ds", Grade: catalog.General, Units: 10, Policy: pol}} {
+	for _, d := range []catalog.Dataset{{Name: "core_ds", Grade: policy.Core, Units: 1000, Policy: pol}, {Name: "gen_ds", Grade: policy.General, Units: 10, Policy: pol}} {
 		if err := s.PutDataset(ctx, d, "steward"); err != nil {
 			t.Fatal(err)
 		}
@@ -63,10 +64,10 @@ func TestStatusAndAssessment(t *testing.T) {
 		})
 	}
 	// Internal use is never measured.
-	if p, err := tr.Check(ctx, catalog.Org{Kind: catalog.Internal}, []catalog.Dataset{{Name: "core_ds", Grade: catalog.Core}}); p != nil || err != nil {
+	if p, err := tr.Check(ctx, catalog.Org{Kind: policy.Internal}, []catalog.Dataset{{Name: "core_ds", Grade: policy.Core}}); p != nil || err != nil {
 		t.Errorf("internal use measured: %v %v", p, err)
 	}
-	if p, err := tr.Check(ctx, catalog.Org{Kind: catalog.Domestic}, []catalog.Dataset{{Name: "gen_ds", Grade: catalog.General}}); p != nil || err != nil {
+	if p, err := tr.Check(ctx, catalog.Org{Kind: policy.Domestic}, []catalog.Dataset{{Name: "gen_ds", Grade: policy.General}}); p != nil || err != nil {
 		t.Errorf("general data measured: %v %v", p, err)
 	}
 }

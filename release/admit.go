@@ -7,6 +7,7 @@ import (
 
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/sandbox"
 )
@@ -18,7 +19,7 @@ type admission struct {
 	q      *sandbox.Query
 	grant  catalog.Grant
 	used   []catalog.Dataset
-	rule   catalog.GradeRule
+	rule   policy.GradeRule
 	limits privacy.Limits
 }
 
@@ -155,7 +156,7 @@ func inColumns(q *sandbox.Query, g catalog.Grant) error {
 		return nil
 	}
 	for _, c := range q.Columns {
-		if c.Role != catalog.Unit && !cols[strings.ToLower(c.Name)] {
+		if c.Role != policy.Unit && !cols[strings.ToLower(c.Name)] {
 			return fault.E(fault.QueryRejected, "column %s is outside the columns of your grant; request access to it", c.Name)
 		}
 	}
@@ -194,7 +195,7 @@ func covering(live []catalog.Grant, datasets []string) (catalog.Grant, error) {
 
 // gradeLimits applies the grade rules (Art. 5) to the query: they bound
 // what any dataset's policy allows, k and the per-query epsilon cap.
-func gradeLimits(q *sandbox.Query, rules catalog.GradeRules, limits privacy.Limits) (catalog.GradeRule, privacy.Limits) {
+func gradeLimits(q *sandbox.Query, rules policy.GradeRules, limits privacy.Limits) (policy.GradeRule, privacy.Limits) {
 	rule := rules[q.Grade]
 	q.Policy.K, q.Policy.SpecialK = max(q.Policy.K, rule.MinK), max(q.Policy.SpecialK, rule.MinK)
 	if limits.MaxEpsilon <= 0 || limits.MaxEpsilon > rule.MaxEpsilon {
@@ -207,8 +208,8 @@ func gradeLimits(q *sandbox.Query, rules catalog.GradeRules, limits privacy.Limi
 // from core or important data, nor personal information, unless an approved
 // export assessment is recorded. Every dataset here holds patients' personal
 // information, so without an assessment they get nothing at all.
-func crossBorder(org catalog.Org, grade catalog.Grade) error {
-	if org.Kind != catalog.Overseas || org.ExportAssessment {
+func crossBorder(org catalog.Org, grade policy.Grade) error {
+	if org.Kind != policy.Overseas || org.ExportAssessment {
 		return nil
 	}
 	return fault.E(fault.Forbidden, "%s is an overseas organisation and the data is %s-grade personal health information; no answer can be provided abroad until an approved export assessment is recorded", org.Name, grade)

@@ -13,6 +13,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/quota"
 )
@@ -22,7 +23,7 @@ import (
 type trace struct {
 	datasets   []string
 	shape, key string
-	grade      catalog.Grade
+	grade      policy.Grade
 	grantID    string
 	grantTotal float64
 	epsilon    float64 // spent, when the answer was released afresh

@@ -14,6 +14,7 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/quota"
 )
@@ -32,8 +33,8 @@ type Config struct {
 	Limits       privacy.Limits
 	QueryTimeout time.Duration
 	// GradeRules bound every dataset's policy by its grade; nil means
-	// catalog.DefaultGradeRules.
-	GradeRules catalog.GradeRules
+	// policy.DefaultGradeRules.
+	GradeRules policy.GradeRules
 	Log        *slog.Logger
 }
 
@@ -51,7 +52,7 @@ func New(cfg Config) *Service {
 		cfg.Log = slog.Default()
 	}
 	if cfg.GradeRules == nil {
-		cfg.GradeRules = catalog.DefaultGradeRules()
+		cfg.GradeRules = policy.DefaultGradeRules()
 	}
 	return &Service{cfg: cfg}
 }
@@ -74,7 +75,7 @@ type Request struct {
 type Answer struct {
 	QueryID string          `json:"query_id"`
 	GrantID string          `json:"grant_id"`
-	Grade   catalog.Grade   `json:"grade"`
+	Grade   policy.Grade    `json:"grade"`
 	Columns []engine.Column `json:"columns"`
 	Rows    [][]any         `json:"rows"`
 	Privacy privacy.Report  `json:"privacy"`

@@ -20,9 +20,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/hospital/gateway/catalog"
-	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // Parser is DuckDB's parser as the engine exposes it.
@@ -36,9 +35,9 @@ type Parser interface {
 // Source is one table a query may read, with where it lives and its policy.
 type Source struct {
 	Dataset string
-	Grade   catalog.Grade
-	Table   catalog.Table
-	Policy  catalog.Policy
+	Grade   policy.Grade
+	Table   policy.Table
+	Policy  policy.Policy
 	// Columns, when not nil, is the set of lower-case column names the
 	// researcher's grant covers; other columns are out of scope.
 	Columns map[string]bool
@@ -164,7 +163,7 @@ type Query struct {
 	Limit    int // -1 when absent
 	Offset   int
 	Datasets []string
-	Grade    catalog.Grade
+	Grade    policy.Grade
 	// Special is true when a special-group column (pregnancy, HIV, ...) is
 	// used anywhere in the query.
 	Special bool
@@ -172,7 +171,7 @@ type Query struct {
 	// patient, so no row bounding is needed.
 	PerUnitRows bool
 	// Columns are the columns the query reads, each once.
-	Columns []catalog.Column
+	Columns []policy.Column
 	// Rank, when set, is the query's only table with several rows per
 	// patient, which no filter reads and no outer join touches: its rows
 	// may be bounded by rank (see UseRank).
@@ -187,7 +186,7 @@ type Query struct {
 	RowRank bool
 	// Policy is the most protective combination of the read datasets'
 	// policies (their contribution bounds and minimum group sizes).
-	Policy catalog.Policy
+	Policy policy.Policy
 	// GroupBound is how many groups the query can form at most, known
 	// before any data is read: the product of the keys' bounds, 1 without
 	// GROUP BY, 0 when some key is unbounded.
@@ -214,7 +213,7 @@ type analyzer struct {
 	exprNodes int
 	growth    int
 	// columns are the columns resolved so far, each once (seen).
-	columns []catalog.Column
+	columns []policy.Column
 	seen    map[string]bool
 }
 
@@ -278,7 +277,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	if r, ok := a.rankable(); ok {
 		u, _ := a.refs[r].src.Table.UnitColumn()
 		q.Rank = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
-		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, engine.RankColumn), "__rk"))
+		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"))
 		if q.rankedBase, err = deserialize(ctx, p, stmts[0], base); err != nil {
 			return nil, err
 		}
@@ -385,7 +384,7 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 		if !slices.Contains(q.Datasets, r.src.Dataset) {
 			q.Datasets = append(q.Datasets, r.src.Dataset)
 		}
-		q.Grade = catalog.Highest(q.Grade, r.src.Grade)
+		q.Grade = policy.Highest(q.Grade, r.src.Grade)
 		if !r.src.Table.OneRowPerUnit {
 			q.PerUnitRows = false
 		}
@@ -519,7 +518,7 @@ func (a *analyzer) reads(n node, i int) bool {
 // larger contribution bounds, so that neither dataset's rows are cut below
 // what its steward declared; the noise is calibrated to the bounds applied,
 // so larger bounds mean more noise, never a weaker guarantee.
-func strictest(a, b catalog.Policy) catalog.Policy {
+func strictest(a, b policy.Policy) policy.Policy {
 	if len(a.Tables) == 0 && a.K == 0 {
 		return b
 	}
@@ -646,10 +645,10 @@ func (a *analyzer) joinCondition(t node, first, mid int) error {
 				if !ok {
 					continue
 				}
-				if col.Role == catalog.Identifier {
+				if col.Role == policy.Identifier {
 					return reject("column %s is an identifier; join on the privacy unit instead", c)
 				}
-				if col.Role != catalog.Unit {
+				if col.Role != policy.Unit {
 					return reject("USING (%s) joins on a column that is not the privacy unit; join USING (the unit) and put other conditions in WHERE", c)
 				}
 				if first+i < mid {
@@ -715,7 +714,7 @@ func (a *analyzer) unitEquality(c node, first, mid int) bool {
 	}
 	lc, lr, err1 := a.resolveStrict(strs(l, "column_names"))
 	rc, rr, err2 := a.resolveStrict(strs(r, "column_names"))
-	if err1 != nil || err2 != nil || lc.Role != catalog.Unit || rc.Role != catalog.Unit {
+	if err1 != nil || err2 != nil || lc.Role != policy.Unit || rc.Role != policy.Unit {
 		return false
 	}
 	left := func(i int) bool { return i >= first && i < mid }
@@ -725,7 +724,7 @@ func (a *analyzer) unitEquality(c node, first, mid int) bool {
 
 // resolveStrict resolves a column reference of a join condition to exactly
 // one table: a unit named without its table could be any joined table's.
-func (a *analyzer) resolveStrict(names []string) (catalog.Column, int, error) {
+func (a *analyzer) resolveStrict(names []string) (policy.Column, int, error) {
 	if len(names) < 2 {
 		n := 0
 		for _, r := range a.refs {
@@ -734,14 +733,14 @@ func (a *analyzer) resolveStrict(names []string) (catalog.Column, int, error) {
 			}
 		}
 		if n != 1 {
-			return catalog.Column{}, -1, reject("qualify the privacy unit with its table in join conditions")
+			return policy.Column{}, -1, reject("qualify the privacy unit with its table in join conditions")
 		}
 	}
 	return a.resolve(names, "JOIN condition")
 }
 
 // resolve finds the table and policy of a column reference.
-func (a *analyzer) resolve(names []string, where string) (catalog.Column, int, error) {
+func (a *analyzer) resolve(names []string, where string) (policy.Column, int, error) {
 	var col string
 	var qual []string
 	switch len(names) {
@@ -751,10 +750,10 @@ func (a *analyzer) resolve(names []string, where string) (catalog.Column, int, e
 		col = names[len(names)-1]
 		qual = names[:len(names)-1]
 	default:
-		return catalog.Column{}, -1, reject("column reference %s is not understood", strings.Join(names, "."))
+		return policy.Column{}, -1, reject("column reference %s is not understood", strings.Join(names, "."))
 	}
 	match := -1
-	var found catalog.Column
+	var found policy.Column
 	for i, r := range a.refs {
 		if len(qual) > 0 {
 			last := qual[len(qual)-1]
@@ -766,19 +765,19 @@ func (a *analyzer) resolve(names []string, where string) (catalog.Column, int, e
 		if !ok {
 			continue
 		}
-		if match >= 0 && c.Role == catalog.Unit && found.Role == catalog.Unit {
+		if match >= 0 && c.Role == policy.Unit && found.Role == policy.Unit {
 			continue // joined on the unit, the units are the same column
 		}
 		if match >= 0 {
-			return catalog.Column{}, -1, reject("column %s in %s is ambiguous; qualify it with its table alias", col, where)
+			return policy.Column{}, -1, reject("column %s in %s is ambiguous; qualify it with its table alias", col, where)
 		}
 		match, found = i, c
 	}
 	if match < 0 {
-		return catalog.Column{}, -1, reject("column %s in %s does not exist in the tables of this query", strings.Join(names, "."), where)
+		return policy.Column{}, -1, reject("column %s in %s does not exist in the tables of this query", strings.Join(names, "."), where)
 	}
-	if cols := a.refs[match].src.Columns; cols != nil && !cols[strings.ToLower(found.Name)] && found.Role != catalog.Unit {
-		return catalog.Column{}, -1, reject("column %s is outside the columns of your grant; request access to it", found.Name)
+	if cols := a.refs[match].src.Columns; cols != nil && !cols[strings.ToLower(found.Name)] && found.Role != policy.Unit {
+		return policy.Column{}, -1, reject("column %s is outside the columns of your grant; request access to it", found.Name)
 	}
 	key := a.refs[match].src.Dataset + "." + a.refs[match].src.Table.Name + "." + strings.ToLower(found.Name)
 	if !a.seen[key] {
@@ -808,11 +807,11 @@ func (a *analyzer) expr(n node, where string) error {
 			return err
 		}
 		switch col.Role {
-		case catalog.Identifier:
+		case policy.Identifier:
 			return reject("column %s is an identifier and may not appear in %s; remove it", col.Name, where)
-		case catalog.Unit:
+		case policy.Unit:
 			return reject("column %s is the privacy unit; it may only join tables or be counted with COUNT(DISTINCT %s), remove it from %s", col.Name, col.Name, where)
-		case catalog.SpecialGroup:
+		case policy.SpecialGroup:
 			a.special = true
 		}
 		return nil
@@ -985,7 +984,7 @@ func (a *analyzer) aggregate(item node) (Agg, node, error) {
 			if err != nil {
 				return Agg{}, nil, err
 			}
-			if col.Role == catalog.Unit {
+			if col.Role == policy.Unit {
 				agg.Kind = CountUnits
 				agg.Column = col.Name
 				return agg, nil, nil

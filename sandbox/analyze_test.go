@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/sandbox"
 )
 
@@ -15,32 +15,32 @@ func f(v float64) *float64 { return &v }
 
 // testScope is a small hospital: a per-patient table and an encounters table.
 func testScope() sandbox.Scope {
-	pol := catalog.Policy{
-		Tables: []catalog.Table{
-			{Name: "patients", OneRowPerUnit: true, Columns: []catalog.Column{
-				{Name: "patient_id", Role: catalog.Unit},
-				{Name: "name", Role: catalog.Identifier},
-				{Name: "national_id", Role: catalog.Identifier},
-				{Name: "sex", Role: catalog.QuasiIdentifier, Public: []string{"F", "M"}},
-				{Name: "age", Role: catalog.QuasiIdentifier, Min: f(0), Max: f(110)},
-				{Name: "province", Role: catalog.QuasiIdentifier},
-				{Name: "hiv_positive", Role: catalog.SpecialGroup},
+	pol := policy.Policy{
+		Tables: []policy.Table{
+			{Name: "patients", OneRowPerUnit: true, Columns: []policy.Column{
+				{Name: "patient_id", Role: policy.Unit},
+				{Name: "name", Role: policy.Identifier},
+				{Name: "national_id", Role: policy.Identifier},
+				{Name: "sex", Role: policy.QuasiIdentifier, Public: []string{"F", "M"}},
+				{Name: "age", Role: policy.QuasiIdentifier, Min: f(0), Max: f(110)},
+				{Name: "province", Role: policy.QuasiIdentifier},
+				{Name: "hiv_positive", Role: policy.SpecialGroup},
 			}},
-			{Name: "encounters", Columns: []catalog.Column{
-				{Name: "encounter_id", Role: catalog.Identifier},
-				{Name: "patient_id", Role: catalog.Unit},
-				{Name: "department", Role: catalog.Attribute},
-				{Name: "diagnosis_icd10", Role: catalog.Sensitive},
-				{Name: "cost_yuan", Role: catalog.Attribute, Min: f(0), Max: f(1e6)},
-				{Name: "admit_date", Role: catalog.Attribute},
+			{Name: "encounters", Columns: []policy.Column{
+				{Name: "encounter_id", Role: policy.Identifier},
+				{Name: "patient_id", Role: policy.Unit},
+				{Name: "department", Role: policy.Attribute},
+				{Name: "diagnosis_icd10", Role: policy.Sensitive},
+				{Name: "cost_yuan", Role: policy.Attribute, Min: f(0), Max: f(1e6)},
+				{Name: "admit_date", Role: policy.Attribute},
 			}},
 		},
-		Contribution: catalog.Contribution{MaxGroups: 4, MaxRows: 10},
+		Contribution: policy.Contribution{MaxGroups: 4, MaxRows: 10},
 		K:            10, SpecialK: 20, SpecialShare: 0.5,
 	}
 	var s sandbox.Scope
 	for _, t := range pol.Tables {
-		s.Sources = append(s.Sources, sandbox.Source{Dataset: "demo_hospital", Grade: catalog.Core, Table: t, Policy: pol})
+		s.Sources = append(s.Sources, sandbox.Source{Dataset: "demo_hospital", Grade: policy.Core, Table: t, Policy: pol})
 	}
 	return s
 }
@@ -173,7 +173,7 @@ func TestAnalyzeAccepts(t *testing.T) {
 			if tc.groups > 0 && (q.Groups[0].Public != nil) != tc.public {
 				t.Errorf("public = %v, want %v", q.Groups[0].Public != nil, tc.public)
 			}
-			if q.Grade != catalog.Core {
+			if q.Grade != policy.Core {
 				t.Errorf("grade = %q", q.Grade)
 			}
 			if !strings.Contains(q.Base, "__pu") || !strings.Contains(q.Base, "demo_hospital") {

@@ -39,7 +39,7 @@ var partCaps = map[string]int64{
 // bound is how many distinct values a group key can take, NULL included,
 // from the policy and the SQL alone, or 0 when nothing bounds it. A key is
 // a deterministic function of the columns it reads, so it takes at most
-// the product of their bounds (catalog.Column.Distinct, plus NULL); some
+// the product of their bounds (policy.Column.Distinct, plus NULL); some
 // shapes have a smaller bound of their own: a date part (12 months), a CASE
 // whose results are all constants.
 func (a *analyzer) bound(g node) int64 {

@@ -16,6 +16,7 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/policy"
 )
 
 // runDataset handles `gateway dataset register|suggest`.
@@ -85,7 +86,7 @@ func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usageError{"dataset suggest TABLE=FILE..."}
 	}
-	pol := catalog.Policy{Contribution: catalog.Contribution{MaxGroups: 4, MaxRows: 5}, K: 10, SpecialK: 20, SpecialShare: 0.5}
+	pol := policy.Policy{Contribution: policy.Contribution{MaxGroups: 4, MaxRows: 5}, K: 10, SpecialK: 20, SpecialShare: 0.5}
 	files := map[string]string{}
 	for _, a := range args {
 		name, path, ok := strings.Cut(a, "=")
@@ -101,22 +102,22 @@ func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
 			closeR()
 			return fmt.Errorf("%s has no rows", path)
 		}
-		t := catalog.Table{Name: name}
+		t := policy.Table{Name: name}
 		for _, f := range r.RecordBatch().Schema().Fields() {
-			c := catalog.Column{Name: f.Name, Type: f.Type.String(), Role: catalog.Attribute}
+			c := policy.Column{Name: f.Name, Type: f.Type.String(), Role: policy.Attribute}
 			lower := strings.ToLower(f.Name)
 			switch {
 			case lower == "patient_id" || lower == "person_id":
-				c.Role = catalog.Unit
+				c.Role = policy.Unit
 			case containsAny(lower, identifierNames):
-				c.Role = catalog.Identifier
+				c.Role = policy.Identifier
 			}
 			t.Columns = append(t.Columns, c)
 		}
 		closeR()
 		pol.Tables = append(pol.Tables, t)
 	}
-	m := catalog.Manifest{Name: "NAME", Grade: catalog.Core, CrossBorder: "none", Files: files, Policy: pol}
+	m := catalog.Manifest{Name: "NAME", Grade: policy.Core, CrossBorder: "none", Files: files, Policy: pol}
 	fmt.Fprintln(stdout, "# Suggested starting policy: review every role, add min/max bounds to numeric columns")
 	fmt.Fprintln(stdout, "# that may be summed or averaged, and public category lists where the domain is public.")
 	return yaml.NewEncoder(stdout).Encode(m)

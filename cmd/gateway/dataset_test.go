@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/policy"
 )
 
 func withSteward(t *testing.T, dir string) {
@@ -21,7 +22,7 @@ func withSteward(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if err := g.store.PutOrg(ctx, catalog.Org{ID: "h", Name: "Hospital", Kind: catalog.Internal}); err != nil {
+	if err := g.store.PutOrg(ctx, catalog.Org{ID: "h", Name: "Hospital", Kind: policy.Internal}); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.store.CreatePerson(ctx, catalog.Person{ID: "steward", Org: catalog.Org{ID: "h"}, Roles: []catalog.PersonRole{catalog.Steward}, Active: true}); err != nil {

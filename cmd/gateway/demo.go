@@ -15,12 +15,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/hospital/gateway/audit"
-	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/demo"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/engine/synth"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 const demoDataset = demo.Dataset
@@ -94,7 +94,7 @@ func (g *gateway) ensureDemo(ctx context.Context, patients int, seed uint64, std
 
 func (g *gateway) record(ctx context.Context, actor, action string, fields map[string]any) {
 	b, _ := json.Marshal(fields)
-	if _, err := g.audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Dataset: demoDataset, Grade: string(catalog.Core), Outcome: "ok", Detail: b}); err != nil {
+	if _, err := g.audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Dataset: demoDataset, Grade: string(policy.Core), Outcome: "ok", Detail: b}); err != nil {
 		g.log.Error("audit append failed", "action", action, "err", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/quota"
 	"github.com/hospital/gateway/release"
@@ -39,7 +40,7 @@ type options struct {
 	MaxBody      int64         `yaml:"max_body_bytes"`
 	Limits       privacy.Limits
 	Alerts       alerts.Config
-	GradeRules   catalog.GradeRules
+	GradeRules   policy.GradeRules
 	// TLSCert and TLSKey, when set, serve the API over TLS (Art. 22(3)).
 	TLSCert, TLSKey string
 	// SignInterval is how often the audit head is signed while the

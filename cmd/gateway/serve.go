@@ -11,7 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hospital/gateway/audit"
-	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/quota"
 )
 
@@ -66,7 +66,7 @@ func loadConfig(path string) (options, []float64, error) {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(filepath.Dir(path), p)
 		}
-		if o.GradeRules, err = catalog.LoadGradeRules(p); err != nil {
+		if o.GradeRules, err = policy.LoadGradeRules(p); err != nil {
 			return options{}, nil, err
 		}
 	}

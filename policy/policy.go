@@ -1,12 +1,12 @@
-// Package catalog describes what the hospital holds and who may use it: datasets
-// with their grade (Art. 5), the role of every column, people and their roles,
-// access requests and the grants they become, and the metadata store that keeps
-// all of it (SQLite embedded by default, PostgreSQL in production).
-//
-// The column policy is the contract between a data steward and the query path:
-// sandbox reads it to refuse queries that touch identifiers, privacy reads it to
-// bound each patient's contribution and calibrate noise.
-package catalog
+// Package policy is the gateway's vocabulary of protection, with no
+// database or engine behind it: the grades of Art. 5, the roles of columns
+// and the column policy a data steward declares, the rules each grade
+// imposes whatever a dataset's own policy says, and the cross-border rule
+// of Art. 22(4). The catalog stores these words; sandbox reads them to
+// refuse queries that touch identifiers, privacy to bound each patient's
+// contribution and calibrate noise, release to apply the grade and
+// cross-border rules.
+package policy
 
 import (
 	"fmt"
@@ -46,6 +46,9 @@ func (g Grade) rank() int {
 	}
 	return 0
 }
+
+// Below reports whether g protects less than o.
+func (g Grade) Below(o Grade) bool { return g.rank() < o.rank() }
 
 // Valid reports whether g is one of the three grades.
 func (g Grade) Valid() bool { return g.rank() > 0 }
@@ -258,3 +261,59 @@ func (p Policy) Validate() error {
 	}
 	return nil
 }
+
+// Looser lists how p is looser than old: smaller k, larger contribution
+// bounds or special-group share, wider or dropped column bounds, a column
+// whose role or public categories changed, a table newly declared one row
+// per patient, or tables and columns old did not declare.
+func (p Policy) Looser(old Policy) []string {
+	var out []string
+	less := func(what string, nv, ov float64) {
+		if nv > ov {
+			out = append(out, fmt.Sprintf("%s %g is above %g", what, nv, ov))
+		}
+	}
+	if p.K < old.K {
+		out = append(out, fmt.Sprintf("k %d is below %d", p.K, old.K))
+	}
+	if p.SpecialK < old.SpecialK {
+		out = append(out, fmt.Sprintf("special_k %d is below %d", p.SpecialK, old.SpecialK))
+	}
+	less("special_share", p.SpecialShare, old.SpecialShare)
+	less("contribution max_groups", float64(p.Contribution.MaxGroups), float64(old.Contribution.MaxGroups))
+	less("contribution max_rows", float64(p.Contribution.MaxRows), float64(old.Contribution.MaxRows))
+	for _, t := range p.Tables {
+		ot, ok := old.Table(t.Name)
+		if !ok {
+			out = append(out, fmt.Sprintf("table %s is new", t.Name))
+			continue
+		}
+		if t.OneRowPerUnit && !ot.OneRowPerUnit {
+			out = append(out, fmt.Sprintf("table %s is newly declared one row per patient", t.Name))
+		}
+		for _, c := range t.Columns {
+			oc, ok := ot.Column(c.Name)
+			switch {
+			case !ok:
+				out = append(out, fmt.Sprintf("column %s.%s is new", t.Name, c.Name))
+			case c.Role != oc.Role && c.Role != Identifier:
+				out = append(out, fmt.Sprintf("column %s.%s changes role from %s to %s", t.Name, c.Name, oc.Role, c.Role))
+			case !slices.Equal(c.Public, oc.Public) && len(c.Public) > 0:
+				out = append(out, fmt.Sprintf("column %s.%s changes its public categories", t.Name, c.Name))
+			case oc.Bounded() && !c.Bounded():
+				// Unbounded columns cannot be summed at all: stricter.
+			case c.Bounded() && (!oc.Bounded() || *c.Min < *oc.Min || *c.Max > *oc.Max):
+				out = append(out, fmt.Sprintf("column %s.%s has wider bounds", t.Name, c.Name))
+			}
+		}
+	}
+	return out
+}
+
+// RankColumn is the hidden column engine.RankRows adds to a table: the rank of
+// each row among the rows of its privacy unit, in an order drawn at random.
+// It is never in a dataset's column policy, so researchers cannot name it
+// (the sandbox resolves columns against the policy only), and it never
+// leaves the engine: table files at rest are written from the source files,
+// not from DuckDB. CreateTable refuses a table with a column of that name.
+const RankColumn = "__rank"
