@@ -56,3 +56,19 @@ func LoadGradeRules(path string) (GradeRules, error) {
 	}
 	return r, nil
 }
+
+// Apply returns p under the rule: k and special_k raised to the grade's
+// minimum (a dataset's policy can be stricter than its grade, never looser).
+func (r GradeRule) Apply(p Policy) Policy {
+	p.K, p.SpecialK = max(p.K, r.MinK), max(p.SpecialK, r.MinK)
+	return p
+}
+
+// CapEpsilon is the per-query epsilon cap under the rule: the gateway's
+// own cap when it is set and stricter, the grade's otherwise.
+func (r GradeRule) CapEpsilon(gateway float64) float64 {
+	if gateway <= 0 || gateway > r.MaxEpsilon {
+		return r.MaxEpsilon
+	}
+	return gateway
+}

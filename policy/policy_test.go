@@ -44,3 +44,26 @@ func TestVocabularyStandsAlone(t *testing.T) {
 		}
 	}
 }
+
+func TestGradeRuleAndBorder(t *testing.T) {
+	r := policy.DefaultGradeRules()[policy.Core]
+	p := r.Apply(policy.Policy{K: 2, SpecialK: 20})
+	if p.K != r.MinK || p.SpecialK != 20 {
+		t.Errorf("k %d special_k %d under a minimum of %d", p.K, p.SpecialK, r.MinK)
+	}
+	for _, tc := range []struct{ gateway, want float64 }{{0, r.MaxEpsilon}, {r.MaxEpsilon * 2, r.MaxEpsilon}, {r.MaxEpsilon / 2, r.MaxEpsilon / 2}} {
+		if got := r.CapEpsilon(tc.gateway); got != tc.want {
+			t.Errorf("cap with gateway %g: %g, want %g", tc.gateway, got, tc.want)
+		}
+	}
+	cases := []struct {
+		kind     policy.OrgKind
+		assessed bool
+		refused  bool
+	}{{policy.Internal, false, false}, {policy.Domestic, false, false}, {policy.Overseas, false, true}, {policy.Overseas, true, false}}
+	for _, tc := range cases {
+		if err := policy.CrossBorder("org", tc.kind, tc.assessed, policy.General); (err != nil) != tc.refused {
+			t.Errorf("%s assessed %v: %v", tc.kind, tc.assessed, err)
+		}
+	}
+}

@@ -60,10 +60,13 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 	for _, name := range q.Datasets {
 		adm.used = append(adm.used, datasets[name])
 	}
-	if err := crossBorder(p.Org, q.Grade); err != nil {
+	if err := policy.CrossBorder(p.Org.Name, p.Org.Kind, p.Org.ExportAssessment, q.Grade); err != nil {
 		return nil, err
 	}
-	adm.rule, adm.limits = gradeLimits(q, s.cfg.GradeRules, s.cfg.Limits)
+	adm.rule = s.cfg.GradeRules[q.Grade]
+	q.Policy = adm.rule.Apply(q.Policy)
+	adm.limits = s.cfg.Limits
+	adm.limits.MaxEpsilon = adm.rule.CapEpsilon(adm.limits.MaxEpsilon)
 	s.rank(ctx, q)
 	return adm, nil
 }
@@ -191,28 +194,6 @@ func covering(live []catalog.Grant, datasets []string) (catalog.Grant, error) {
 		return catalog.Grant{}, fault.E(fault.Invalid, "several of your grants cover %s; name one with \"grant_id\"", strings.Join(datasets, ", "))
 	}
 	return cands[0], nil
-}
-
-// gradeLimits applies the grade rules (Art. 5) to the query: they bound
-// what any dataset's policy allows, k and the per-query epsilon cap.
-func gradeLimits(q *sandbox.Query, rules policy.GradeRules, limits privacy.Limits) (policy.GradeRule, privacy.Limits) {
-	rule := rules[q.Grade]
-	q.Policy.K, q.Policy.SpecialK = max(q.Policy.K, rule.MinK), max(q.Policy.SpecialK, rule.MinK)
-	if limits.MaxEpsilon <= 0 || limits.MaxEpsilon > rule.MaxEpsilon {
-		limits.MaxEpsilon = rule.MaxEpsilon
-	}
-	return rule, limits
-}
-
-// crossBorder applies Art. 22(4) and 29(7): overseas recipients get nothing
-// from core or important data, nor personal information, unless an approved
-// export assessment is recorded. Every dataset here holds patients' personal
-// information, so without an assessment they get nothing at all.
-func crossBorder(org catalog.Org, grade policy.Grade) error {
-	if org.Kind != policy.Overseas || org.ExportAssessment {
-		return nil
-	}
-	return fault.E(fault.Forbidden, "%s is an overseas organisation and the data is %s-grade personal health information; no answer can be provided abroad until an approved export assessment is recorded", org.Name, grade)
 }
 
 func coversAll(g catalog.Grant, datasets []string) bool {
