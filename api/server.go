@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/hospital/gateway/alerts"
+	"github.com/hospital/gateway/api/status"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
@@ -257,7 +258,7 @@ func (s *Server) fail(c *gin.Context, err error) {
 	var body errorBody
 	body.Error.Code = k.Code()
 	body.Error.Message = fault.Message(err)
-	c.JSON(k.Status(), body)
+	c.JSON(status.Of(k), body)
 }
 
 // refuse audits a refusal, then writes it. The entry holds a fixed-size

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/hospital/gateway/catalog"
-	"github.com/hospital/gateway/engine/synth"
+	"github.com/hospital/gateway/demo/synth"
 	"github.com/hospital/gateway/policy"
 )
 

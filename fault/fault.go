@@ -1,13 +1,13 @@
 // Package fault is the gateway's one error type. Every refusal the gateway makes
-// carries a Kind, and each Kind has exactly one stable code and HTTP status, so
-// that researchers' scripts can branch on the code and the API layer turns
-// kinds into responses in one place.
+// carries a Kind, and each Kind has exactly one stable code, so that
+// researchers' scripts can branch on the code. Which HTTP status a kind is
+// sent with is the API's business (api/status). An error may also carry the
+// operation that failed (Op), for logs.
 package fault
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
 )
 
 // Kind classifies an error by what the caller can do about it.
@@ -32,54 +32,74 @@ const (
 	RateLimited                 // too many requests from one address without a valid token
 )
 
-var kinds = map[Kind]struct {
-	code   string
-	status int
-}{
-	Internal:        {"internal", http.StatusInternalServerError},
-	Unauthenticated: {"unauthenticated", http.StatusUnauthorized},
-	Forbidden:       {"forbidden", http.StatusForbidden},
-	Invalid:         {"invalid_request", http.StatusBadRequest},
-	QueryRejected:   {"query_rejected", http.StatusBadRequest},
-	BudgetExhausted: {"budget_exhausted", http.StatusForbidden},
-	QuotaExceeded:   {"quota_exceeded", http.StatusForbidden},
-	Timeout:         {"query_timeout", http.StatusRequestTimeout},
-	ResourceLimit:   {"resource_limit", http.StatusUnprocessableEntity},
-	NotFound:        {"not_found", http.StatusNotFound},
-	Conflict:        {"conflict", http.StatusConflict},
-	TooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge},
-	Unavailable:     {"node_unavailable", http.StatusServiceUnavailable},
-	RateLimited:     {"rate_limited", http.StatusTooManyRequests},
+var codes = map[Kind]string{
+	Internal:        "internal",
+	Unauthenticated: "unauthenticated",
+	Forbidden:       "forbidden",
+	Invalid:         "invalid_request",
+	QueryRejected:   "query_rejected",
+	BudgetExhausted: "budget_exhausted",
+	QuotaExceeded:   "quota_exceeded",
+	Timeout:         "query_timeout",
+	ResourceLimit:   "resource_limit",
+	NotFound:        "not_found",
+	Conflict:        "conflict",
+	TooLarge:        "request_too_large",
+	Unavailable:     "node_unavailable",
+	RateLimited:     "rate_limited",
 }
 
 // Code is the stable machine-readable code of k, as listed in CONTRACT.md.
-func (k Kind) Code() string { return kinds[k].code }
+func (k Kind) Code() string { return codes[k] }
 
 // KindOfCode is the kind whose code is code, or Internal: how a gateway
 // reads another gateway's error answer.
 func KindOfCode(code string) Kind {
-	for k, v := range kinds {
-		if v.code == code {
+	for k, c := range codes {
+		if c == code {
 			return k
 		}
 	}
 	return Internal
 }
 
-// Status is the HTTP status that k maps to.
-func (k Kind) Status() int { return kinds[k].status }
-
 func (k Kind) String() string { return k.Code() }
 
 // Error is an error with a Kind. Msg is written for the caller: it says what
 // was wrong and, where the caller can fix it, how.
 type Error struct {
+	Op   Op // the operation that failed, for logs; never shown to the caller
 	Kind Kind
 	Msg  string
 	Err  error // underlying cause, kept for logs; never shown to the caller
 }
 
+// Op names an operation, as "release.reserve".
+type Op string
+
+// In attaches op to err: a gateway error keeps its kind and message and
+// gains the operation; any other error becomes an internal one caused by
+// err. In(op, nil) is nil.
+func In(op Op, err error) error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := err.(*Error); ok {
+		c := *e
+		if c.Op == "" {
+			c.Op = op
+		}
+		return &c
+	}
+	return &Error{Op: op, Kind: KindOf(err), Err: err}
+}
+
 func (e *Error) Error() string {
+	if e.Op != "" {
+		c := *e
+		c.Op = ""
+		return string(e.Op) + ": " + c.Error()
+	}
 	switch {
 	case e.Msg == "" && e.Err != nil:
 		return e.Err.Error()
@@ -115,10 +135,11 @@ func KindOf(err error) Kind {
 // internal detail leaks.
 func Message(err error) string {
 	var e *Error
-	if errors.As(err, &e) && e.Kind != Internal {
+	for errors.As(err, &e) && e.Kind != Internal {
 		if e.Msg != "" {
 			return e.Msg
 		}
+		err = e.Err // an operation added by In: the message is further in
 	}
 	return "internal error; the incident is logged, retry later or contact the gateway operator"
 }

@@ -21,9 +21,9 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/federation/he"
 	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
-	"github.com/hospital/gateway/privacy/he"
 	"github.com/hospital/gateway/sandbox"
 )
 

@@ -13,7 +13,7 @@
 //     Gaussian noise, a complete differentially private release by itself;
 //     the coordinator adds them up;
 //   - homomorphic (the default): the nodes hold shares of a collective CKKS
-//     key (privacy/he); each encrypts its aggregates, carrying 1/n of the
+//     key (federation/he); each encrypts its aggregates, carrying 1/n of the
 //     noise variance, under the collective key and signs the ciphertexts;
 //     the coordinator adds ciphertexts it cannot open; every node checks
 //     that what it is asked to re-encrypt is the sum of every member's

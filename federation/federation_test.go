@@ -18,8 +18,8 @@ import (
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/federation"
 	"github.com/hospital/gateway/federation/fedtest"
+	"github.com/hospital/gateway/federation/he"
 	"github.com/hospital/gateway/privacy"
-	"github.com/hospital/gateway/privacy/he"
 )
 
 type answer struct {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/federation/he"
 	"github.com/hospital/gateway/privacy"
-	"github.com/hospital/gateway/privacy/he"
 	"github.com/hospital/gateway/release"
 )
 

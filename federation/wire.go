@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/hospital/gateway/api/status"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/privacy"
@@ -152,7 +153,7 @@ func writeError(w http.ResponseWriter, err error) {
 	k := fault.KindOf(err)
 	var e errorBody
 	e.Error.Code, e.Error.Message = k.Code(), fault.Message(err)
-	writeJSON(w, k.Status(), e)
+	writeJSON(w, status.Of(k), e)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -46,15 +46,15 @@ func (s *Service) Answer(ctx context.Context, p catalog.Person, req Request) (*R
 func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr *trace) (*Result, error) {
 	adm, err := s.admit(ctx, p, req.SQL, req.GrantID, tr)
 	if err != nil {
-		return nil, err
+		return nil, fault.In("release.admit", err)
 	}
 	plan, want, err := s.plan(adm, req)
 	if err != nil {
-		return nil, err
+		return nil, fault.In("release.plan", err)
 	}
 	key := answerKey(adm, want, req.Exact)
 	if res, err := s.repeat(ctx, p, req, adm, key); res != nil || err != nil {
-		return res, err
+		return res, fault.In("release.repeat", err)
 	}
 
 	// One wall-clock limit covers what the query makes DuckDB do.
@@ -62,27 +62,27 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	defer cancel()
 	measured, err := s.checkQuota(ctx, p, adm, plan)
 	if err != nil {
-		return nil, err
+		return nil, fault.In("release.quota", err)
 	}
 	defer measured.Done()
 	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
 	if err != nil {
-		return nil, err
+		return nil, fault.In("release.prepare", err)
 	}
 	defer prep.Close()
 	bal, err := s.reserve(ctx, adm.grant, plan, req.Exact)
 	if err != nil {
-		return nil, err
+		return nil, fault.In("release.reserve", err)
 	}
 	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
 	out, err := run(runCtx, prep, plan, measured)
 	if err != nil {
 		s.recordFailure(ctx, rec, err)
-		return nil, err
+		return nil, fault.In("release.run", err)
 	}
 	ans, err := s.protect(plan, out, rec.ID, adm)
 	if err != nil {
-		return nil, err
+		return nil, fault.In("release.protect", err)
 	}
 	body, err := json.Marshal(ans)
 	if err != nil {
@@ -93,7 +93,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		"groups": len(ans.Rows), "suppressed": ans.Privacy.SuppressedGroups})
 	stored, err := s.commit(ctx, commitment{measured: measured, rec: rec, entry: entry, key: key, body: body})
 	if err != nil {
-		return nil, err
+		return nil, fault.In("release.commit", err)
 	}
 	tr.epsilon = plan.Cost.Epsilon
 	return decoded(stored, bal, false, adm.q.Datasets)

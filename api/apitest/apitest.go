@@ -28,9 +28,9 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/demo"
+	"github.com/hospital/gateway/demo/synth"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
-	"github.com/hospital/gateway/engine/synth"
 	"github.com/hospital/gateway/quota"
 	"github.com/hospital/gateway/release"
 )

@@ -16,9 +16,9 @@ import (
 
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/demo"
+	"github.com/hospital/gateway/demo/synth"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
-	"github.com/hospital/gateway/engine/synth"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/policy"
 )

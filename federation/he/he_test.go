@@ -11,7 +11,7 @@ import (
 	"github.com/tuneinsight/lattigo/v6/multiparty"
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 
-	"github.com/hospital/gateway/privacy/he"
+	"github.com/hospital/gateway/federation/he"
 )
 
 type federation struct {

@@ -15,7 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/hospital/gateway/engine/synth"
+	"github.com/hospital/gateway/demo/synth"
 )
 
 // serialize generates cfg and returns each table as IPC stream bytes,
