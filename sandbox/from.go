@@ -1,0 +1,272 @@
+package sandbox
+
+import (
+	"strings"
+
+	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
+)
+
+// rankable returns the query's only table with several rows per patient
+// when no filter reads it and every join is inner, so that a patient's rows
+// of it reach the base query all or none, each once (the other tables have
+// one row per patient).
+func (a *analyzer) rankable() (int, bool) {
+	if a.outer {
+		return -1, false
+	}
+	multi := -1
+	for i, r := range a.refs {
+		if r.src.Table.OneRowPerUnit {
+			continue
+		}
+		if multi >= 0 {
+			return -1, false
+		}
+		multi = i
+	}
+	if multi < 0 {
+		return -1, false
+	}
+	for _, f := range a.filters {
+		if a.reads(f, multi) {
+			return -1, false
+		}
+	}
+	return multi, true
+}
+
+// reads reports whether expression n reads a column of table refs[i].
+func (a *analyzer) reads(n node, i int) bool {
+	if str(n, "class") == "COLUMN_REF" {
+		_, r, err := a.resolve(strs(n, "column_names"), "a filter")
+		return err != nil || r == i
+	}
+	for _, c := range children(n) {
+		if a.reads(c, i) {
+			return true
+		}
+	}
+	return false
+}
+
+// from checks the FROM clause and qualifies every table with its dataset.
+func (a *analyzer) from(t node) error {
+	switch typ := str(t, "type"); typ {
+	case "BASE_TABLE":
+		return a.table(t)
+	case "JOIN":
+		switch rt := str(t, "ref_type"); rt {
+		case "REGULAR":
+		case "CROSS":
+			return reject("cross joins (and comma-separated tables) are not allowed; join tables ON their privacy unit")
+		default:
+			return reject("%s joins are not allowed; join tables ON their privacy unit", rt)
+		}
+		if jt := str(t, "join_type"); jt != "INNER" && jt != "LEFT" && jt != "RIGHT" {
+			return reject("%s joins are not allowed; use an inner or outer join on the privacy unit", jt)
+		} else if jt != "INNER" {
+			a.outer = true
+		}
+		first := len(a.refs)
+		if err := a.from(obj(t, "left")); err != nil {
+			return err
+		}
+		mid := len(a.refs)
+		if err := a.from(obj(t, "right")); err != nil {
+			return err
+		}
+		return a.joinCondition(t, first, mid)
+	case "TABLE_FUNCTION":
+		return reject("table functions (read_csv, read_parquet, duckdb_tables, ...) are not allowed; read the tables of your grant")
+	case "SUBQUERY":
+		return reject("subqueries in FROM are not allowed; write the query as one SELECT with joins")
+	case "EMPTY":
+		return reject("the query reads no table; name a table of your grant in FROM")
+	default:
+		return reject("FROM item of type %s is not allowed", typ)
+	}
+}
+
+func (a *analyzer) table(t node) error {
+	if t["sample"] != nil {
+		return reject("TABLESAMPLE is not allowed: which rows a sample keeps depends on their position, which the privacy argument does not cover")
+	}
+	if t["at_clause"] != nil {
+		return reject("AT (time travel) is not allowed")
+	}
+	name := str(t, "table_name")
+	schema := str(t, "schema_name")
+	if c := str(t, "catalog_name"); c != "" {
+		schema = c + "." + schema
+		if str(t, "schema_name") == "" {
+			schema = c
+		}
+	}
+	var found []Source
+	for _, s := range a.scope.Sources {
+		if !strings.EqualFold(s.Table.Name, name) {
+			continue
+		}
+		if schema != "" && !strings.EqualFold(schema, s.Dataset) && !strings.EqualFold(schema, s.Dataset+".main") {
+			continue
+		}
+		found = append(found, s)
+	}
+	qualified := name
+	if schema != "" {
+		qualified = schema + "." + name
+	}
+	switch len(found) {
+	case 0:
+		return fault.E(fault.QueryRejected, "table %s is not in the scope of your grant; GET /v1/datasets lists the tables you may query", qualified)
+	case 1:
+	default:
+		return reject("table %s exists in several of your datasets; qualify it as DATASET.%s", name, name)
+	}
+	alias := str(t, "alias")
+	if alias == "" {
+		alias = found[0].Table.Name
+	}
+	for _, r := range a.refs {
+		if strings.EqualFold(r.alias, alias) {
+			return reject("table alias %s is used twice; give each table its own alias", alias)
+		}
+	}
+	a.refs = append(a.refs, ref{alias: alias, src: found[0]})
+	t["catalog_name"] = ""
+	t["schema_name"] = found[0].Dataset
+	t["table_name"] = found[0].Table.Name
+	t["alias"] = alias
+	return nil
+}
+
+// joinCondition requires that a join equate the privacy unit of a table on
+// its left (refs[first:mid]) with the privacy unit of a table on its right
+// (refs[mid:]). Every table therefore joins on the patient to one already
+// joined, whatever the shape of the join tree, and every row of the result
+// belongs to one patient (the left side's and the right side's, for inner
+// and outer joins alike). An equality of two units on the same side joins
+// nothing and does not count. The other conditions of the join are filters;
+// they are made total (see try).
+func (a *analyzer) joinCondition(t node, first, mid int) error {
+	if using := strs(t, "using_columns"); len(using) > 0 {
+		hasUnit := false
+		for _, c := range using {
+			var left, right bool
+			for i, r := range a.refs[first:] {
+				col, ok := r.src.Table.Column(c)
+				if !ok {
+					continue
+				}
+				if col.Role == policy.Identifier {
+					return reject("column %s is an identifier; join on the privacy unit instead", c)
+				}
+				if col.Role != policy.Unit {
+					return reject("USING (%s) joins on a column that is not the privacy unit; join USING (the unit) and put other conditions in WHERE", c)
+				}
+				if first+i < mid {
+					left = true
+				} else {
+					right = true
+				}
+			}
+			if !left || !right {
+				return reject("column %s in USING is not the privacy unit of a table on each side of the join", c)
+			}
+			hasUnit = true
+		}
+		if !hasUnit {
+			return reject("joins must match the privacy unit (for example USING (patient_id))")
+		}
+		return nil
+	}
+	cond, ok := isExpr(t["condition"])
+	if !ok {
+		return reject("joins need an ON condition on the privacy unit")
+	}
+	var conjuncts []node
+	if str(cond, "type") == "CONJUNCTION_AND" {
+		conjuncts = nodes(cond, "children")
+	} else {
+		conjuncts = []node{cond}
+	}
+	hasUnit := false
+	var rewritten []any
+	for _, c := range conjuncts {
+		if a.unitEquality(c, first, mid) {
+			hasUnit = true
+			rewritten = append(rewritten, c)
+			continue
+		}
+		if err := a.expr(c, "JOIN condition"); err != nil {
+			return err
+		}
+		a.filters = append(a.filters, c)
+		rewritten = append(rewritten, try(c))
+	}
+	if !hasUnit {
+		return reject("each joined table must be joined on its privacy unit to a table already in the query, as in ON a.patient_id = b.patient_id")
+	}
+	if len(rewritten) == 1 {
+		t["condition"] = rewritten[0]
+	} else {
+		t["condition"] = node{"class": "CONJUNCTION", "type": "CONJUNCTION_AND", "alias": "", "children": rewritten}
+	}
+	return nil
+}
+
+// unitEquality reports whether c equates the privacy unit of a table in
+// refs[first:mid] with that of a table in refs[mid:].
+func (a *analyzer) unitEquality(c node, first, mid int) bool {
+	if str(c, "type") != "COMPARE_EQUAL" {
+		return false
+	}
+	l, r := obj(c, "left"), obj(c, "right")
+	if str(l, "class") != "COLUMN_REF" || str(r, "class") != "COLUMN_REF" {
+		return false
+	}
+	lc, lr, err1 := a.resolveStrict(strs(l, "column_names"))
+	rc, rr, err2 := a.resolveStrict(strs(r, "column_names"))
+	if err1 != nil || err2 != nil || lc.Role != policy.Unit || rc.Role != policy.Unit {
+		return false
+	}
+	left := func(i int) bool { return i >= first && i < mid }
+	right := func(i int) bool { return i >= mid }
+	return (left(lr) && right(rr)) || (right(lr) && left(rr))
+}
+
+// resolveStrict resolves a column reference of a join condition to exactly
+// one table: a unit named without its table could be any joined table's.
+func (a *analyzer) resolveStrict(names []string) (policy.Column, int, error) {
+	if len(names) < 2 {
+		n := 0
+		for _, r := range a.refs {
+			if _, ok := r.src.Table.Column(names[len(names)-1]); ok {
+				n++
+			}
+		}
+		if n != 1 {
+			return policy.Column{}, -1, reject("qualify the privacy unit with its table in join conditions")
+		}
+	}
+	return a.resolve(names, "JOIN condition")
+}
+
+// unitRef is the patient of a row of the joined tables. With inner joins
+// every table's unit is the same; with outer joins some are NULL, so the
+// first that is not.
+func (a *analyzer) unitRef() node {
+	var units []any
+	for _, r := range a.refs {
+		u, _ := r.src.Table.UnitColumn()
+		units = append(units, columnRef(r.alias, u.Name))
+		if !a.outer {
+			break
+		}
+	}
+	if len(units) == 1 {
+		return units[0].(node)
+	}
+	return node{"class": "OPERATOR", "type": "OPERATOR_COALESCE", "alias": "", "children": units}
+}
