@@ -22,8 +22,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/metadb"
 )
 
 // Policy sets the detectors' thresholds. A zero field takes its default.
@@ -111,7 +111,7 @@ type Config struct {
 
 // Alerter runs the detectors and delivers alerts.
 type Alerter struct {
-	store *catalog.Store
+	db    *metadb.DB
 	cfg   Config
 	mu    sync.Mutex
 	seen  map[string][]Event   // person -> recent events, oldest first
@@ -122,8 +122,8 @@ type Alerter struct {
 }
 
 // New prepares the alert tables.
-func New(ctx context.Context, store *catalog.Store, cfg Config) (*Alerter, error) {
-	if err := store.Migrate(ctx, "alerts", migrations); err != nil {
+func New(ctx context.Context, db *metadb.DB, cfg Config) (*Alerter, error) {
+	if err := db.Migrate(ctx, "alerts", migrations); err != nil {
 		return nil, err
 	}
 	cfg.Policy = cfg.Policy.withDefaults()
@@ -133,7 +133,7 @@ func New(ctx context.Context, store *catalog.Store, cfg Config) (*Alerter, error
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Alerter{store: store, cfg: cfg, seen: map[string][]Event{}, spent: map[string][]Event{}, last: map[string]time.Time{},
+	return &Alerter{db: db, cfg: cfg, seen: map[string][]Event{}, spent: map[string][]Event{}, last: map[string]time.Time{},
 		http: &http.Client{Timeout: cfg.Policy.WebhookTimeout}}, nil
 }
 
@@ -228,8 +228,8 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 // Raise stores an alert and delivers it to the log and the webhook.
 func (a *Alerter) Raise(ctx context.Context, kind, person, dataset, msg string, detail map[string]any) (Alert, error) {
 	d, _ := json.Marshal(detail)
-	al := Alert{ID: catalog.NewID("alr"), Kind: kind, Person: person, Dataset: dataset, Message: msg, Detail: d, State: "open", CreatedAt: a.cfg.Now().UTC()}
-	_, err := a.store.DB().ExecContext(context.WithoutCancel(ctx), `INSERT INTO alerts (id, kind, person, dataset, message, detail, state, created_at)
+	al := Alert{ID: metadb.NewID("alr"), Kind: kind, Person: person, Dataset: dataset, Message: msg, Detail: d, State: "open", CreatedAt: a.cfg.Now().UTC()}
+	_, err := a.db.Writer().ExecContext(context.WithoutCancel(ctx), `INSERT INTO alerts (id, kind, person, dataset, message, detail, state, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, al.ID, al.Kind, al.Person, al.Dataset, al.Message, string(al.Detail), al.State, al.CreatedAt.Format(time.RFC3339Nano))
 	if err != nil {
 		return Alert{}, fmt.Errorf("store alert: %w", err)
@@ -288,7 +288,7 @@ func (a *Alerter) Send(ctx context.Context, v any) error {
 
 // List returns alerts, newest first; state "" lists all.
 func (a *Alerter) List(ctx context.Context, state string) ([]Alert, error) {
-	rows, err := a.store.DB().QueryContext(ctx, `SELECT id, kind, person, dataset, message, detail, state, coalesce(handled_by, ''), coalesce(incident_id, ''), created_at
+	rows, err := a.db.Writer().QueryContext(ctx, `SELECT id, kind, person, dataset, message, detail, state, coalesce(handled_by, ''), coalesce(incident_id, ''), created_at
 		FROM alerts WHERE $1 = '' OR state = $1 ORDER BY created_at DESC LIMIT 1000`, state)
 	if err != nil {
 		return nil, fmt.Errorf("list alerts: %w", err)
@@ -310,7 +310,7 @@ func (a *Alerter) List(ctx context.Context, state string) ([]Alert, error) {
 
 // Acknowledge marks an open alert as seen by an auditor.
 func (a *Alerter) Acknowledge(ctx context.Context, id, by string) error {
-	res, err := a.store.DB().ExecContext(ctx, `UPDATE alerts SET state = 'acknowledged', handled_by = $1 WHERE id = $2 AND state = 'open'`, by, id)
+	res, err := a.db.Writer().ExecContext(ctx, `UPDATE alerts SET state = 'acknowledged', handled_by = $1 WHERE id = $2 AND state = 'open'`, by, id)
 	if err != nil {
 		return fmt.Errorf("acknowledge alert: %w", err)
 	}
@@ -325,8 +325,8 @@ func (a *Alerter) OpenIncident(ctx context.Context, alertID, by, summary string)
 	if summary == "" {
 		return "", fault.E(fault.Invalid, "summarise the incident")
 	}
-	id := catalog.NewID("inc")
-	err := a.store.Tx(ctx, func(tx *sql.Tx) error {
+	id := metadb.NewID("inc")
+	err := a.db.Tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE alerts SET state = 'incident', handled_by = $1, incident_id = $2 WHERE id = $3 AND state <> 'incident'`, by, id, alertID)
 		if err != nil {
 			return err

@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/hospital/gateway/alerts"
-	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/metadb"
 )
 
 func newAlerter(t *testing.T, p alerts.Policy, now *time.Time) *alerts.Alerter {
 	t.Helper()
-	s, err := catalog.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	s, err := metadb.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,30 +70,21 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
+
+	"github.com/hospital/gateway/metadb"
 )
 
-// Dialect is the SQL flavour of the store the log lives in. Statements use
-// $1, $2 placeholders in both.
-type Dialect int
+// Dialect is the SQL flavour of the store the log lives in (the metadata
+// database's, metadb.Dialect). Statements use $1, $2 placeholders in both.
+type Dialect = metadb.Dialect
 
 // The supported dialects.
 const (
-	SQLite Dialect = iota
-	Postgres
+	SQLite   = metadb.SQLite
+	Postgres = metadb.Postgres
 )
 
-// String names the dialect.
-func (d Dialect) String() string {
-	switch d {
-	case SQLite:
-		return "sqlite"
-	case Postgres:
-		return "postgres"
-	}
-	return fmt.Sprintf("dialect(%d)", int(d))
-}
-
-func (d Dialect) valid() error {
+func validDialect(d Dialect) error {
 	if d != SQLite && d != Postgres {
 		return fmt.Errorf("unknown audit store dialect %d", int(d))
 	}
@@ -200,7 +191,7 @@ type Log struct {
 
 // New returns a log over db, whose tables Migrate must have created.
 func New(ctx context.Context, db *sql.DB, cfg Config) (*Log, error) {
-	if err := cfg.Dialect.valid(); err != nil {
+	if err := validDialect(cfg.Dialect); err != nil {
 		return nil, err
 	}
 	if cfg.Hash == "" {

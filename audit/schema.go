@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/hospital/gateway/metadb"
 )
 
 // schemaVersion is the layout of the audit tables this package writes.
@@ -140,7 +142,7 @@ func splitStatements(s string) []string {
 // audit_schema. It is idempotent, and safe to run from several processes
 // at once; running it again also restores dropped triggers.
 func Migrate(ctx context.Context, db *sql.DB, d Dialect) error {
-	if err := d.valid(); err != nil {
+	if err := validDialect(d); err != nil {
 		return err
 	}
 	tx, err := db.BeginTx(ctx, nil)
@@ -206,4 +208,16 @@ func schemaVersionOf(ctx context.Context, db *sql.DB) (int64, error) {
 		return 0, fmt.Errorf("read audit schema version (has Migrate run?): %w", err)
 	}
 	return v.Int64, nil
+}
+
+// Open migrates the audit log's tables in the metadata database and opens
+// the log there. The log works on the database's writer pool directly, as
+// VerifyDB does on any copy of it: verification must not depend on the
+// gateway that wrote the log.
+func Open(ctx context.Context, meta *metadb.DB, cfg Config) (*Log, error) {
+	cfg.Dialect = meta.Dialect()
+	if err := Migrate(ctx, meta.Writer(), cfg.Dialect); err != nil {
+		return nil, err
+	}
+	return New(ctx, meta.Writer(), cfg)
 }

@@ -118,7 +118,7 @@ const pageSize = 1000
 // It reads in pages inside one read-only transaction, so that it sees one
 // consistent state while the gateway keeps appending.
 func VerifyDB(ctx context.Context, db *sql.DB, d Dialect, opts VerifyOptions) (Report, error) {
-	if err := d.valid(); err != nil {
+	if err := validDialect(d); err != nil {
 		return Report{}, err
 	}
 	v, err := newVerifier(opts.PublicKey)

@@ -8,104 +8,66 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
-	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
-	_ "modernc.org/sqlite"             // SQLite driver "sqlite"
 
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/metadb"
 )
 
-// Dialect is the SQL flavour of a metadata store.
-type Dialect int
+// Dialect is the metadata database's SQL flavour (metadb.Dialect).
+type Dialect = metadb.Dialect
 
 // The supported metadata stores.
 const (
-	SQLite Dialect = iota
-	Postgres
+	SQLite   = metadb.SQLite
+	Postgres = metadb.Postgres
 )
 
-// Store is the metadata store: people, tokens, datasets, requests, grants,
-// budgets and the answer cache. All SQL is written once, with $N
-// placeholders, for both SQLite and PostgreSQL.
+// Store is the catalog in the metadata database: people, tokens,
+// datasets, requests, grants, budgets and the answer cache.
 type Store struct {
-	db *sql.DB
-	// read serves reads. For SQLite it is a separate pool of connections,
-	// so reads run beside the one writer (WAL); for PostgreSQL it is db.
-	read    *sql.DB
-	dialect Dialect
-	now     func() time.Time
+	meta *metadb.DB
+	own  bool // Open opened meta, so Close closes it
+	// db writes and read reads (see metadb.DB); dialect is meta's.
+	db, read *sql.DB
+	dialect  Dialect
+	now      func() time.Time
 }
 
-// Open opens the store at dsn: a postgres:// or postgresql:// URL, or a
-// path to an SQLite file (created if missing). It applies pending
-// migrations.
+// Open opens the metadata database at dsn (see metadb.Open) and the
+// catalog in it; Close closes both.
 func Open(ctx context.Context, dsn string) (*Store, error) {
-	var (
-		db, read *sql.DB
-		err      error
-		dialect  Dialect
-	)
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		dialect = Postgres
-		db, err = sql.Open("pgx", dsn)
-		if err == nil {
-			db.SetMaxOpenConns(16)
-			read = db
-		}
-	} else {
-		path := strings.TrimPrefix(dsn, "sqlite:")
-		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(FULL)", "foreign_keys(ON)"} {
-			q.Add("_pragma", p)
-		}
-		q.Set("_txlock", "immediate")
-		db, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-		if err == nil {
-			// One writer at a time is SQLite's rule; one connection keeps
-			// writers queued in Go instead of spinning on SQLITE_BUSY.
-			db.SetMaxOpenConns(1)
-			q.Set("_txlock", "deferred")
-			read, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-			if err == nil {
-				read.SetMaxOpenConns(4)
-			}
-		}
-	}
+	meta, err := metadb.Open(ctx, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open metadata store: %w", err)
+		return nil, err
 	}
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("connect to metadata store: %w", err)
+	s, err := New(ctx, meta)
+	if err != nil {
+		meta.Close()
+		return nil, err
 	}
-	if read == nil {
-		read = db
-	}
-	s := &Store{db: db, read: read, dialect: dialect, now: func() time.Time { return time.Now().UTC() }}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
+	s.own = true
+	return s, nil
+}
+
+// New is the catalog in an open metadata database, with its migrations
+// applied. Closing the catalog leaves the database open.
+func New(ctx context.Context, meta *metadb.DB) (*Store, error) {
+	s := &Store{meta: meta, db: meta.Writer(), read: meta.Reader(), dialect: meta.Dialect(), now: func() time.Time { return time.Now().UTC() }}
+	if err := meta.Migrate(ctx, "catalog", migrations); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// DB is the underlying database, shared with the audit log so that a change
-// and its audit entry can commit together.
-func (s *Store) DB() *sql.DB { return s.db }
-
-// Dialect is the store's SQL flavour.
-func (s *Store) Dialect() Dialect { return s.dialect }
-
-// Close closes the store.
+// Close closes the store, and the database when Open opened it.
 func (s *Store) Close() error {
-	if s.read != s.db {
-		s.read.Close()
+	if s.own {
+		return s.meta.Close()
 	}
-	return s.db.Close()
+	return nil
 }
 
 // migrations are applied in order, each once; never edit one that has
@@ -164,46 +126,6 @@ var migrations = []string{
 		decided_by TEXT, decision_reason TEXT, created_at TEXT NOT NULL, decided_at TEXT)`,
 }
 
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		component TEXT NOT NULL, version BIGINT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))`); err != nil {
-		return fmt.Errorf("create migrations table: %w", err)
-	}
-	return s.Migrate(ctx, "catalog", migrations)
-}
-
-// Migrate applies, in order and each once, the schema changes of one
-// component of the gateway (catalog, quota, ...). Never edit a migration
-// that has shipped; append a new one.
-func (s *Store) Migrate(ctx context.Context, component string, stmts []string) error {
-	for i, m := range stmts {
-		version := i + 1
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			if s.dialect == Postgres {
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7426001)`); err != nil {
-					return err
-				}
-			}
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE component = $1 AND version = $2`, component, version).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, m); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (component, version, applied_at) VALUES ($1, $2, $3)`, component, version, ts(s.now()))
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("apply %s migration %d: %w", component, version, err)
-		}
-	}
-	return nil
-}
-
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -216,9 +138,6 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// Tx runs fn in one transaction of the store.
-func (s *Store) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.tx(ctx, fn) }
-
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 func parseTS(s string) time.Time {
@@ -227,13 +146,7 @@ func parseTS(s string) time.Time {
 }
 
 // NewID returns a random identifier with a readable prefix.
-func NewID(prefix string) string {
-	var b [12]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand failed: %v", err))
-	}
-	return prefix + "_" + hex.EncodeToString(b[:])
-}
+func NewID(prefix string) string { return metadb.NewID(prefix) }
 
 func jsonText(v any) string {
 	b, err := json.Marshal(v)

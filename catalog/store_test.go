@@ -16,6 +16,7 @@ import (
 
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/metadb"
 )
 
 // stores returns the stores to test: SQLite always, PostgreSQL when
@@ -32,22 +33,22 @@ func stores(t *testing.T) map[string]func(t *testing.T) *catalog.Store {
 		},
 	}
 	if dsn := os.Getenv("GATEWAY_TEST_POSTGRES"); dsn != "" {
-		out["postgres"] = func(t *testing.T) *catalog.Store { return freshPostgres(t, dsn) }
+		out["postgres"] = func(t *testing.T) *catalog.Store { s, _ := freshPostgres(t, dsn); return s }
 	}
 	return out
 }
 
 // freshPostgres gives each test its own schema so tests do not see each
 // other's rows.
-func freshPostgres(t *testing.T, dsn string) *catalog.Store {
+func freshPostgres(t *testing.T, dsn string) (*catalog.Store, *metadb.DB) {
 	t.Helper()
 	ctx := context.Background()
-	admin, err := catalog.Open(ctx, dsn)
+	admin, err := metadb.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	schema := fmt.Sprintf("t_%d", time.Now().UnixNano())
-	if _, err := admin.DB().ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+	if _, err := admin.Writer().ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
 		t.Fatal(err)
 	}
 	admin.Close()
@@ -55,15 +56,20 @@ func freshPostgres(t *testing.T, dsn string) *catalog.Store {
 	if containsQuery(dsn) {
 		sep = "&"
 	}
-	s, err := catalog.Open(ctx, dsn+sep+"search_path="+schema)
+	meta, err := metadb.Open(ctx, dsn+sep+"search_path="+schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := catalog.New(ctx, meta)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		s.DB().ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		meta.Writer().ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
 		s.Close()
+		meta.Close()
 	})
-	return s
+	return s, meta
 }
 
 func containsQuery(s string) bool {
@@ -334,11 +340,11 @@ func TestReserveAcrossProcesses(t *testing.T) {
 	if dsn == "" {
 		t.Skip("set GATEWAY_TEST_POSTGRES to a PostgreSQL database to run this test")
 	}
-	s := freshPostgres(t, dsn)
+	s, meta := freshPostgres(t, dsn)
 	seed(t, s)
 	g := grant(t, s, 0.5)
 	var schema string
-	if err := s.DB().QueryRow("SELECT current_schema()").Scan(&schema); err != nil {
+	if err := meta.Writer().QueryRow("SELECT current_schema()").Scan(&schema); err != nil {
 		t.Fatal(err)
 	}
 	childDSN := dsn + map[bool]string{true: "&", false: "?"}[containsQuery(dsn)] + "search_path=" + schema

@@ -37,6 +37,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/metadb"
 	"github.com/hospital/gateway/policy"
 )
 
@@ -70,6 +71,7 @@ type Config struct {
 
 // Tracker measures and enforces the quota.
 type Tracker struct {
+	db     *metadb.DB
 	store  *catalog.Store
 	engine *engine.Engine
 	cfg    Config
@@ -78,8 +80,8 @@ type Tracker struct {
 }
 
 // New prepares the quota tables and returns a tracker.
-func New(ctx context.Context, store *catalog.Store, eng *engine.Engine, cfg Config) (*Tracker, error) {
-	if err := store.Migrate(ctx, "quota", migrations); err != nil {
+func New(ctx context.Context, db *metadb.DB, store *catalog.Store, eng *engine.Engine, cfg Config) (*Tracker, error) {
+	if err := db.Migrate(ctx, "quota", migrations); err != nil {
 		return nil, err
 	}
 	if len(cfg.Warnings) == 0 {
@@ -88,7 +90,7 @@ func New(ctx context.Context, store *catalog.Store, eng *engine.Engine, cfg Conf
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Tracker{store: store, engine: eng, cfg: cfg}, nil
+	return &Tracker{db: db, store: store, engine: eng, cfg: cfg}, nil
 }
 
 // Status is a dataset's quota this year, as GET /v1/quota answers it.
@@ -234,7 +236,7 @@ func (p *Pending) Measure(res *engine.Result) error {
 func (p *Pending) Block(ctx context.Context) {
 	for _, name := range p.crossed {
 		st := p.states[name]
-		if _, err := p.t.store.DB().ExecContext(ctx, `UPDATE quota_years SET blocked = TRUE WHERE dataset = $1 AND year = $2`, name, p.year); err != nil {
+		if _, err := p.t.db.Writer().ExecContext(ctx, `UPDATE quota_years SET blocked = TRUE WHERE dataset = $1 AND year = $2`, name, p.year); err != nil {
 			p.t.cfg.Log.Error("block quota", "dataset", name, "err", err)
 		}
 		p.t.alert(ctx, name, "quota.blocked", fmt.Sprintf("%s: a release would have taken the share provided to other legal entities this year to the %.0f%% line; releases to other legal entities are refused until a risk assessment is recorded", name, 100*st.Threshold))
@@ -270,7 +272,7 @@ func (t *Tracker) alert(ctx context.Context, dataset, kind, msg string) {
 func (p *Pending) CommitTx(ctx context.Context, tx *sql.Tx, queryID string) ([]Warning, error) {
 	t := p.t
 	lock := ""
-	if t.store.Dialect() == catalog.Postgres {
+	if t.db.Dialect() == metadb.Postgres {
 		lock = " FOR UPDATE"
 	}
 	var warnings []Warning
@@ -361,12 +363,12 @@ func (t *Tracker) state(ctx context.Context, dataset string) (Status, error) {
 	// registration, for the first year).
 	var blocked bool
 	load := func() error {
-		return t.store.DB().QueryRowContext(ctx, `SELECT static_total, threshold, blocked, provided FROM quota_years WHERE dataset = $1 AND year = $2`,
+		return t.db.Writer().QueryRowContext(ctx, `SELECT static_total, threshold, blocked, provided FROM quota_years WHERE dataset = $1 AND year = $2`,
 			dataset, year).Scan(&st.StaticTotal, &st.Threshold, &blocked, &st.Provided)
 	}
 	err = load()
 	if errors.Is(err, sql.ErrNoRows) {
-		_, err = t.store.DB().ExecContext(ctx, `INSERT INTO quota_years (dataset, year, static_total, threshold, created_at) VALUES ($1, $2, $3, $4, $5)
+		_, err = t.db.Writer().ExecContext(ctx, `INSERT INTO quota_years (dataset, year, static_total, threshold, created_at) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (dataset, year) DO NOTHING`, dataset, year, d.Units, Threshold, t.store.Now().Format(time.RFC3339Nano))
 		if err != nil {
 			return Status{}, fmt.Errorf("open quota year of %s: %w", dataset, err)
@@ -391,7 +393,7 @@ func (t *Tracker) state(ctx context.Context, dataset string) (Status, error) {
 
 func (t *Tracker) details(ctx context.Context, st Status) (Status, error) {
 	dataset, year := st.Dataset, st.Year
-	rows, err := t.store.DB().QueryContext(ctx, `SELECT org, counted, provided FROM quota_recipients WHERE dataset = $1 AND year = $2 ORDER BY org`, dataset, year)
+	rows, err := t.db.Writer().QueryContext(ctx, `SELECT org, counted, provided FROM quota_recipients WHERE dataset = $1 AND year = $2 ORDER BY org`, dataset, year)
 	if err != nil {
 		return Status{}, fmt.Errorf("load quota recipients of %s: %w", dataset, err)
 	}
@@ -404,7 +406,7 @@ func (t *Tracker) details(ctx context.Context, st Status) (Status, error) {
 		st.Recipients = append(st.Recipients, r)
 	}
 	rows.Close()
-	rows, err = t.store.DB().QueryContext(ctx, `SELECT query_id, org, counted, units, added, provided_after, at FROM quota_events
+	rows, err = t.db.Writer().QueryContext(ctx, `SELECT query_id, org, counted, units, added, provided_after, at FROM quota_events
 		WHERE dataset = $1 AND year = $2 ORDER BY at DESC LIMIT 50`, dataset, year)
 	if err != nil {
 		return Status{}, fmt.Errorf("load quota events of %s: %w", dataset, err)
@@ -439,7 +441,7 @@ func (t *Tracker) RecordAssessment(ctx context.Context, dataset string, threshol
 	if strings.TrimSpace(reference) == "" {
 		return Status{}, fault.E(fault.Invalid, "give the reference of the approved risk assessment")
 	}
-	err = t.store.Tx(ctx, func(tx *sql.Tx) error {
+	err = t.db.Tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE quota_years SET threshold = $1, blocked = FALSE WHERE dataset = $2 AND year = $3`, threshold, dataset, st.Year); err != nil {
 			return err
 		}

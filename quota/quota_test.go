@@ -6,13 +6,19 @@ import (
 	"testing"
 
 	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/metadb"
 	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/quota"
 )
 
 func TestStatusAndAssessment(t *testing.T) {
 	ctx := context.Background()
-	s, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	meta, err := metadb.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	s, err := catalog.New(ctx, meta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +33,7 @@ func TestStatusAndAssessment(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tr, err := quota.New(ctx, s, nil, quota.Config{})
+	tr, err := quota.New(ctx, meta, s, nil, quota.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

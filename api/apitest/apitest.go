@@ -31,6 +31,7 @@ import (
 	"github.com/hospital/gateway/demo/synth"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
+	"github.com/hospital/gateway/metadb"
 	"github.com/hospital/gateway/quota"
 	"github.com/hospital/gateway/release"
 )
@@ -82,18 +83,18 @@ type Env struct {
 func PostgresSchema(tb testing.TB, dsn string) string {
 	tb.Helper()
 	ctx := context.Background()
-	admin, err := catalog.Open(ctx, dsn)
+	admin, err := metadb.Open(ctx, dsn)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer admin.Close()
 	schema := fmt.Sprintf("api_%d", time.Now().UnixNano())
-	if _, err := admin.DB().ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+	if _, err := admin.Writer().ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		if a, err := catalog.Open(context.Background(), dsn); err == nil {
-			a.DB().Exec("DROP SCHEMA " + schema + " CASCADE")
+		if a, err := metadb.Open(context.Background(), dsn); err == nil {
+			a.Writer().Exec("DROP SCHEMA " + schema + " CASCADE")
 			a.Close()
 		}
 	})
@@ -148,11 +149,15 @@ func New(tb testing.TB, o Options) *Env {
 	if o.Metadata == "" {
 		o.Metadata = filepath.Join(dir, "meta.db")
 	}
-	store, err := catalog.Open(ctx, o.Metadata)
+	meta, err := metadb.Open(ctx, o.Metadata)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { store.Close() })
+	tb.Cleanup(func() { meta.Close() })
+	store, err := catalog.New(ctx, meta)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	eng, err := engine.Open(ctx, engine.Config{MemoryLimit: "4GB", Threads: o.Threads})
 	if err != nil {
 		tb.Fatal(err)
@@ -165,18 +170,11 @@ func New(tb testing.TB, o Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	dialect := audit.SQLite
-	if store.Dialect() == catalog.Postgres {
-		dialect = audit.Postgres
-	}
-	if err := audit.Migrate(ctx, store.DB(), dialect); err != nil {
-		tb.Fatal(err)
-	}
 	signer, err := sm2.GenerateKey(rand.Reader)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	log, err := audit.New(ctx, store.DB(), audit.Config{Dialect: dialect, Signer: signer})
+	log, err := audit.Open(ctx, meta, audit.Config{Signer: signer})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -191,7 +189,7 @@ func New(tb testing.TB, o Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	q, err := quota.New(ctx, store, eng, quota.Config{})
+	q, err := quota.New(ctx, meta, store, eng, quota.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -204,7 +202,7 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	reg := &catalog.Registrar{Store: store, Engine: eng, Dir: dir, Key: key, ImportDirs: []string{importDir}}
-	al, err := alerts.New(ctx, store, o.Alerts)
+	al, err := alerts.New(ctx, meta, o.Alerts)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -13,27 +13,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/smx509"
 
 	"github.com/hospital/gateway/audit"
-	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/metadb"
 )
-
-func dialectOf(s *catalog.Store) audit.Dialect {
-	if s.Dialect() == catalog.Postgres {
-		return audit.Postgres
-	}
-	return audit.SQLite
-}
-
-func openAudit(ctx context.Context, store *catalog.Store, key *sm2.PrivateKey, signInterval time.Duration) (*audit.Log, error) {
-	d := dialectOf(store)
-	if err := audit.Migrate(ctx, store.DB(), d); err != nil {
-		return nil, err
-	}
-	return audit.New(ctx, store.DB(), audit.Config{Dialect: d, Signer: key, SignInterval: signInterval})
-}
 
 // runAuditVerify checks the audit log: exit status 0 when intact, 1 naming
 // the first bad entry when not.
@@ -73,12 +57,12 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 		}
 		vo.Since = &cp
 	}
-	store, err := catalog.Open(ctx, opts.Metadata)
+	meta, err := metadb.Open(ctx, opts.Metadata)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	rep, err := audit.VerifyDB(ctx, store.DB(), dialectOf(store), vo)
+	defer meta.Close()
+	rep, err := audit.VerifyDB(ctx, meta.Writer(), meta.Dialect(), vo)
 	if err != nil {
 		return err
 	}
@@ -128,12 +112,12 @@ func runAuditCheckpoint(ctx context.Context, args []string, stdout io.Writer) er
 	if err != nil {
 		return err
 	}
-	store, err := catalog.Open(ctx, opts.Metadata)
+	meta, err := metadb.Open(ctx, opts.Metadata)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	l, err := openAudit(ctx, store, key, 0)
+	defer meta.Close()
+	l, err := audit.Open(ctx, meta, audit.Config{Signer: key})
 	if err != nil {
 		return err
 	}

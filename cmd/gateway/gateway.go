@@ -21,6 +21,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
+	"github.com/hospital/gateway/metadb"
 	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/quota"
@@ -82,6 +83,7 @@ func (o *options) defaults() {
 // gateway is every part of a running gateway.
 type gateway struct {
 	opts   options
+	meta   *metadb.DB
 	store  *catalog.Store
 	engine *engine.Engine
 	audit  *audit.Log
@@ -107,27 +109,30 @@ func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway,
 	if err != nil {
 		return nil, err
 	}
-	store, err := catalog.Open(ctx, opts.Metadata)
+	meta, err := metadb.Open(ctx, opts.Metadata)
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{opts: opts, store: store, key: key, log: log}
-	if g.signer, err = auditKey(opts.Keys); err != nil {
-		store.Close()
+	g := &gateway{opts: opts, meta: meta, key: key, log: log}
+	fail := func(err error) (*gateway, error) {
+		meta.Close()
 		return nil, err
 	}
-	if g.audit, err = openAudit(ctx, store, g.signer, opts.SignInterval); err != nil {
-		store.Close()
-		return nil, err
+	if g.store, err = catalog.New(ctx, meta); err != nil {
+		return fail(err)
+	}
+	if g.signer, err = auditKey(opts.Keys); err != nil {
+		return fail(err)
+	}
+	if g.audit, err = audit.Open(ctx, meta, audit.Config{Signer: g.signer, SignInterval: opts.SignInterval}); err != nil {
+		return fail(err)
 	}
 	opts.Alerts.Log = log
-	if g.alerts, err = alerts.New(ctx, store, opts.Alerts); err != nil {
-		store.Close()
-		return nil, err
+	if g.alerts, err = alerts.New(ctx, meta, opts.Alerts); err != nil {
+		return fail(err)
 	}
 	if g.engine, err = engine.Open(ctx, engine.Config{MemoryLimit: opts.MemoryLimit, Threads: opts.Threads}); err != nil {
-		store.Close()
-		return nil, err
+		return fail(err)
 	}
 	g.startAuditSigning()
 	return g, nil
@@ -186,7 +191,7 @@ func (g *gateway) Close() error {
 		g.shipCheckpoint(context.Background())
 	}
 	g.alerts.Close()
-	return errors.Join(g.engine.Close(), err, g.store.Close())
+	return errors.Join(g.engine.Close(), err, g.store.Close(), g.meta.Close())
 }
 
 // loadDatasets loads every registered dataset's tables into the engine.

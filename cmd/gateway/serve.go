@@ -146,7 +146,7 @@ func (g *gateway) load(ctx context.Context, warnings []float64) (*quota.Tracker,
 // quota builds the Article 11 tracker, whose warnings go to the log and the
 // audit log.
 func (g *gateway) quota(ctx context.Context, warnings []float64) (*quota.Tracker, error) {
-	return quota.New(ctx, g.store, g.engine, quota.Config{
+	return quota.New(ctx, g.meta, g.store, g.engine, quota.Config{
 		Warnings: warnings, Log: g.log,
 		Alert: func(ctx context.Context, dataset, kind, message string) {
 			b := []byte(fmt.Sprintf(`{"message":%q}`, message))

@@ -1,0 +1,178 @@
+// Package metadb owns the gateway's metadata database: the connection to
+// SQLite (embedded, the default) or PostgreSQL (production), its dialect,
+// the schema migrations of each component, and transactions. The catalog,
+// the quota, the alerts and the audit log each keep their own tables in it
+// and use it directly; none reaches through another. All SQL is written
+// once, with $N placeholders, for both databases.
+package metadb
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
+	_ "modernc.org/sqlite"             // SQLite driver "sqlite"
+)
+
+// Dialect is the SQL flavour of the database.
+type Dialect int
+
+// The supported databases.
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+func (d Dialect) String() string {
+	if d == Postgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// DB is the metadata database.
+type DB struct {
+	write *sql.DB
+	// read serves reads. For SQLite it is a separate pool of connections,
+	// so reads run beside the one writer (WAL); for PostgreSQL it is write.
+	read    *sql.DB
+	dialect Dialect
+}
+
+// Open opens the database at dsn: a postgres:// or postgresql:// URL, or a
+// path to an SQLite file (created if missing), and makes sure the table of
+// migrations exists.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	d := &DB{}
+	var err error
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		d.dialect = Postgres
+		d.write, err = sql.Open("pgx", dsn)
+		if err == nil {
+			d.write.SetMaxOpenConns(16)
+			d.read = d.write
+		}
+	} else {
+		path := strings.TrimPrefix(dsn, "sqlite:")
+		q := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(FULL)", "foreign_keys(ON)"} {
+			q.Add("_pragma", p)
+		}
+		q.Set("_txlock", "immediate")
+		d.write, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+		if err == nil {
+			// One writer at a time is SQLite's rule; one connection keeps
+			// writers queued in Go instead of spinning on SQLITE_BUSY.
+			d.write.SetMaxOpenConns(1)
+			q.Set("_txlock", "deferred")
+			d.read, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+			if err == nil {
+				d.read.SetMaxOpenConns(4)
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open metadata store: %w", err)
+	}
+	if err := d.write.PingContext(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("connect to metadata store: %w", err)
+	}
+	if _, err := d.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		component TEXT NOT NULL, version BIGINT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))`); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("create migrations table: %w", err)
+	}
+	return d, nil
+}
+
+// Dialect is the database's SQL flavour.
+func (d *DB) Dialect() Dialect { return d.dialect }
+
+// Writer is the pool that writes (and reads what must see the latest
+// writes).
+func (d *DB) Writer() *sql.DB { return d.write }
+
+// Reader is the pool for reads that may run beside a writer.
+func (d *DB) Reader() *sql.DB { return d.read }
+
+// Begin starts a write transaction.
+func (d *DB) Begin(ctx context.Context) (*sql.Tx, error) {
+	tx, err := d.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin transaction: %w", err)
+	}
+	return tx, nil
+}
+
+// Tx runs fn in one write transaction, committed when fn returns nil.
+func (d *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := d.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Migrate applies, in order and each once, the schema changes of one
+// component of the gateway (catalog, quota, alerts, ...). Never edit a
+// migration that has shipped; append a new one.
+func (d *DB) Migrate(ctx context.Context, component string, stmts []string) error {
+	for i, m := range stmts {
+		version := i + 1
+		err := d.Tx(ctx, func(tx *sql.Tx) error {
+			if d.dialect == Postgres {
+				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7426001)`); err != nil {
+					return err
+				}
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE component = $1 AND version = $2`, component, version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, m); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (component, version, applied_at) VALUES ($1, $2, $3)`,
+				component, version, time.Now().UTC().Format(time.RFC3339Nano))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("apply %s migration %d: %w", component, version, err)
+		}
+	}
+	return nil
+}
+
+// Close closes the database.
+func (d *DB) Close() error {
+	if d.read != nil && d.read != d.write {
+		d.read.Close()
+	}
+	if d.write == nil {
+		return nil
+	}
+	return d.write.Close()
+}
+
+// NewID returns a random identifier with a readable prefix ("qry_…").
+func NewID(prefix string) string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // the platform's randomness is gone; nothing is safe
+	}
+	return prefix + "_" + hex.EncodeToString(b[:])
+}
