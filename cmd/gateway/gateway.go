@@ -213,7 +213,7 @@ func (g *gateway) apiServer(quota *quota.Tracker) *api.Server {
 	return api.New(api.Config{
 		Store: g.store, Engine: g.engine, Audit: g.audit, Log: g.log, Limits: g.opts.Limits,
 		QueryTimeout: g.opts.QueryTimeout, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
-		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs},
+		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs, GradeRules: g.opts.GradeRules},
 		Signer:    g.signer, GradeRules: g.opts.GradeRules,
 	})
 }
