@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,33 +19,33 @@ import (
 	"github.com/hospital/gateway/engine"
 )
 
-// runDataset handles `gateway dataset register|suggest`.
-func runDataset(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	if len(args) == 0 {
-		return usageError{"dataset takes register or suggest"}
-	}
-	switch args[0] {
-	case "register":
-		return runRegister(ctx, args[1:], stdout, log)
-	case "suggest":
-		return runSuggest(ctx, args[1:], stdout)
-	}
-	return usageError{fmt.Sprintf("unknown dataset subcommand %q", args[0])}
-}
-
 func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs := newFlags("dataset register")
 	var opts options
 	dataFlags(fs, &opts)
-	steward := fs.String("as", "", "the registering steward's person id (recorded in the audit log)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	url := fs.String("url", "", "base URL of the running gateway to register into (its API)")
+	token := fs.String("token", "", "the steward's bearer token for --url (default $GATEWAY_TOKEN)")
+	steward := fs.String("as", "", "with --dir: the registering steward's person id (recorded in the audit log)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	if fs.NArg() != 1 || *steward == "" {
-		return usageError{"dataset register --as STEWARD [--dir DIR] MANIFEST.yaml"}
+	if fs.NArg() != 1 || (*url == "") == (*steward == "") {
+		return usageError{"dataset register takes --url URL --token TOKEN MANIFEST.yaml, or --as STEWARD --dir DIR MANIFEST.yaml; see gateway dataset register --help"}
 	}
 	m, err := catalog.ReadManifest(fs.Arg(0))
 	if err != nil {
+		return err
+	}
+	if *url != "" {
+		if *token == "" {
+			*token = os.Getenv("GATEWAY_TOKEN")
+		}
+		if *token == "" {
+			return usageError{"--url needs the steward's --token TOKEN (or GATEWAY_TOKEN)"}
+		}
+		return uploadManifest(ctx, *url, *token, m, stdout)
+	}
+	if err := opts.existing(); err != nil {
 		return err
 	}
 	g, err := openGateway(ctx, opts, log)
@@ -59,8 +60,8 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 	if !p.Has(catalog.Steward) {
 		return fmt.Errorf("%s is not a data steward", *steward)
 	}
-	reg := catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key}
-	r, err := reg.Register(ctx, m, *steward, stdout)
+	reg := catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, GradeRules: g.opts.GradeRules}
+	r, err := reg.Register(ctx, m, *steward, progress())
 	if err != nil {
 		return err
 	}
@@ -72,7 +73,7 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 	if _, err := g.audit.Append(ctx, audit.Entry{Actor: *steward, Role: "steward", Action: "dataset.register", Dataset: m.Name, Grade: string(m.Grade), Outcome: "ok", Detail: detail}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "registered %s (%s): %d rows, %d patients, %d bytes read in %s; served from the next start\n",
+	fmt.Fprintf(stdout, "registered %s (%s): %d rows, %d patients, %d bytes read in %s; a running gateway serves it from its next start (use --url to register into it at once)\n",
 		m.Name, m.Grade, d.Rows, d.Units, r.Bytes, r.Took.Round(time.Millisecond))
 	return nil
 }
@@ -82,8 +83,14 @@ var identifierNames = []string{"name", "national_id", "id_number", "id_card", "p
 
 // runSuggest prints a starting policy for files, for a steward to edit.
 func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"dataset suggest TABLE=FILE..."}
+	fs := newFlags("dataset suggest")
+	k := fs.Int("k", 10, "minimum patients in every category of a proposed public list (the grade's min_k or more)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	args = fs.Args()
+	if len(args) == 0 || *k < 2 {
+		return usageError{"dataset suggest [--k K] TABLE=FILE...; see gateway dataset suggest --help"}
 	}
 	pol := catalog.Policy{Contribution: catalog.Contribution{MaxGroups: 4, MaxRows: 5}, K: 10, SpecialK: 20, SpecialShare: 0.5}
 	files := map[string]string{}
@@ -137,10 +144,12 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	var opts options
 	dataFlags(fs, &opts)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	opts.defaults()
+	if err := opts.existing(); err != nil {
+		return err
+	}
 	store, err := catalog.Open(ctx, opts.Metadata)
 	if err != nil {
 		return err

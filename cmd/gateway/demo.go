@@ -35,8 +35,8 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:8080", "listen address")
 	dataFlags(fs, &opts)
 	fs.IntVar(&patients, "patients", 100000, "demo patients")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if patients < 100 {
 		return usageError{"--patients must be at least 100"}

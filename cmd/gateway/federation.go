@@ -56,8 +56,8 @@ func runFederation(ctx context.Context, args []string, stdout io.Writer, log *sl
 	case "certs":
 		fs := newFlags("federation certs")
 		dir := fs.String("dir", "./federation-certs", "certificate directory")
-		if err := fs.Parse(args[1:]); err != nil {
-			return usageError{err.Error()}
+		if err := parseFlags(fs, args[1:]); err != nil {
+			return err
 		}
 		if fs.NArg() == 0 {
 			return usageError{"federation certs needs the members' names"}
@@ -244,8 +244,8 @@ func runFederationDemo(ctx context.Context, args []string, stdout io.Writer, log
 	addr := fs.String("addr", "127.0.0.1:8090", "the coordinator's listen address")
 	nodes := fs.Int("nodes", 3, "hospitals")
 	patients := fs.Int("patients", 20000, "patients per hospital")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *nodes < 2 || *nodes > 16 {
 		return usageError{"--nodes must be between 2 and 16"}

@@ -103,8 +103,8 @@ func loadConfig(path string) (options, []float64, error) {
 func configFlag(command string, args []string) (string, error) {
 	fs := newFlags(command)
 	path := fs.String("config", "", "YAML configuration file")
-	if err := fs.Parse(args); err != nil {
-		return "", usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
 	}
 	if *path == "" {
 		return "", usageError{command + " needs --config FILE"}
