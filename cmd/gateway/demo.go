@@ -49,11 +49,11 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	if err := g.ensureDemo(ctx, patients, demoSeed, stdout); err != nil {
 		return err
 	}
-	q, err := g.load(ctx, nil)
+	l, q, err := g.listenAndLoad(ctx, nil)
 	if err != nil {
 		return err
 	}
-	return g.serve(ctx, q)
+	return g.serve(ctx, q, l)
 }
 
 // ensureDemo creates the demo dataset, people and grants on first start.

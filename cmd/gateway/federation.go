@@ -103,10 +103,6 @@ func runNode(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	defer g.Close()
-	q, err := g.load(ctx, warnings)
-	if err != nil {
-		return err
-	}
 	restLn, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", g.opts.Addr, err)
@@ -115,6 +111,12 @@ func runNode(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		restLn.Close()
 		return fmt.Errorf("listen on %s: %w", f.Listen, err)
+	}
+	q, err := g.load(ctx, warnings)
+	if err != nil {
+		restLn.Close()
+		fedLn.Close()
+		return err
 	}
 	return g.serveNode(ctx, q, f.Name, f.Certs, f.Members, f.Coordinator, restLn, fedLn)
 }
@@ -143,10 +145,10 @@ func (g *gateway) serveNode(ctx context.Context, q *quota.Tracker, name, certs s
 	}
 	return serveAll(ctx,
 		func(ctx context.Context) error {
-			return serveOn(ctx, g.log, name+" gateway", restLn, srv.Handler(), tlsConfig)
+			return serveOn(ctx, g.log, name+" gateway", restLn, srv.Handler(), tlsConfig, g.drain())
 		},
 		func(ctx context.Context) error {
-			return serveOn(ctx, g.log, name+" federation endpoint", fedLn, node.Handler(), id.ServerTLS())
+			return serveOn(ctx, g.log, name+" federation endpoint", fedLn, node.Handler(), id.ServerTLS(), g.drain())
 		})
 }
 
@@ -231,7 +233,7 @@ func serveCoordinator(ctx context.Context, log *slog.Logger, cc coordinatorConfi
 		ln.Close()
 		return err
 	}
-	return serveOn(ctx, log, "coordinator", ln, coord.Handler(), tlsConfig)
+	return serveOn(ctx, log, "coordinator", ln, coord.Handler(), tlsConfig, 30*time.Second)
 }
 
 // runFederationDemo starts, in one process on loopback, several synthetic

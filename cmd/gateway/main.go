@@ -209,11 +209,16 @@ func newFlags(name string) *flag.FlagSet {
 // SQLite store that is missing is named with the --dir that was looked in.
 func (o *options) existing() error {
 	o.defaults()
-	if strings.HasPrefix(o.Metadata, "postgres://") || strings.HasPrefix(o.Metadata, "postgresql://") {
+	if isPostgres(o.Metadata) {
 		return nil
 	}
 	if _, err := os.Stat(o.Metadata); err != nil {
 		return fmt.Errorf("no gateway in %s (no metadata store %s): name the data directory with --dir DIR (or the store with --metadata), or create one with gateway init --dir DIR", o.Dir, o.Metadata)
 	}
 	return nil
+}
+
+// isPostgres reports whether dsn names a PostgreSQL store.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
