@@ -169,7 +169,10 @@ func (s *Store) migrate(ctx context.Context) error {
 		component TEXT NOT NULL, version BIGINT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))`); err != nil {
 		return fmt.Errorf("create migrations table: %w", err)
 	}
-	return s.Migrate(ctx, "catalog", migrations)
+	if err := s.Migrate(ctx, "catalog", migrations); err != nil {
+		return err
+	}
+	return s.Migrate(ctx, "health", healthMigrations)
 }
 
 // Migrate applies, in order and each once, the schema changes of one

@@ -30,26 +30,36 @@ const (
 	TooLarge                    // the request body is over the size limit
 	Unavailable                 // a federation node could not be reached or failed mid-query
 	RateLimited                 // too many requests from one address without a valid token
+	// StoreUnavailable: the metadata store cannot read or write (a full
+	// disk, a read-only volume, a database server down). It is the
+	// operator's to fix; the caller can retry later. Distinct from
+	// Unavailable (node_unavailable), which names a federation node.
+	StoreUnavailable
+	// TooManyQueries: the caller already has as many queries running as
+	// one person may; retry when one has answered.
+	TooManyQueries
 )
 
 var kinds = map[Kind]struct {
 	code   string
 	status int
 }{
-	Internal:        {"internal", http.StatusInternalServerError},
-	Unauthenticated: {"unauthenticated", http.StatusUnauthorized},
-	Forbidden:       {"forbidden", http.StatusForbidden},
-	Invalid:         {"invalid_request", http.StatusBadRequest},
-	QueryRejected:   {"query_rejected", http.StatusBadRequest},
-	BudgetExhausted: {"budget_exhausted", http.StatusForbidden},
-	QuotaExceeded:   {"quota_exceeded", http.StatusForbidden},
-	Timeout:         {"query_timeout", http.StatusRequestTimeout},
-	ResourceLimit:   {"resource_limit", http.StatusUnprocessableEntity},
-	NotFound:        {"not_found", http.StatusNotFound},
-	Conflict:        {"conflict", http.StatusConflict},
-	TooLarge:        {"request_too_large", http.StatusRequestEntityTooLarge},
-	Unavailable:     {"node_unavailable", http.StatusServiceUnavailable},
-	RateLimited:     {"rate_limited", http.StatusTooManyRequests},
+	Internal:         {"internal", http.StatusInternalServerError},
+	Unauthenticated:  {"unauthenticated", http.StatusUnauthorized},
+	Forbidden:        {"forbidden", http.StatusForbidden},
+	Invalid:          {"invalid_request", http.StatusBadRequest},
+	QueryRejected:    {"query_rejected", http.StatusBadRequest},
+	BudgetExhausted:  {"budget_exhausted", http.StatusForbidden},
+	QuotaExceeded:    {"quota_exceeded", http.StatusForbidden},
+	Timeout:          {"query_timeout", http.StatusRequestTimeout},
+	ResourceLimit:    {"resource_limit", http.StatusUnprocessableEntity},
+	NotFound:         {"not_found", http.StatusNotFound},
+	Conflict:         {"conflict", http.StatusConflict},
+	TooLarge:         {"request_too_large", http.StatusRequestEntityTooLarge},
+	Unavailable:      {"node_unavailable", http.StatusServiceUnavailable},
+	RateLimited:      {"rate_limited", http.StatusTooManyRequests},
+	StoreUnavailable: {"unavailable", http.StatusServiceUnavailable},
+	TooManyQueries:   {"too_many_queries", http.StatusTooManyRequests},
 }
 
 // Code is the stable machine-readable code of k, as listed in CONTRACT.md.

@@ -53,6 +53,9 @@ type Options struct {
 	// AnonymousPerMinute is the server's limit on requests without a
 	// valid token per address (default the server's).
 	AnonymousPerMinute int
+	// MaxConcurrentQueries is the server's per-person cap on queries in
+	// flight (default 1024, so that bursts in tests are not refused).
+	MaxConcurrentQueries int
 }
 
 // Env is a running gateway.
@@ -206,7 +209,12 @@ func New(tb testing.TB, o Options) *Env {
 	}
 	tb.Cleanup(al.Close)
 	cfg := api.Config{Store: store, Engine: eng, Audit: log, Quota: q, QueryTimeout: o.Timeout, Registrar: reg, Alerts: al, Signer: signer,
-		AnonymousPerMinute: o.AnonymousPerMinute}
+		AnonymousPerMinute: o.AnonymousPerMinute, MaxConcurrentQueries: o.MaxConcurrentQueries}
+	if cfg.MaxConcurrentQueries == 0 {
+		// Tests fire bursts of one person's queries at once to look for
+		// races; the per-person cap has its own test.
+		cfg.MaxConcurrentQueries = 1 << 10
+	}
 	if o.Bare {
 		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
 	}
