@@ -7,11 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"gopkg.in/yaml.v3"
 
 	"github.com/hospital/gateway/audit"
@@ -78,64 +78,118 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 	return nil
 }
 
-// identifierNames are column names that suggest direct identifiers.
-var identifierNames = []string{"name", "national_id", "id_number", "id_card", "phone", "mobile", "address", "email", "passport", "encounter_id", "mrn"}
-
-// runSuggest prints a starting policy for files, for a steward to edit.
+// runSuggest prints a starting manifest for files, for a steward to edit:
+// see catalog.Suggest for what it proposes and why it never shows an
+// exact extreme.
 func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("dataset suggest")
-	k := fs.Int("k", 10, "minimum patients in every category of a proposed public list (the grade's min_k or more)")
+	k := fs.Int("k", 10, "fewest patients a category of a proposed public list may hold (at least the grade's min_k)")
+	outPath := fs.String("out", "", "write the manifest to this new file, with file paths relative to it (default: stdout, absolute paths)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	args = fs.Args()
-	if len(args) == 0 || *k < 2 {
-		return usageError{"dataset suggest [--k K] TABLE=FILE...; see gateway dataset suggest --help"}
+	if fs.NArg() == 0 || *k < 2 {
+		return usageError{"dataset suggest [--k K] [--out FILE] TABLE=FILE...; see gateway dataset suggest --help"}
 	}
-	pol := catalog.Policy{Contribution: catalog.Contribution{MaxGroups: 4, MaxRows: 5}, K: 10, SpecialK: 20, SpecialShare: 0.5}
 	files := map[string]string{}
-	for _, a := range args {
+	for _, a := range fs.Args() {
 		name, path, ok := strings.Cut(a, "=")
-		if !ok {
-			return usageError{"give tables as TABLE=FILE"}
+		if !ok || !catalog.IsIdentifier(name) {
+			return usageError{fmt.Sprintf("give tables as TABLE=FILE with TABLE a plain name, not %q", a)}
 		}
-		files[name] = path
-		r, closeR, err := engine.OpenFile(ctx, path, memory.DefaultAllocator)
+		abs, err := filepath.Abs(path)
 		if err != nil {
 			return err
 		}
-		if !r.Next() {
-			closeR()
-			return fmt.Errorf("%s has no rows", path)
-		}
-		t := catalog.Table{Name: name}
-		for _, f := range r.RecordBatch().Schema().Fields() {
-			c := catalog.Column{Name: f.Name, Type: f.Type.String(), Role: catalog.Attribute}
-			lower := strings.ToLower(f.Name)
-			switch {
-			case lower == "patient_id" || lower == "person_id":
-				c.Role = catalog.Unit
-			case containsAny(lower, identifierNames):
-				c.Role = catalog.Identifier
-			}
-			t.Columns = append(t.Columns, c)
-		}
-		closeR()
-		pol.Tables = append(pol.Tables, t)
+		files[name] = abs
 	}
-	m := catalog.Manifest{Name: "NAME", Grade: catalog.Core, CrossBorder: "none", Files: files, Policy: pol}
-	fmt.Fprintln(stdout, "# Suggested starting policy: review every role, add min/max bounds to numeric columns")
-	fmt.Fprintln(stdout, "# that may be summed or averaged, and public category lists where the domain is public.")
-	return yaml.NewEncoder(stdout).Encode(m)
+	eng, err := engine.Open(ctx, engine.Config{})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	sug, err := catalog.Suggest(ctx, eng, files, *k)
+	if err != nil {
+		return err
+	}
+	manifestFiles := map[string]string{}
+	for t, f := range files {
+		manifestFiles[t] = f
+		if *outPath != "" {
+			dir, err := filepath.Abs(filepath.Dir(*outPath))
+			if err != nil {
+				return err
+			}
+			if rel, err := filepath.Rel(dir, f); err == nil {
+				manifestFiles[t] = rel
+			}
+		}
+	}
+	ph := catalog.Placeholder
+	m := catalog.Manifest{Name: "NAME", Grade: catalog.Core, Source: ph, Category: ph, Purpose: ph, Method: ph, Responsible: ph,
+		CrossBorder: "none", Protection: ph, Files: manifestFiles, Policy: sug.Policy}
+	var doc yaml.Node
+	if err := doc.Encode(m); err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	annotate(&doc, sug.Notes)
+	doc.HeadComment = "Suggested starting manifest. Before registering: name the dataset, choose its grade,\n" +
+		"fill in every " + ph + ", review every role, and confirm or remove each line marked CONFIRM.\n" +
+		"Bounds and lists are shown to researchers: never put a patient's exact value in them."
+	w := stdout
+	if *outPath != "" {
+		f, err := os.OpenFile(*outPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("write manifest: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	return enc.Close()
 }
 
-func containsAny(s string, words []string) bool {
-	for _, w := range words {
-		if s == w || strings.HasSuffix(s, "_"+w) || strings.HasPrefix(s, w+"_") {
-			return true
+// annotate puts each note on its column's line of the encoded manifest
+// (policy.tables[].columns[], keyed "table.column").
+func annotate(doc *yaml.Node, notes map[string]string) {
+	tables := find(find(doc, "policy"), "tables")
+	if tables == nil {
+		return
+	}
+	for _, t := range tables.Content {
+		name := find(t, "name")
+		cols := find(t, "columns")
+		if name == nil || cols == nil {
+			continue
+		}
+		if n, ok := notes[name.Value+"."]; ok {
+			name.LineComment = n
+		}
+		for _, c := range cols.Content {
+			if cn := find(c, "name"); cn != nil {
+				if n, ok := notes[name.Value+"."+cn.Value]; ok {
+					cn.LineComment = n
+				}
+			}
 		}
 	}
-	return false
+}
+
+// find is the value of key in mapping node n, or nil.
+func find(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // runReport prints the Article 6 catalog report as a table or JSON.
