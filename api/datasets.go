@@ -140,7 +140,7 @@ func (s *Server) register(c *gin.Context, p catalog.Person, m catalog.Manifest) 
 	}
 	r, err := s.cfg.Registrar.Register(c.Request.Context(), m, p.ID, io.Discard)
 	if err != nil {
-		if fault.KindOf(err) == fault.Internal {
+		if fault.KindOf(err) == fault.Internal && catalog.Unavailable(err) == nil {
 			err = fault.Wrap(fault.Invalid, err, "the dataset could not be registered: %v", err)
 		}
 		s.refuse(c, p, "dataset.register", err)

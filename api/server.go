@@ -46,6 +46,9 @@ type Config struct {
 	// that carry no valid token (enrolment included); over it they are
 	// refused with rate_limited. Default 30.
 	AnonymousPerMinute int
+	// MaxConcurrentQueries caps the queries one person may have running
+	// at once; more are refused with too_many_queries. Default 4.
+	MaxConcurrentQueries int
 }
 
 // Server is the HTTP API.
@@ -54,6 +57,7 @@ type Server struct {
 	engine    *gin.Engine
 	metrics   *metrics
 	anonymous *limiter
+	running   *running
 }
 
 // New builds the server and its routes.
@@ -70,10 +74,13 @@ func New(cfg Config) *Server {
 	if cfg.AnonymousPerMinute <= 0 {
 		cfg.AnonymousPerMinute = 30
 	}
+	if cfg.MaxConcurrentQueries <= 0 {
+		cfg.MaxConcurrentQueries = 4
+	}
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
 	g.Use(gin.Recovery())
-	s := &Server{cfg: cfg, engine: g, metrics: newMetrics(), anonymous: newLimiter(cfg.AnonymousPerMinute, time.Minute, 10000)}
+	s := &Server{cfg: cfg, engine: g, metrics: newMetrics(), anonymous: newLimiter(cfg.AnonymousPerMinute, time.Minute, 10000), running: newRunning(cfg.MaxConcurrentQueries)}
 	g.Use(s.metrics.middleware)
 	// Metrics name routes and datasets; only operators (admins) and
 	// auditors read them here. MetricsHandler serves them on a separate
@@ -82,12 +89,12 @@ func New(cfg Config) *Server {
 	g.NoRoute(func(c *gin.Context) {
 		s.fail(c, fault.E(fault.NotFound, "no such endpoint %s %s", c.Request.Method, c.Request.URL.Path))
 	})
-	g.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	g.GET("/healthz", s.healthz)
 	g.GET("/v1/openapi.json", s.openAPI)
 	g.POST("/v1/enrol", s.limitBody, s.enrol)
 
 	v1 := g.Group("/v1", s.limitBody, s.authenticate)
-	v1.POST("/queries", s.require(catalog.Researcher), s.postQuery)
+	v1.POST("/queries", s.require(catalog.Researcher), s.limitQueries, s.postQuery)
 	v1.GET("/budgets", s.require(catalog.Researcher, catalog.Auditor), s.getBudgets)
 	v1.GET("/datasets", s.getDatasets)
 	v1.POST("/datasets", s.require(catalog.Steward), s.postDataset)
@@ -252,8 +259,11 @@ func (s *Server) fail(c *gin.Context, err error) {
 	if errors.As(err, &mbe) {
 		k, err = fault.TooLarge, fault.E(fault.TooLarge, "request body is over the %d-byte limit", s.cfg.MaxBody)
 	}
-	if k == fault.Internal {
-		s.cfg.Log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
+	if u := catalog.Unavailable(err); k == fault.Internal && u != nil {
+		k, err = fault.StoreUnavailable, u
+	}
+	if k == fault.Internal || k == fault.StoreUnavailable {
+		s.cfg.Log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "code", k.Code(), "err", err)
 	}
 	var body errorBody
 	body.Error.Code = k.Code()

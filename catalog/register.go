@@ -71,6 +71,9 @@ func (m *Manifest) Check() error {
 	if !m.Grade.Valid() {
 		return fault.E(fault.Invalid, "grade %q is not one of core, important, general", m.Grade)
 	}
+	if err := m.checkDescription(); err != nil {
+		return err
+	}
 	if err := m.Policy.Validate(); err != nil {
 		return fault.Wrap(fault.Invalid, err, "%v", err)
 	}
@@ -81,6 +84,41 @@ func (m *Manifest) Check() error {
 	}
 	if m.RegradeShare <= 0 {
 		m.RegradeShare = 0.2
+	}
+	return nil
+}
+
+// Placeholder is what gateway dataset suggest writes where only the
+// steward can know the answer; registration refuses a manifest that still
+// holds one, or the name NAME.
+const Placeholder = "TO BE FILLED IN"
+
+// checkDescription refuses empty and placeholder Article 6 fields: the
+// catalog report is what regulators read, and a dataset registered with
+// a blank purpose or responsible party cannot be accounted for.
+func (m *Manifest) checkDescription() error {
+	if m.Name == "NAME" {
+		return fault.E(fault.Invalid, "name is still the placeholder NAME; give the dataset its own name")
+	}
+	fields := []struct{ key, v string }{
+		{"source", m.Source}, {"category", m.Category}, {"purpose", m.Purpose}, {"processing_method", m.Method},
+		{"responsible_party", m.Responsible}, {"cross_border", m.CrossBorder}, {"protection_measures", m.Protection},
+	}
+	var empty, placeholder []string
+	for _, f := range fields {
+		v := strings.TrimSpace(f.v)
+		switch {
+		case v == "":
+			empty = append(empty, f.key)
+		case strings.Contains(strings.ToUpper(v), Placeholder), strings.HasPrefix(strings.ToUpper(v), "TODO"):
+			placeholder = append(placeholder, f.key)
+		}
+	}
+	if len(placeholder) > 0 {
+		return fault.E(fault.Invalid, "%s still hold the placeholder %q; fill them in (Art. 6: the catalog report shows them)", strings.Join(placeholder, ", "), Placeholder)
+	}
+	if len(empty) > 0 {
+		return fault.E(fault.Invalid, "the Article 6 description needs %s; fill them in (cross_border: none when the data never leaves the country)", strings.Join(empty, ", "))
 	}
 	return nil
 }
@@ -183,6 +221,9 @@ type Registrar struct {
 	// ImportDirs are the only directories whose files may be registered
 	// over the API by path (see ImportPath); uploads need none.
 	ImportDirs []string
+	// GradeRules bound each dataset's policy by its grade; nil means
+	// DefaultGradeRules.
+	GradeRules GradeRules
 }
 
 // Registered is what a registration did.
@@ -203,6 +244,9 @@ type Registered struct {
 // progress. The dataset is queryable as soon as Register returns.
 func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, progress io.Writer) (Registered, error) {
 	if err := m.Check(); err != nil {
+		return Registered{}, err
+	}
+	if err := m.Policy.CheckGrade(m.Grade, r.GradeRules); err != nil {
 		return Registered{}, err
 	}
 	start := time.Now()
@@ -230,8 +274,11 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 		}
 	}
 	var unitQueries []string
-	for _, t := range m.Policy.Tables {
+	for i, t := range m.Policy.Tables {
 		if _, err := r.Engine.LoadTable(ctx, m.Name, t.Name, engine.TableFile(r.Dir, m.Name, t.Name), r.Key); err != nil {
+			return Registered{}, err
+		}
+		if err := r.fillTypes(ctx, m.Name, &m.Policy.Tables[i]); err != nil {
 			return Registered{}, err
 		}
 		u, _ := t.UnitColumn()
@@ -261,4 +308,26 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 	}
 	out.Dataset, out.Pending, out.Took = d, pending, time.Since(start)
 	return out, nil
+}
+
+// fillTypes records, for each column of t whose type the manifest left
+// out, the type the engine loaded it as, so that researchers see it.
+func (r *Registrar) fillTypes(ctx context.Context, dataset string, t *Table) error {
+	res, err := r.Engine.Query(ctx, fmt.Sprintf(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = '%s' AND table_name = '%s'`,
+		strings.ReplaceAll(dataset, "'", "''"), strings.ReplaceAll(t.Name, "'", "''")), 10000)
+	if err != nil {
+		return fmt.Errorf("read column types of %s.%s: %w", dataset, t.Name, err)
+	}
+	types := map[string]string{}
+	for _, row := range res.Rows {
+		name, _ := row[0].(string)
+		typ, _ := row[1].(string)
+		types[strings.ToLower(name)] = typ
+	}
+	for j, c := range t.Columns {
+		if c.Type == "" {
+			t.Columns[j].Type = types[strings.ToLower(c.Name)]
+		}
+	}
+	return nil
 }

@@ -59,6 +59,9 @@ func New(ctx context.Context, meta *metadb.DB) (*Store, error) {
 	if err := meta.Migrate(ctx, "catalog", migrations); err != nil {
 		return nil, err
 	}
+	if err := meta.Migrate(ctx, "health", healthMigrations); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

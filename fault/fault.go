@@ -30,23 +30,33 @@ const (
 	TooLarge                    // the request body is over the size limit
 	Unavailable                 // a federation node could not be reached or failed mid-query
 	RateLimited                 // too many requests from one address without a valid token
+	// StoreUnavailable: the metadata store cannot read or write (a full
+	// disk, a read-only volume, a database server down). It is the
+	// operator's to fix; the caller can retry later. Distinct from
+	// Unavailable (node_unavailable), which names a federation node.
+	StoreUnavailable
+	// TooManyQueries: the caller already has as many queries running as
+	// one person may; retry when one has answered.
+	TooManyQueries
 )
 
 var codes = map[Kind]string{
-	Internal:        "internal",
-	Unauthenticated: "unauthenticated",
-	Forbidden:       "forbidden",
-	Invalid:         "invalid_request",
-	QueryRejected:   "query_rejected",
-	BudgetExhausted: "budget_exhausted",
-	QuotaExceeded:   "quota_exceeded",
-	Timeout:         "query_timeout",
-	ResourceLimit:   "resource_limit",
-	NotFound:        "not_found",
-	Conflict:        "conflict",
-	TooLarge:        "request_too_large",
-	Unavailable:     "node_unavailable",
-	RateLimited:     "rate_limited",
+	Internal:         "internal",
+	Unauthenticated:  "unauthenticated",
+	Forbidden:        "forbidden",
+	Invalid:          "invalid_request",
+	QueryRejected:    "query_rejected",
+	BudgetExhausted:  "budget_exhausted",
+	QuotaExceeded:    "quota_exceeded",
+	Timeout:          "query_timeout",
+	ResourceLimit:    "resource_limit",
+	NotFound:         "not_found",
+	Conflict:         "conflict",
+	TooLarge:         "request_too_large",
+	Unavailable:      "node_unavailable",
+	RateLimited:      "rate_limited",
+	StoreUnavailable: "unavailable",
+	TooManyQueries:   "too_many_queries",
 }
 
 // Code is the stable machine-readable code of k, as listed in CONTRACT.md.

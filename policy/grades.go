@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hospital/gateway/fault"
 )
 
 // GradeRule is what a grade allows, whatever a dataset's own policy says:
@@ -71,4 +73,23 @@ func (r GradeRule) CapEpsilon(gateway float64) float64 {
 		return r.MaxEpsilon
 	}
 	return gateway
+}
+
+// CheckGrade refuses a policy looser than its grade allows: a k or
+// special_k below the grade's min_k.
+func (p Policy) CheckGrade(g Grade, rules GradeRules) error {
+	if rules == nil {
+		rules = DefaultGradeRules()
+	}
+	rule, ok := rules[g]
+	if !ok {
+		return fault.E(fault.Invalid, "no grade rule for %q", g)
+	}
+	if p.K < rule.MinK {
+		return fault.E(fault.Invalid, "k %d is below the minimum of %d that grade %s allows (grade_rules min_k); set k to at least %d", p.K, rule.MinK, g, rule.MinK)
+	}
+	if p.SpecialK < rule.MinK {
+		return fault.E(fault.Invalid, "special_k %d is below the minimum of %d that grade %s allows (grade_rules min_k); set special_k to at least %d", p.SpecialK, rule.MinK, g, rule.MinK)
+	}
+	return nil
 }

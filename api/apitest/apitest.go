@@ -55,6 +55,9 @@ type Options struct {
 	// AnonymousPerMinute is the server's limit on requests without a
 	// valid token per address (default the server's).
 	AnonymousPerMinute int
+	// MaxConcurrentQueries is the server's per-person cap on queries in
+	// flight (default 1024, so that bursts in tests are not refused).
+	MaxConcurrentQueries int
 }
 
 // Env is a running gateway.
@@ -66,10 +69,13 @@ type Env struct {
 	// calls.
 	Release *release.Service
 	Store   *catalog.Store
-	Engine  *engine.Engine
-	Audit   *audit.Log
-	Quota   *quota.Tracker
-	Alerts  *alerts.Alerter
+	// Meta is the metadata database the store, the quota, the alerts and
+	// the audit log live in.
+	Meta   *metadb.DB
+	Engine *engine.Engine
+	Audit  *audit.Log
+	Quota  *quota.Tracker
+	Alerts *alerts.Alerter
 	// AuditKey signs the audit log's heads and exports.
 	AuditKey *sm2.PrivateKey
 	Client   *http.Client
@@ -208,7 +214,13 @@ func New(tb testing.TB, o Options) *Env {
 	}
 	tb.Cleanup(al.Close)
 	rcfg := release.Config{Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, Signer: signer, QueryTimeout: o.Timeout}
-	cfg := api.Config{Store: store, Audit: log, Quota: q, Registrar: reg, Alerts: al, AnonymousPerMinute: o.AnonymousPerMinute}
+	cfg := api.Config{Store: store, Audit: log, Quota: q, Registrar: reg, Alerts: al, AnonymousPerMinute: o.AnonymousPerMinute,
+		MaxConcurrentQueries: o.MaxConcurrentQueries}
+	if cfg.MaxConcurrentQueries == 0 {
+		// Tests fire bursts of one person's queries at once to look for
+		// races; the per-person cap has its own test.
+		cfg.MaxConcurrentQueries = 1 << 10
+	}
 	if o.Bare {
 		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
 		rcfg.Audit, rcfg.Quota, rcfg.Alerts = nil, nil, nil
@@ -218,7 +230,7 @@ func New(tb testing.TB, o Options) *Env {
 	srv := api.New(cfg)
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
-	return &Env{URL: hs.URL, Tokens: tokens, Server: srv, Release: rel, Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
+	return &Env{URL: hs.URL, Tokens: tokens, Server: srv, Release: rel, Store: store, Meta: meta, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
 		Dir: dir, ImportDir: importDir,
 		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 }

@@ -10,20 +10,22 @@ import (
 )
 
 var statuses = map[fault.Kind]int{
-	fault.Internal:        http.StatusInternalServerError,
-	fault.Unauthenticated: http.StatusUnauthorized,
-	fault.Forbidden:       http.StatusForbidden,
-	fault.Invalid:         http.StatusBadRequest,
-	fault.QueryRejected:   http.StatusBadRequest,
-	fault.BudgetExhausted: http.StatusForbidden,
-	fault.QuotaExceeded:   http.StatusForbidden,
-	fault.Timeout:         http.StatusRequestTimeout,
-	fault.ResourceLimit:   http.StatusUnprocessableEntity,
-	fault.NotFound:        http.StatusNotFound,
-	fault.Conflict:        http.StatusConflict,
-	fault.TooLarge:        http.StatusRequestEntityTooLarge,
-	fault.Unavailable:     http.StatusServiceUnavailable,
-	fault.RateLimited:     http.StatusTooManyRequests,
+	fault.Internal:         http.StatusInternalServerError,
+	fault.Unauthenticated:  http.StatusUnauthorized,
+	fault.Forbidden:        http.StatusForbidden,
+	fault.Invalid:          http.StatusBadRequest,
+	fault.QueryRejected:    http.StatusBadRequest,
+	fault.BudgetExhausted:  http.StatusForbidden,
+	fault.QuotaExceeded:    http.StatusForbidden,
+	fault.Timeout:          http.StatusRequestTimeout,
+	fault.ResourceLimit:    http.StatusUnprocessableEntity,
+	fault.NotFound:         http.StatusNotFound,
+	fault.Conflict:         http.StatusConflict,
+	fault.TooLarge:         http.StatusRequestEntityTooLarge,
+	fault.Unavailable:      http.StatusServiceUnavailable,
+	fault.RateLimited:      http.StatusTooManyRequests,
+	fault.StoreUnavailable: http.StatusServiceUnavailable,
+	fault.TooManyQueries:   http.StatusTooManyRequests,
 }
 
 // Of is the HTTP status of an error of kind k.

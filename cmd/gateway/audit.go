@@ -31,13 +31,11 @@ func runAuditVerify(ctx context.Context, args []string, stdout io.Writer) error 
 	tail := audit.LiveTail(audit.Config{})
 	fs.DurationVar(&tail.Age, "max-unsigned", tail.Age, "how old the entries after the last signed head may be (0: the log must end at a signed head)")
 	fs.Int64Var(&tail.Entries, "max-unsigned-entries", tail.Entries, "how many entries may follow the last signed head")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	local := opts.Metadata == ""
-	opts.defaults()
-	if _, err := os.Stat(opts.Metadata); local && err != nil {
-		return fmt.Errorf("no metadata store at %s: %w", opts.Metadata, err)
+	if err := opts.existing(); err != nil {
+		return err
 	}
 	if *pubPath == "" {
 		*pubPath = filepath.Join(opts.Keys, auditPubFile)
@@ -94,13 +92,11 @@ func runAuditCheckpoint(ctx context.Context, args []string, stdout io.Writer) er
 	fs := newFlags("audit checkpoint")
 	var opts options
 	dataFlags(fs, &opts)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	local := opts.Metadata == ""
-	opts.defaults()
-	if _, err := os.Stat(opts.Metadata); local && err != nil {
-		return fmt.Errorf("no metadata store at %s: %w", opts.Metadata, err)
+	if err := opts.existing(); err != nil {
+		return err
 	}
 	if err := checkKeyPlacement(opts.Dir, opts.Keys); err != nil {
 		return err
@@ -178,8 +174,8 @@ func writeCheckpoint(path string, cp audit.Checkpoint) error {
 func runCheckExport(args []string, stdout io.Writer) error {
 	fs := newFlags("audit check-export")
 	pubPath := fs.String("public-key", "", "the gateway's audit public key file (KEYS/audit.pub)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 || *pubPath == "" {
 		return usageError{"audit check-export --public-key FILE EXPORT"}
@@ -218,12 +214,15 @@ func runPrune(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 	var opts options
 	dataFlags(fs, &opts)
 	before := fs.String("before", "", "prune entries older than this date (YYYY-MM-DD)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	t, err := time.Parse(time.DateOnly, *before)
 	if err != nil {
 		return usageError{"--before takes a date such as 2025-01-01"}
+	}
+	if err := opts.existing(); err != nil {
+		return err
 	}
 	g, err := openGateway(ctx, opts, log)
 	if err != nil {

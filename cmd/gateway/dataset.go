@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"gopkg.in/yaml.v3"
 
 	"github.com/hospital/gateway/audit"
@@ -19,33 +20,33 @@ import (
 	"github.com/hospital/gateway/policy"
 )
 
-// runDataset handles `gateway dataset register|suggest`.
-func runDataset(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	if len(args) == 0 {
-		return usageError{"dataset takes register or suggest"}
-	}
-	switch args[0] {
-	case "register":
-		return runRegister(ctx, args[1:], stdout, log)
-	case "suggest":
-		return runSuggest(ctx, args[1:], stdout)
-	}
-	return usageError{fmt.Sprintf("unknown dataset subcommand %q", args[0])}
-}
-
 func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs := newFlags("dataset register")
 	var opts options
 	dataFlags(fs, &opts)
-	steward := fs.String("as", "", "the registering steward's person id (recorded in the audit log)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	url := fs.String("url", "", "base URL of the running gateway to register into (its API)")
+	token := fs.String("token", "", "the steward's bearer token for --url (default $GATEWAY_TOKEN)")
+	steward := fs.String("as", "", "with --dir: the registering steward's person id (recorded in the audit log)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	if fs.NArg() != 1 || *steward == "" {
-		return usageError{"dataset register --as STEWARD [--dir DIR] MANIFEST.yaml"}
+	if fs.NArg() != 1 || (*url == "") == (*steward == "") {
+		return usageError{"dataset register takes --url URL --token TOKEN MANIFEST.yaml, or --as STEWARD --dir DIR MANIFEST.yaml; see gateway dataset register --help"}
 	}
 	m, err := catalog.ReadManifest(fs.Arg(0))
 	if err != nil {
+		return err
+	}
+	if *url != "" {
+		if *token == "" {
+			*token = os.Getenv("GATEWAY_TOKEN")
+		}
+		if *token == "" {
+			return usageError{"--url needs the steward's --token TOKEN (or GATEWAY_TOKEN)"}
+		}
+		return uploadManifest(ctx, *url, *token, m, stdout)
+	}
+	if err := opts.existing(); err != nil {
 		return err
 	}
 	g, err := openGateway(ctx, opts, log)
@@ -60,8 +61,8 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 	if !p.Has(catalog.Steward) {
 		return fmt.Errorf("%s is not a data steward", *steward)
 	}
-	reg := catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key}
-	r, err := reg.Register(ctx, m, *steward, stdout)
+	reg := catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, GradeRules: g.opts.GradeRules}
+	r, err := reg.Register(ctx, m, *steward, progress())
 	if err != nil {
 		return err
 	}
@@ -73,63 +74,123 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 	if _, err := g.audit.Append(ctx, audit.Entry{Actor: *steward, Role: "steward", Action: "dataset.register", Dataset: m.Name, Grade: string(m.Grade), Outcome: "ok", Detail: detail}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "registered %s (%s): %d rows, %d patients, %d bytes read in %s; served from the next start\n",
+	fmt.Fprintf(stdout, "registered %s (%s): %d rows, %d patients, %d bytes read in %s; a running gateway serves it from its next start (use --url to register into it at once)\n",
 		m.Name, m.Grade, d.Rows, d.Units, r.Bytes, r.Took.Round(time.Millisecond))
 	return nil
 }
 
-// identifierNames are column names that suggest direct identifiers.
-var identifierNames = []string{"name", "national_id", "id_number", "id_card", "phone", "mobile", "address", "email", "passport", "encounter_id", "mrn"}
-
-// runSuggest prints a starting policy for files, for a steward to edit.
+// runSuggest prints a starting manifest for files, for a steward to edit:
+// see catalog.Suggest for what it proposes and why it never shows an
+// exact extreme.
 func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"dataset suggest TABLE=FILE..."}
+	fs := newFlags("dataset suggest")
+	k := fs.Int("k", 10, "fewest patients a category of a proposed public list may hold (at least the grade's min_k)")
+	outPath := fs.String("out", "", "write the manifest to this new file, with file paths relative to it (default: stdout, absolute paths)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	pol := policy.Policy{Contribution: policy.Contribution{MaxGroups: 4, MaxRows: 5}, K: 10, SpecialK: 20, SpecialShare: 0.5}
+	if fs.NArg() == 0 || *k < 2 {
+		return usageError{"dataset suggest [--k K] [--out FILE] TABLE=FILE...; see gateway dataset suggest --help"}
+	}
 	files := map[string]string{}
-	for _, a := range args {
+	for _, a := range fs.Args() {
 		name, path, ok := strings.Cut(a, "=")
-		if !ok {
-			return usageError{"give tables as TABLE=FILE"}
+		if !ok || !policy.IsIdentifier(name) {
+			return usageError{fmt.Sprintf("give tables as TABLE=FILE with TABLE a plain name, not %q", a)}
 		}
-		files[name] = path
-		r, closeR, err := engine.OpenFile(ctx, path, memory.DefaultAllocator)
+		abs, err := filepath.Abs(path)
 		if err != nil {
 			return err
 		}
-		if !r.Next() {
-			closeR()
-			return fmt.Errorf("%s has no rows", path)
-		}
-		t := policy.Table{Name: name}
-		for _, f := range r.RecordBatch().Schema().Fields() {
-			c := policy.Column{Name: f.Name, Type: f.Type.String(), Role: policy.Attribute}
-			lower := strings.ToLower(f.Name)
-			switch {
-			case lower == "patient_id" || lower == "person_id":
-				c.Role = policy.Unit
-			case containsAny(lower, identifierNames):
-				c.Role = policy.Identifier
-			}
-			t.Columns = append(t.Columns, c)
-		}
-		closeR()
-		pol.Tables = append(pol.Tables, t)
+		files[name] = abs
 	}
-	m := catalog.Manifest{Name: "NAME", Grade: policy.Core, CrossBorder: "none", Files: files, Policy: pol}
-	fmt.Fprintln(stdout, "# Suggested starting policy: review every role, add min/max bounds to numeric columns")
-	fmt.Fprintln(stdout, "# that may be summed or averaged, and public category lists where the domain is public.")
-	return yaml.NewEncoder(stdout).Encode(m)
+	eng, err := engine.Open(ctx, engine.Config{})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	sug, err := catalog.Suggest(ctx, eng, files, *k)
+	if err != nil {
+		return err
+	}
+	manifestFiles := map[string]string{}
+	for t, f := range files {
+		manifestFiles[t] = f
+		if *outPath != "" {
+			dir, err := filepath.Abs(filepath.Dir(*outPath))
+			if err != nil {
+				return err
+			}
+			if rel, err := filepath.Rel(dir, f); err == nil {
+				manifestFiles[t] = rel
+			}
+		}
+	}
+	ph := catalog.Placeholder
+	m := catalog.Manifest{Name: "NAME", Grade: catalog.Core, Source: ph, Category: ph, Purpose: ph, Method: ph, Responsible: ph,
+		CrossBorder: "none", Protection: ph, Files: manifestFiles, Policy: sug.Policy}
+	var doc yaml.Node
+	if err := doc.Encode(m); err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	annotate(&doc, sug.Notes)
+	doc.HeadComment = "Suggested starting manifest. Before registering: name the dataset, choose its grade,\n" +
+		"fill in every " + ph + ", review every role, and confirm or remove each line marked CONFIRM.\n" +
+		"Bounds and lists are shown to researchers: never put a patient's exact value in them."
+	w := stdout
+	if *outPath != "" {
+		f, err := os.OpenFile(*outPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("write manifest: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	return enc.Close()
 }
 
-func containsAny(s string, words []string) bool {
-	for _, w := range words {
-		if s == w || strings.HasSuffix(s, "_"+w) || strings.HasPrefix(s, w+"_") {
-			return true
+// annotate puts each note on its column's line of the encoded manifest
+// (policy.tables[].columns[], keyed "table.column").
+func annotate(doc *yaml.Node, notes map[string]string) {
+	tables := find(find(doc, "policy"), "tables")
+	if tables == nil {
+		return
+	}
+	for _, t := range tables.Content {
+		name := find(t, "name")
+		cols := find(t, "columns")
+		if name == nil || cols == nil {
+			continue
+		}
+		if n, ok := notes[name.Value+"."]; ok {
+			name.LineComment = n
+		}
+		for _, c := range cols.Content {
+			if cn := find(c, "name"); cn != nil {
+				if n, ok := notes[name.Value+"."+cn.Value]; ok {
+					cn.LineComment = n
+				}
+			}
 		}
 	}
-	return false
+}
+
+// find is the value of key in mapping node n, or nil.
+func find(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // runReport prints the Article 6 catalog report as a table or JSON.
@@ -138,10 +199,12 @@ func runReport(ctx context.Context, args []string, stdout io.Writer) error {
 	var opts options
 	dataFlags(fs, &opts)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	opts.defaults()
+	if err := opts.existing(); err != nil {
+		return err
+	}
 	store, err := catalog.Open(ctx, opts.Metadata)
 	if err != nil {
 		return err

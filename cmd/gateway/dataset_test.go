@@ -102,6 +102,36 @@ func TestSuggest(t *testing.T) {
 	if !strings.Contains(s, "name: patient_id\n") || !strings.Contains(s, "role: unit") || !strings.Contains(s, "role: identifier") {
 		t.Fatalf("suggestion:\n%s", s)
 	}
+	// testdata/visits.csv: age 0 to 110, fee 10 to 500 at the extremes;
+	// the bounds are the percentiles rounded outward, never those values.
+	for _, want := range []string{"min: 0\n          max: 100\n", "max: 500\n", "public:\n            - East", "CONFIRM"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("suggestion lacks %q:\n%s", want, s)
+		}
+	}
+
+	// Written with --out, paths are relative to the manifest, and the
+	// unedited manifest is refused for its placeholders.
+	dir := t.TempDir()
+	withSteward(t, dir)
+	man := filepath.Join(t.TempDir(), "visits.yaml")
+	if err := run(context.Background(), []string{"dataset", "suggest", "--out", man, "visits=testdata/visits.csv"}, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b := readFile(t, man); strings.Contains(b, "visits: /") || !strings.Contains(b, "visits: ../") {
+		t.Errorf("--out wrote an absolute path:\n%s", b)
+	}
+	err := run(context.Background(), []string{"dataset", "register", "--as", "steward", "--dir", dir, man}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "placeholder") {
+		t.Fatalf("an unedited suggestion: %v", err)
+	}
+	edited := strings.NewReplacer("name: NAME", "name: visits", "TO BE FILLED IN", "clinic office").Replace(readFile(t, man))
+	edited = strings.Replace(edited, "k: 10", "k: 2", 1)
+	os.WriteFile(man, []byte(edited), 0o600)
+	err = run(context.Background(), []string{"dataset", "register", "--as", "steward", "--dir", dir, man}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "minimum of 10 that grade core allows") {
+		t.Fatalf("k below the grade's minimum: %v", err)
+	}
 }
 
 func readFile(t *testing.T, path string) string {

@@ -35,8 +35,8 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:8080", "listen address")
 	dataFlags(fs, &opts)
 	fs.IntVar(&patients, "patients", 100000, "demo patients")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if patients < 100 {
 		return usageError{"--patients must be at least 100"}
@@ -49,11 +49,11 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	if err := g.ensureDemo(ctx, patients, demoSeed, stdout); err != nil {
 		return err
 	}
-	q, err := g.load(ctx, nil)
+	l, q, err := g.listenAndLoad(ctx, nil)
 	if err != nil {
 		return err
 	}
-	return g.serve(ctx, q)
+	return g.serve(ctx, q, l)
 }
 
 // ensureDemo creates the demo dataset, people and grants on first start.

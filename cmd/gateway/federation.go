@@ -56,8 +56,8 @@ func runFederation(ctx context.Context, args []string, stdout io.Writer, log *sl
 	case "certs":
 		fs := newFlags("federation certs")
 		dir := fs.String("dir", "./federation-certs", "certificate directory")
-		if err := fs.Parse(args[1:]); err != nil {
-			return usageError{err.Error()}
+		if err := parseFlags(fs, args[1:]); err != nil {
+			return err
 		}
 		if fs.NArg() == 0 {
 			return usageError{"federation certs needs the members' names"}
@@ -103,10 +103,6 @@ func runNode(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	defer g.Close()
-	q, err := g.load(ctx, warnings)
-	if err != nil {
-		return err
-	}
 	restLn, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", g.opts.Addr, err)
@@ -115,6 +111,12 @@ func runNode(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		restLn.Close()
 		return fmt.Errorf("listen on %s: %w", f.Listen, err)
+	}
+	q, err := g.load(ctx, warnings)
+	if err != nil {
+		restLn.Close()
+		fedLn.Close()
+		return err
 	}
 	return g.serveNode(ctx, q, f.Name, f.Certs, f.Members, f.Coordinator, restLn, fedLn)
 }
@@ -144,10 +146,10 @@ func (g *gateway) serveNode(ctx context.Context, q *quota.Tracker, name, certs s
 	}
 	return serveAll(ctx,
 		func(ctx context.Context) error {
-			return serveOn(ctx, g.log, name+" gateway", restLn, srv.Handler(), tlsConfig)
+			return serveOn(ctx, g.log, name+" gateway", restLn, srv.Handler(), tlsConfig, g.drain())
 		},
 		func(ctx context.Context) error {
-			return serveOn(ctx, g.log, name+" federation endpoint", fedLn, node.Handler(), id.ServerTLS())
+			return serveOn(ctx, g.log, name+" federation endpoint", fedLn, node.Handler(), id.ServerTLS(), g.drain())
 		})
 }
 
@@ -232,7 +234,7 @@ func serveCoordinator(ctx context.Context, log *slog.Logger, cc coordinatorConfi
 		ln.Close()
 		return err
 	}
-	return serveOn(ctx, log, "coordinator", ln, coord.Handler(), tlsConfig)
+	return serveOn(ctx, log, "coordinator", ln, coord.Handler(), tlsConfig, 30*time.Second)
 }
 
 // runFederationDemo starts, in one process on loopback, several synthetic
@@ -245,8 +247,8 @@ func runFederationDemo(ctx context.Context, args []string, stdout io.Writer, log
 	addr := fs.String("addr", "127.0.0.1:8090", "the coordinator's listen address")
 	nodes := fs.Int("nodes", 3, "hospitals")
 	patients := fs.Int("patients", 20000, "patients per hospital")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *nodes < 2 || *nodes > 16 {
 		return usageError{"--nodes must be between 2 and 16"}

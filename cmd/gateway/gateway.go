@@ -227,31 +227,75 @@ func (g *gateway) releases(quota *quota.Tracker) *release.Service {
 func (g *gateway) apiServer(quota *quota.Tracker, rel *release.Service) *api.Server {
 	return api.New(api.Config{
 		Store: g.store, Audit: g.audit, Log: g.log, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
-		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs},
+		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs, GradeRules: g.opts.GradeRules},
 		Release:   rel,
 	})
 }
 
-// serve runs the API (and the metrics listener, when configured) until ctx
-// ends, then drains requests.
-func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
+// listeners are the addresses a serving gateway answers on, bound before
+// the datasets load so that a busy port fails at once.
+type listeners struct {
+	api, metrics net.Listener
+}
+
+// listen binds the API address and, when configured, the metrics address.
+func (g *gateway) listen() (*listeners, error) {
 	ln, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", g.opts.Addr, err)
+		return nil, fmt.Errorf("listen on %s: %w (another process holds it? change addr: in the configuration)", g.opts.Addr, err)
 	}
+	l := &listeners{api: ln}
+	if g.opts.MetricsAddr != "" {
+		if l.metrics, err = net.Listen("tcp", g.opts.MetricsAddr); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen on %s: %w (change metrics_addr: in the configuration)", g.opts.MetricsAddr, err)
+		}
+	}
+	return l, nil
+}
+
+// Close releases listeners that were never served.
+func (l *listeners) Close() {
+	l.api.Close()
+	if l.metrics != nil {
+		l.metrics.Close()
+	}
+}
+
+// drain is how long shutdown waits for requests in flight: at least the
+// longest a query may run, so that a query under way when the gateway is
+// stopped still answers, records its history and audits its release.
+func (g *gateway) drain() time.Duration {
+	return max(30*time.Second, g.opts.QueryTimeout+5*time.Second)
+}
+
+// listenAndLoad binds the listeners, then loads the datasets and builds
+// the Article 11 tracker: what every serving command does before it
+// serves.
+func (g *gateway) listenAndLoad(ctx context.Context, warnings []float64) (*listeners, *quota.Tracker, error) {
+	l, err := g.listen()
+	if err != nil {
+		return nil, nil, err
+	}
+	q, err := g.load(ctx, warnings)
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	return l, q, nil
+}
+
+// serve runs the API (and the metrics listener, when configured) on l
+// until ctx ends, then drains requests.
+func (g *gateway) serve(ctx context.Context, quota *quota.Tracker, l *listeners) error {
 	tlsConfig, err := serverTLS(g.opts.TLSCert, g.opts.TLSKey)
 	if err != nil {
-		ln.Close()
+		l.Close()
 		return err
 	}
 	srv := g.apiServer(quota, g.releases(quota))
-	if g.opts.MetricsAddr == "" {
-		return serveOn(ctx, g.log, "gateway", ln, srv.Handler(), tlsConfig)
-	}
-	mln, err := net.Listen("tcp", g.opts.MetricsAddr)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("listen on %s: %w", g.opts.MetricsAddr, err)
+	if l.metrics == nil {
+		return serveOn(ctx, g.log, "gateway", l.api, srv.Handler(), tlsConfig, g.drain())
 	}
 	// Either listener failing stops both.
 	ctx, cancel := context.WithCancel(ctx)
@@ -259,9 +303,9 @@ func (g *gateway) serve(ctx context.Context, quota *quota.Tracker) error {
 	metricsErr := make(chan error, 1)
 	go func() {
 		defer cancel()
-		metricsErr <- serveOn(ctx, g.log, "metrics", mln, srv.MetricsHandler(), nil)
+		metricsErr <- serveOn(ctx, g.log, "metrics", l.metrics, srv.MetricsHandler(), nil, g.drain())
 	}()
-	err = serveOn(ctx, g.log, "gateway", ln, srv.Handler(), tlsConfig)
+	err = serveOn(ctx, g.log, "gateway", l.api, srv.Handler(), tlsConfig, g.drain())
 	cancel()
 	return errors.Join(err, <-metricsErr)
 }
@@ -280,8 +324,8 @@ func serverTLS(cert, key string) (*tls.Config, error) {
 }
 
 // serveOn serves h on ln (over TLS when tlsConfig is set) until ctx ends,
-// then drains requests.
-func serveOn(ctx context.Context, log *slog.Logger, what string, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
+// then drains requests for up to drain.
+func serveOn(ctx context.Context, log *slog.Logger, what string, ln net.Listener, h http.Handler, tlsConfig *tls.Config, drain time.Duration) error {
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
 	errc := make(chan error, 1)
 	scheme := "http"
@@ -298,7 +342,8 @@ func serveOn(ctx context.Context, log *slog.Logger, what string, ln net.Listener
 		return fmt.Errorf("serve %s: %w", what, err)
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	log.Info(what+" draining", "for_at_most", drain)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	if err := hs.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shut down %s: %w", what, err)

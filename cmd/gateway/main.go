@@ -4,6 +4,8 @@
 //
 // Usage:
 //
+//	gateway init  --dir DIR | --config FILE
+//	gateway version
 //	gateway demo  [--addr 127.0.0.1:8080] [--dir ./gateway-data] [--patients 100000]
 //	gateway serve --config FILE
 //	gateway audit verify --dir DIR [--public-key FILE] [--since CHECKPOINT]
@@ -25,12 +27,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
 const usage = `gateway: privacy-preserving analytics over hospital data
 
 Commands:
+  init          create an empty gateway (store, keys, first admin and approver) and
+                print their one-time enrolment secrets
+                  --dir DIR | --config FILE
+  version       print the gateway's and DuckDB's versions
   demo          create (on first start) and serve the synthetic demo_hospital dataset
                   --addr ADDR       listen address (default 127.0.0.1:8080)
                   --dir DIR         data directory (default ./gateway-data)
@@ -40,11 +47,13 @@ Commands:
                                     (default DIR/metadata.db)
   serve         serve registered datasets without demo data
                   --config FILE     YAML configuration (see gateway.example.yaml)
-  dataset register --as STEWARD [--dir DIR] MANIFEST.yaml
+  dataset register --url URL --token TOKEN MANIFEST.yaml
                 register (or reload) a dataset from Parquet, CSV or Arrow files
-                with its grade, description and column policy; a reload that
-                changes the row count materially flags it for re-grading
-  dataset suggest TABLE=FILE...
+                with its grade, description and column policy into a running
+                gateway, which serves it at once; a reload that changes the row
+                count materially flags it for re-grading
+                (--as STEWARD --dir DIR: into a stopped gateway's directory)
+  dataset suggest [--k K] TABLE=FILE...
                 print a starting manifest and policy for files
   catalog report [--dir DIR] [--json]
                 the Article 6 report: source, category, grade, scale, purpose,
@@ -76,7 +85,7 @@ Commands:
                   [--addr 127.0.0.1:8090]
                 start synthetic hospitals, their federation endpoints and a
                 coordinator on loopback; tokens in DIR/federation-credentials.json
-  help          show this text
+  help          show this text; every command takes --help for its flags and an example
 
 Environment (each overrides its file in the key directory):
   GATEWAY_DATA_KEY   data-at-rest key as "sm4-gcm:HEX" (default: KEYS/data.key,
@@ -95,7 +104,6 @@ func main() {
 	case err == nil:
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "gateway:", err)
-		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -108,44 +116,75 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	err := dispatch(ctx, args, stdout, log)
+	var h helpShown
+	if errors.As(err, &h) {
+		fmt.Fprint(stdout, h.text)
+		return nil
+	}
+	return err
+}
+
+// groups are the commands that take a subcommand.
+var groups = map[string]bool{"dataset": true, "catalog": true, "audit": true, "federation": true}
+
+func dispatch(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	if len(args) == 0 {
 		return usageError{"name a command"}
 	}
-	switch args[0] {
-	case "help", "-h", "--help":
+	if isHelp(args[0]) {
+		if len(args) > 1 {
+			return dispatch(ctx, append(args[1:], "--help"), stdout, log)
+		}
 		fmt.Fprint(stdout, usage)
 		return nil
-	case "demo":
-		return runDemo(ctx, args[1:], stdout, log)
-	case "serve":
-		return runServe(ctx, args[1:], log)
-	case "node":
-		return runNode(ctx, args[1:], log)
-	case "coordinator":
-		return runCoordinator(ctx, args[1:], log)
-	case "federation":
-		return runFederation(ctx, args[1:], stdout, log)
-	case "dataset":
-		return runDataset(ctx, args[1:], stdout, log)
-	case "catalog":
-		if len(args) < 2 || args[1] != "report" {
-			return usageError{"catalog takes the subcommand report"}
-		}
-		return runReport(ctx, args[2:], stdout)
-	case "audit":
-		switch {
-		case len(args) >= 2 && args[1] == "verify":
-			return runAuditVerify(ctx, args[2:], stdout)
-		case len(args) >= 2 && args[1] == "checkpoint":
-			return runAuditCheckpoint(ctx, args[2:], stdout)
-		case len(args) >= 2 && args[1] == "check-export":
-			return runCheckExport(args[2:], stdout)
-		case len(args) >= 2 && args[1] == "prune":
-			return runPrune(ctx, args[2:], stdout, log)
-		}
-		return usageError{"audit takes the subcommand verify, checkpoint, check-export or prune"}
 	}
-	return usageError{fmt.Sprintf("unknown command %q", args[0])}
+	name := args[0]
+	if groups[name] {
+		if len(args) < 2 || isHelp(args[1]) {
+			if len(args) >= 2 {
+				return helpShown{groupHelp(name)}
+			}
+			return usageError{fmt.Sprintf("%s takes a subcommand; see gateway %s --help", name, name)}
+		}
+		name += " " + args[1]
+		args = args[1:]
+	}
+	if _, ok := commands[name]; !ok {
+		return usageError{fmt.Sprintf("unknown command %q; see gateway --help", name)}
+	}
+	rest := args[1:]
+	switch name {
+	case "init":
+		return runInit(ctx, rest, stdout, log)
+	case "version":
+		return runVersion(ctx, rest, stdout)
+	case "demo":
+		return runDemo(ctx, rest, stdout, log)
+	case "serve":
+		return runServe(ctx, rest, log)
+	case "node":
+		return runNode(ctx, rest, log)
+	case "coordinator":
+		return runCoordinator(ctx, rest, log)
+	case "federation certs", "federation demo":
+		return runFederation(ctx, args, stdout, log)
+	case "dataset register":
+		return runRegister(ctx, rest, stdout, log)
+	case "dataset suggest":
+		return runSuggest(ctx, rest, stdout)
+	case "catalog report":
+		return runReport(ctx, rest, stdout)
+	case "audit verify":
+		return runAuditVerify(ctx, rest, stdout)
+	case "audit checkpoint":
+		return runAuditCheckpoint(ctx, rest, stdout)
+	case "audit check-export":
+		return runCheckExport(rest, stdout)
+	case "audit prune":
+		return runPrune(ctx, rest, stdout, log)
+	}
+	return usageError{fmt.Sprintf("unknown command %q; see gateway --help", name)}
 }
 
 // defaultDir is the data directory when --dir is not given.
@@ -163,4 +202,23 @@ func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	return fs
+}
+
+// existing fills in opts' defaults and checks that its metadata store is
+// there, for commands that read a gateway rather than create one: an
+// SQLite store that is missing is named with the --dir that was looked in.
+func (o *options) existing() error {
+	o.defaults()
+	if isPostgres(o.Metadata) {
+		return nil
+	}
+	if _, err := os.Stat(o.Metadata); err != nil {
+		return fmt.Errorf("no gateway in %s (no metadata store %s): name the data directory with --dir DIR (or the store with --metadata), or create one with gateway init --dir DIR", o.Dir, o.Metadata)
+	}
+	return nil
+}
+
+// isPostgres reports whether dsn names a PostgreSQL store.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }

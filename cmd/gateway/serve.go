@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -52,21 +53,26 @@ func loadConfig(path string) (options, []float64, error) {
 	if err := yaml.Unmarshal(b, &fc); err != nil {
 		return options{}, nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
-	o := options{Addr: fc.Addr, Dir: fc.Dir, Keys: fc.Keys, Metadata: fc.Metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
-	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
-	o.TLSCert, o.TLSKey, o.MetricsAddr = fc.TLSCert, fc.TLSKey, fc.MetricsAddr
-	for _, d := range fc.ImportDirs {
-		if !filepath.IsAbs(d) {
-			d = filepath.Join(filepath.Dir(path), d)
+	// Every path is read from the configuration file's folder, so that a
+	// copy of gateway.example.yaml works wherever the gateway is started.
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
 		}
-		o.ImportDirs = append(o.ImportDirs, filepath.Clean(d))
+		return filepath.Join(filepath.Dir(path), p)
+	}
+	metadata := fc.Metadata
+	if !isPostgres(metadata) {
+		metadata = rel(strings.TrimPrefix(metadata, "sqlite:"))
+	}
+	o := options{Addr: fc.Addr, Dir: rel(fc.Dir), Keys: rel(fc.Keys), Metadata: metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
+	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
+	o.TLSCert, o.TLSKey, o.MetricsAddr = rel(fc.TLSCert), rel(fc.TLSKey), fc.MetricsAddr
+	for _, d := range fc.ImportDirs {
+		o.ImportDirs = append(o.ImportDirs, filepath.Clean(rel(d)))
 	}
 	if fc.GradeRules != "" {
-		p := fc.GradeRules
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(filepath.Dir(path), p)
-		}
-		if o.GradeRules, err = policy.LoadGradeRules(p); err != nil {
+		if o.GradeRules, err = policy.LoadGradeRules(rel(fc.GradeRules)); err != nil {
 			return options{}, nil, err
 		}
 	}
@@ -103,8 +109,8 @@ func loadConfig(path string) (options, []float64, error) {
 func configFlag(command string, args []string) (string, error) {
 	fs := newFlags(command)
 	path := fs.String("config", "", "YAML configuration file")
-	if err := fs.Parse(args); err != nil {
-		return "", usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
 	}
 	if *path == "" {
 		return "", usageError{command + " needs --config FILE"}
@@ -126,11 +132,11 @@ func runServe(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	defer g.Close()
-	q, err := g.load(ctx, warnings)
+	l, q, err := g.listenAndLoad(ctx, warnings)
 	if err != nil {
 		return err
 	}
-	return g.serve(ctx, q)
+	return g.serve(ctx, q, l)
 }
 
 // load loads every registered dataset into the engine and builds the

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,5 +71,50 @@ func TestConfigKeysAndSigning(t *testing.T) {
 		if _, _, err := loadConfig(path); err == nil {
 			t.Errorf("%q was accepted", bad)
 		}
+	}
+}
+
+// TestConfigPathsRelativeToFile: a configuration's paths are read from its
+// own folder, whatever the working directory.
+func TestConfigPathsRelativeToFile(t *testing.T) {
+	etc := t.TempDir()
+	os.WriteFile(filepath.Join(etc, "grades.yaml"), []byte(readFile(t, "../../grades.yaml")), 0o600)
+	cfg := filepath.Join(etc, "gateway.yaml")
+	os.WriteFile(cfg, []byte("dir: data\nkeys: ../keys\nmetadata: data/meta.db\ngrade_rules: grades.yaml\nimport_dirs: [incoming]\n"), 0o600)
+	o, _, err := loadConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{o.Dir: filepath.Join(etc, "data"), o.Keys: filepath.Join(filepath.Dir(etc), "keys"),
+		o.Metadata: filepath.Join(etc, "data", "meta.db"), o.ImportDirs[0]: filepath.Join(etc, "incoming")}
+	for got, w := range want {
+		if got != w {
+			t.Errorf("path %s, want %s", got, w)
+		}
+	}
+	os.WriteFile(cfg, []byte("metadata: postgres://gateway@db/gateway\n"), 0o600)
+	if o, _, _ := loadConfig(cfg); o.Metadata != "postgres://gateway@db/gateway" {
+		t.Errorf("a PostgreSQL URL became %s", o.Metadata)
+	}
+}
+
+// TestBusyPortFailsFirst: serve binds its address before loading datasets,
+// so a busy port fails at once.
+func TestBusyPortFailsFirst(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	base := t.TempDir()
+	cfg := filepath.Join(base, "gateway.yaml")
+	os.WriteFile(cfg, []byte("addr: "+ln.Addr().String()+"\ndir: data\nkeys: keys\n"), 0o600)
+	var logs bytes.Buffer
+	err = run(context.Background(), []string{"serve", "--config", cfg}, io.Discard, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err == nil || !strings.Contains(err.Error(), "listen on "+ln.Addr().String()) {
+		t.Fatalf("serve on a busy port: %v", err)
+	}
+	if strings.Contains(logs.String(), "dataset loaded") {
+		t.Fatalf("datasets loaded before the port was bound:\n%s", logs.String())
 	}
 }
