@@ -17,6 +17,7 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/policy"
 )
 
@@ -25,7 +26,7 @@ import (
 // the configured import directories can be named.
 func (s *Server) postDataset(c *gin.Context) {
 	p := person(c)
-	var m catalog.Manifest
+	var m ingest.Manifest
 	if err := c.ShouldBindJSON(&m); err != nil {
 		s.refuse(c, p, "dataset.register", badJSON(err))
 		return
@@ -53,7 +54,7 @@ func (s *Server) postDataset(c *gin.Context) {
 // the registration ends, whatever its outcome.
 func (s *Server) uploadDataset(c *gin.Context) {
 	p := person(c)
-	var m catalog.Manifest
+	var m ingest.Manifest
 	if err := json.Unmarshal([]byte(c.PostForm("manifest")), &m); err != nil {
 		s.refuse(c, p, "dataset.register", fault.Wrap(fault.Invalid, err, "the form needs a manifest field holding the manifest as JSON"))
 		return
@@ -86,7 +87,7 @@ func (s *Server) uploadDataset(c *gin.Context) {
 			s.refuse(c, p, "dataset.register", fault.E(fault.Invalid, "send one file for table %s, not %d", table, len(files)))
 			return
 		}
-		ext, err := catalog.UploadExt(files[0].Filename)
+		ext, err := ingest.UploadExt(files[0].Filename)
 		if err != nil {
 			s.refuse(c, p, "dataset.register", err)
 			return
@@ -133,7 +134,7 @@ type multipartFile = interface {
 	io.Closer
 }
 
-func (s *Server) register(c *gin.Context, p catalog.Person, m catalog.Manifest) {
+func (s *Server) register(c *gin.Context, p catalog.Person, m ingest.Manifest) {
 	if s.cfg.Registrar == nil {
 		s.fail(c, fault.E(fault.NotFound, "this gateway does not register datasets over the API"))
 		return

@@ -22,6 +22,7 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/quota"
 	"github.com/hospital/gateway/release"
 )
@@ -35,7 +36,7 @@ type Config struct {
 	MaxBody   int64
 	MaxUpload int64
 	// Registrar, when set, lets stewards register datasets over the API.
-	Registrar *catalog.Registrar
+	Registrar *ingest.Registrar
 	// Alerts, when set, watches query outcomes for abnormal use.
 	Alerts *alerts.Alerter
 	// Quota, when set, checks and measures the Article 11 quota.

@@ -31,6 +31,7 @@ import (
 	"github.com/hospital/gateway/demo/synth"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
+	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/metadb"
 	"github.com/hospital/gateway/quota"
 	"github.com/hospital/gateway/release"
@@ -207,7 +208,7 @@ func New(tb testing.TB, o Options) *Env {
 	if err := os.MkdirAll(importDir, 0o700); err != nil {
 		tb.Fatal(err)
 	}
-	reg := &catalog.Registrar{Store: store, Engine: eng, Dir: dir, Key: key, ImportDirs: []string{importDir}}
+	reg := &ingest.Registrar{Store: store, Engine: eng, Dir: dir, Key: key, ImportDirs: []string{importDir}}
 	al, err := alerts.New(ctx, meta, o.Alerts)
 	if err != nil {
 		tb.Fatal(err)

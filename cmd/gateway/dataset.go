@@ -17,6 +17,7 @@ import (
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/policy"
 )
 
@@ -33,7 +34,7 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 	if fs.NArg() != 1 || (*url == "") == (*steward == "") {
 		return usageError{"dataset register takes --url URL --token TOKEN MANIFEST.yaml, or --as STEWARD --dir DIR MANIFEST.yaml; see gateway dataset register --help"}
 	}
-	m, err := catalog.ReadManifest(fs.Arg(0))
+	m, err := ingest.ReadManifest(fs.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -61,7 +62,7 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 	if !p.Has(catalog.Steward) {
 		return fmt.Errorf("%s is not a data steward", *steward)
 	}
-	reg := catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, GradeRules: g.opts.GradeRules}
+	reg := ingest.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, GradeRules: g.opts.GradeRules}
 	r, err := reg.Register(ctx, m, *steward, progress())
 	if err != nil {
 		return err
@@ -80,7 +81,7 @@ func runRegister(ctx context.Context, args []string, stdout io.Writer, log *slog
 }
 
 // runSuggest prints a starting manifest for files, for a steward to edit:
-// see catalog.Suggest for what it proposes and why it never shows an
+// see ingest.Suggest for what it proposes and why it never shows an
 // exact extreme.
 func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("dataset suggest")
@@ -109,7 +110,7 @@ func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer eng.Close()
-	sug, err := catalog.Suggest(ctx, eng, files, *k)
+	sug, err := ingest.Suggest(ctx, eng, files, *k)
 	if err != nil {
 		return err
 	}
@@ -126,8 +127,8 @@ func runSuggest(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}
 	}
-	ph := catalog.Placeholder
-	m := catalog.Manifest{Name: "NAME", Grade: catalog.Core, Source: ph, Category: ph, Purpose: ph, Method: ph, Responsible: ph,
+	ph := ingest.Placeholder
+	m := ingest.Manifest{Name: "NAME", Grade: catalog.Core, Source: ph, Category: ph, Purpose: ph, Method: ph, Responsible: ph,
 		CrossBorder: "none", Protection: ph, Files: manifestFiles, Policy: sug.Policy}
 	var doc yaml.Node
 	if err := doc.Encode(m); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
+	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/metadb"
 	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/privacy"
@@ -227,7 +228,7 @@ func (g *gateway) releases(quota *quota.Tracker) *release.Service {
 func (g *gateway) apiServer(quota *quota.Tracker, rel *release.Service) *api.Server {
 	return api.New(api.Config{
 		Store: g.store, Audit: g.audit, Log: g.log, MaxBody: g.opts.MaxBody, Quota: quota, Alerts: g.alerts,
-		Registrar: &catalog.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs, GradeRules: g.opts.GradeRules},
+		Registrar: &ingest.Registrar{Store: g.store, Engine: g.engine, Dir: g.opts.Dir, Key: g.key, ImportDirs: g.opts.ImportDirs, GradeRules: g.opts.GradeRules},
 		Release:   rel,
 	})
 }

@@ -13,13 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/ingest"
 )
 
 // uploadManifest registers m into the running gateway at base through
 // POST /v1/datasets/upload, streaming each table's file as a part
 // "table:NAME", and prints what the gateway answers.
-func uploadManifest(ctx context.Context, base, token string, m catalog.Manifest, stdout io.Writer) error {
+func uploadManifest(ctx context.Context, base, token string, m ingest.Manifest, stdout io.Writer) error {
 	files := m.Files
 	m.Files = nil // the server names the uploaded files itself
 	manifest, err := json.Marshal(m)
@@ -69,7 +69,7 @@ func uploadManifest(ctx context.Context, base, token string, m catalog.Manifest,
 		}
 		return fmt.Errorf("the gateway answered %s", resp.Status)
 	}
-	var r catalog.Registered
+	var r ingest.Registered
 	if err := json.Unmarshal(body, &r); err != nil {
 		return fmt.Errorf("read the gateway's answer: %w", err)
 	}

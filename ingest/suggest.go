@@ -1,4 +1,4 @@
-package catalog
+package ingest
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/policy"
 )
 
 // A suggested policy is shown to researchers once registered, so nothing
@@ -26,7 +27,7 @@ const maxPublic = 20
 // Suggestion is a starting policy for files and, per "table.column", what
 // the steward must confirm about it.
 type Suggestion struct {
-	Policy Policy
+	Policy policy.Policy
 	Notes  map[string]string
 }
 
@@ -36,7 +37,7 @@ type Suggestion struct {
 // listed category may hold.
 func Suggest(ctx context.Context, eng *engine.Engine, files map[string]string, k int) (Suggestion, error) {
 	const ds = "__suggest"
-	out := Suggestion{Policy: Policy{Contribution: Contribution{MaxGroups: 4, MaxRows: 5}, K: k, SpecialK: 2 * k, SpecialShare: 0.5}, Notes: map[string]string{}}
+	out := Suggestion{Policy: policy.Policy{Contribution: policy.Contribution{MaxGroups: 4, MaxRows: 5}, K: k, SpecialK: 2 * k, SpecialShare: 0.5}, Notes: map[string]string{}}
 	names := make([]string, 0, len(files))
 	for t := range files {
 		names = append(names, t)
@@ -47,11 +48,11 @@ func Suggest(ctx context.Context, eng *engine.Engine, files map[string]string, k
 		if err != nil {
 			return Suggestion{}, err
 		}
-		t := Table{Name: name}
+		t := policy.Table{Name: name}
 		unit := ""
 		for _, f := range schema.Fields() {
-			c := Column{Name: f.Name, Role: roleFromName(f.Name)}
-			if c.Role == Unit {
+			c := policy.Column{Name: f.Name, Role: roleFromName(f.Name)}
+			if c.Role == policy.Unit {
 				unit = f.Name
 			}
 			t.Columns = append(t.Columns, c)
@@ -61,7 +62,7 @@ func Suggest(ctx context.Context, eng *engine.Engine, files map[string]string, k
 		}
 		for i, f := range schema.Fields() {
 			c := &t.Columns[i]
-			if c.Role == Unit || c.Role == Identifier || unit == "" {
+			if c.Role == policy.Unit || c.Role == policy.Identifier || unit == "" {
 				continue
 			}
 			key := name + "." + c.Name
@@ -155,21 +156,21 @@ var specialNames = []string{"pregnant", "hiv", "mental", "deceased", "psychiatri
 
 var sensitiveNames = []string{"diagnosis", "icd10", "icd", "drug", "procedure"}
 
-func roleFromName(name string) Role {
+func roleFromName(name string) policy.Role {
 	lower := strings.ToLower(name)
 	switch {
 	case lower == "patient_id" || lower == "person_id":
-		return Unit
+		return policy.Unit
 	case nameHas(lower, identifierNames):
-		return Identifier
+		return policy.Identifier
 	case nameHas(lower, specialNames) || slices.ContainsFunc(specialNames, func(w string) bool { return strings.Contains(lower, w) }):
-		return SpecialGroup
+		return policy.SpecialGroup
 	case nameHas(lower, quasiNames):
-		return QuasiIdentifier
+		return policy.QuasiIdentifier
 	case nameHas(lower, sensitiveNames):
-		return Sensitive
+		return policy.Sensitive
 	}
-	return Attribute
+	return policy.Attribute
 }
 
 func nameHas(s string, words []string) bool {

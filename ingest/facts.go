@@ -1,4 +1,4 @@
-package catalog
+package ingest
 
 import (
 	"strings"
@@ -6,6 +6,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // facts checks, while a table's file is read, the declarations the noise
@@ -15,7 +16,7 @@ import (
 // listed values or NULL), since the Distinct bound caps the groups a
 // query may form before any data is read.
 type facts struct {
-	table Table
+	table policy.Table
 	units map[string]struct{} // nil unless the table is one_row_per_unit
 	unit  string
 	rows  int64
@@ -28,7 +29,7 @@ type distinct struct {
 	values map[string]struct{}
 }
 
-func newFacts(t Table) *facts {
+func newFacts(t policy.Table) *facts {
 	f := &facts{table: t, cols: map[string]*distinct{}, lists: map[string]map[string]bool{}}
 	if t.OneRowPerUnit {
 		u, _ := t.UnitColumn()

@@ -1,4 +1,4 @@
-package catalog
+package ingest
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"gopkg.in/yaml.v3"
 
+	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/fault"
@@ -23,20 +24,20 @@ import (
 // Article 6 description and the column policy, with each table's source
 // file. See cmd/gateway/testdata/clinic.yaml for an example.
 type Manifest struct {
-	Name        string `yaml:"name" json:"name"`
-	Grade       Grade  `yaml:"grade" json:"grade"`
-	Source      string `yaml:"source" json:"source"`
-	Category    string `yaml:"category" json:"category"`
-	Purpose     string `yaml:"purpose" json:"purpose"`
-	Method      string `yaml:"processing_method" json:"processing_method"`
-	Responsible string `yaml:"responsible_party" json:"responsible_party"`
-	CrossBorder string `yaml:"cross_border" json:"cross_border"`
-	Protection  string `yaml:"protection_measures" json:"protection_measures"`
+	Name        string       `yaml:"name" json:"name"`
+	Grade       policy.Grade `yaml:"grade" json:"grade"`
+	Source      string       `yaml:"source" json:"source"`
+	Category    string       `yaml:"category" json:"category"`
+	Purpose     string       `yaml:"purpose" json:"purpose"`
+	Method      string       `yaml:"processing_method" json:"processing_method"`
+	Responsible string       `yaml:"responsible_party" json:"responsible_party"`
+	CrossBorder string       `yaml:"cross_border" json:"cross_border"`
+	Protection  string       `yaml:"protection_measures" json:"protection_measures"`
 	// RegradeShare is the change in row count, as a share, that flags the
 	// dataset for re-grading on reload (Art. 7); default 0.2.
 	RegradeShare float64           `yaml:"regrade_share" json:"regrade_share"`
 	Files        map[string]string `yaml:"files" json:"files"` // table name -> Parquet, CSV or Arrow file
-	Policy       Policy            `yaml:"policy" json:"policy"`
+	Policy       policy.Policy     `yaml:"policy" json:"policy"`
 }
 
 // ReadManifest reads and checks a manifest file; relative file paths are
@@ -124,7 +125,7 @@ func (m *Manifest) checkDescription() error {
 }
 
 // checkSchema compares a file's columns with the table's policy.
-func checkSchema(t Table, names []string) error {
+func checkSchema(t policy.Table, names []string) error {
 	have := map[string]bool{}
 	for _, n := range names {
 		if strings.EqualFold(n, engine.RankColumn) {
@@ -146,7 +147,7 @@ func checkSchema(t Table, names []string) error {
 // importTable encrypts a source file into dst, checking its columns and
 // the facts its policy declares (see facts) and printing progress. The
 // caller renames dst into place once every table has passed.
-func importTable(ctx context.Context, src, dst string, t Table, key atrest.Key, stdout io.Writer) (rows, size int64, err error) {
+func importTable(ctx context.Context, src, dst string, t policy.Table, key atrest.Key, stdout io.Writer) (rows, size int64, err error) {
 	st, err := os.Stat(src)
 	if err != nil {
 		return 0, 0, fmt.Errorf("table %s: %w", t.Name, err)
@@ -214,30 +215,30 @@ func importTable(ctx context.Context, src, dst string, t Table, key atrest.Key, 
 // into the data directory, loads them into the engine, counts the privacy
 // units and records the dataset.
 type Registrar struct {
-	Store  *Store
+	Store  *catalog.Store
 	Engine *engine.Engine
 	Dir    string
 	Key    atrest.Key
 	// ImportDirs are the only directories whose files may be registered
 	// over the API by path (see ImportPath); uploads need none.
 	ImportDirs []string
-	// GradeRules bound each dataset's policy by its grade; nil means
+	// policy.GradeRules bound each dataset's policy by its grade; nil means
 	// DefaultGradeRules.
-	GradeRules GradeRules
+	GradeRules policy.GradeRules
 }
 
 // Registered is what a registration did.
 type Registered struct {
-	Dataset Dataset       `json:"dataset"`
-	Bytes   int64         `json:"bytes_read"`
-	Took    time.Duration `json:"took_ns"`
+	Dataset catalog.Dataset `json:"dataset"`
+	Bytes   int64           `json:"bytes_read"`
+	Took    time.Duration   `json:"took_ns"`
 	// Regraded is true when this reload flagged the dataset for
 	// re-grading (Art. 7).
 	Regraded bool `json:"flagged_for_regrade"`
 	// Pending is set when the reload's grade or policy would lower the
 	// protection in force: that stays in force, and this proposal waits
 	// for an approver's verification.
-	Pending *ProtectionChange `json:"pending_protection_change,omitempty"`
+	Pending *catalog.ProtectionChange `json:"pending_protection_change,omitempty"`
 }
 
 // Register imports m's files and records the dataset. Progress lines go to
@@ -289,7 +290,7 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 		return Registered{}, fmt.Errorf("count privacy units of %s: %w", m.Name, err)
 	}
 	units, _ := res.Rows[0][0].(int64)
-	d := Dataset{Name: m.Name, Grade: m.Grade, Source: m.Source, Category: m.Category, Purpose: m.Purpose,
+	d := catalog.Dataset{Name: m.Name, Grade: m.Grade, Source: m.Source, Category: m.Category, Purpose: m.Purpose,
 		Method: m.Method, Responsible: m.Responsible, CrossBorder: m.CrossBorder, Protection: m.Protection,
 		Policy: m.Policy, Rows: rows, Units: units}
 	out := Registered{Bytes: size}
@@ -312,7 +313,7 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 
 // fillTypes records, for each column of t whose type the manifest left
 // out, the type the engine loaded it as, so that researchers see it.
-func (r *Registrar) fillTypes(ctx context.Context, dataset string, t *Table) error {
+func (r *Registrar) fillTypes(ctx context.Context, dataset string, t *policy.Table) error {
 	res, err := r.Engine.Query(ctx, fmt.Sprintf(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = '%s' AND table_name = '%s'`,
 		strings.ReplaceAll(dataset, "'", "''"), strings.ReplaceAll(t.Name, "'", "''")), 10000)
 	if err != nil {

@@ -1,4 +1,4 @@
-package catalog
+package ingest
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // TestDeclaredFactsAreChecked: a file that breaks one_row_per_unit or
@@ -26,16 +27,16 @@ func TestDeclaredFactsAreChecked(t *testing.T) {
 	}
 	cases := []struct {
 		name  string
-		table Table
+		table policy.Table
 		want  string // in the refusal; "" when accepted
 	}{
-		{"one row per unit broken", Table{Name: "people", OneRowPerUnit: true, Columns: []Column{{Name: "patient_id", Role: Unit}, {Name: "dx", Role: Sensitive}}},
+		{"one row per unit broken", policy.Table{Name: "people", OneRowPerUnit: true, Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive}}},
 			"4 rows for 3 patients"},
-		{"max_distinct broken", Table{Name: "people", Columns: []Column{{Name: "patient_id", Role: Unit}, {Name: "dx", Role: Sensitive, MaxDistinct: 3}}},
+		{"max_distinct broken", policy.Table{Name: "people", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive, MaxDistinct: 3}}},
 			"more than 3 distinct values"},
-		{"value outside the public list", Table{Name: "people", Columns: []Column{{Name: "patient_id", Role: Unit}, {Name: "dx", Role: Sensitive, Public: []string{"A", "B", "C"}}}},
+		{"value outside the public list", policy.Table{Name: "people", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive, Public: []string{"A", "B", "C"}}}},
 			`holds "D", which is not in its public list`},
-		{"declarations hold", Table{Name: "people", Columns: []Column{{Name: "patient_id", Role: Unit}, {Name: "dx", Role: Sensitive, MaxDistinct: 4}}},
+		{"declarations hold", policy.Table{Name: "people", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive, MaxDistinct: 4}}},
 			""},
 	}
 	for _, tc := range cases {
