@@ -21,6 +21,7 @@ import (
 	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/console"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/privacy"
@@ -54,6 +55,12 @@ type Config struct {
 	// that carry no valid token (enrolment included); over it they are
 	// refused with rate_limited. Default 30.
 	AnonymousPerMinute int
+	// SessionTTL is a console session's longest life and SessionIdle how
+	// long it lasts without a request (defaults 8 hours and 30 minutes).
+	SessionTTL, SessionIdle time.Duration
+	// Location is the time zone the console shows dates in (default
+	// time.Local).
+	Location *time.Location
 }
 
 // Server is the HTTP API.
@@ -62,6 +69,7 @@ type Server struct {
 	engine    *gin.Engine
 	metrics   *metrics
 	anonymous *limiter
+	sessions  *console.Sessions
 }
 
 // New builds the server and its routes.
@@ -95,6 +103,7 @@ func New(cfg Config) *Server {
 	})
 	g.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	g.GET("/v1/openapi.json", s.openAPI)
+	s.mountConsole(g)
 	g.POST("/v1/enrol", s.limitBody, s.enrol)
 
 	v1 := g.Group("/v1", s.limitBody, s.authenticate)
@@ -186,14 +195,13 @@ func (s *Server) limitBody(c *gin.Context) {
 }
 
 func (s *Server) authenticate(c *gin.Context) {
-	h := c.GetHeader("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
-		s.refuseAnonymous(c, "auth", catalog.Person{}, "", fault.E(fault.Unauthenticated, "send Authorization: Bearer TOKEN"))
+	token, err := s.credential(c)
+	if err != nil {
+		s.refuseAnonymous(c, "auth", catalog.Person{}, "", err)
 		c.Abort()
 		return
 	}
-	p, tokenID, err := s.cfg.Store.AuthenticateToken(c.Request.Context(), strings.TrimSpace(token))
+	p, tokenID, err := s.cfg.Store.AuthenticateToken(c.Request.Context(), token)
 	if err != nil {
 		s.refuseAnonymous(c, "auth", p, tokenID, err)
 		c.Abort()
