@@ -52,6 +52,10 @@
     notice(err.message || String(err), 'error');
     if (err.code) { noticeEl.dataset.code = err.code; }
   }
+  // A fault in the page itself is shown too, rather than lost in the console.
+  window.addEventListener('error', (e) => fail(e.error || { message: e.message }));
+  window.addEventListener('unhandledrejection', (e) => fail(e.reason || { message: 'unhandled rejection' }));
+
   // guarded runs fn, showing any refusal; it resolves to fn's result or undefined.
   async function guarded(fn) {
     try { return await fn(); } catch (err) { fail(err); return undefined; }
@@ -605,8 +609,14 @@
       }
       const cols = a.columns || [];
       const rows = a.rows || [];
-      const intervals = a.intervals || [];
-      const aggregate = cols.map((c, i) => rows.some((_, r) => intervals[r] && intervals[r][i]));
+      // The answer's own intervals when it carries them; otherwise each
+      // protected column's 95% half-width (privacy.columns[name].ci95).
+      const perColumn = p.columns || {};
+      const aggregate = cols.map((c) => perColumn[c.name] !== undefined);
+      const intervals = a.intervals || rows.map((v) => cols.map((c, i) => {
+        const ci = perColumn[c.name] && perColumn[c.name].ci95;
+        return typeof ci === 'number' && typeof v[i] === 'number' ? [v[i] - ci, v[i] + ci] : null;
+      }));
       const specs = [];
       cols.forEach((c, i) => {
         specs.push({ key: c.name, label: c.name, num: aggregate[i], value: (r) => r.v[i] });
