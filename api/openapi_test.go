@@ -20,7 +20,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	if status, err := env.Do("GET", "/v1/openapi.json", "", nil, &doc); err != nil || status != 200 {
 		t.Fatalf("openapi: %d %v", status, err)
 	}
-	param := regexp.MustCompile(`:(\w+)`)
+	param := regexp.MustCompile(`[:*](\w+)`) // :id and a *path wildcard
 	routes := map[string]bool{}
 	for _, r := range api.New(api.Config{Store: env.Store}).Routes() {
 		method, path, _ := strings.Cut(r, " ")

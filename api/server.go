@@ -21,6 +21,7 @@ import (
 	"github.com/hospital/gateway/api/status"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/console"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/quota"
@@ -50,6 +51,12 @@ type Config struct {
 	// MaxConcurrentQueries caps the queries one person may have running
 	// at once; more are refused with too_many_queries. Default 4.
 	MaxConcurrentQueries int
+	// SessionTTL is a console session's longest life and SessionIdle how
+	// long it lasts without a request (defaults 8 hours and 30 minutes).
+	SessionTTL, SessionIdle time.Duration
+	// Location is the time zone the console shows dates in (default
+	// time.Local).
+	Location *time.Location
 }
 
 // Server is the HTTP API.
@@ -59,6 +66,7 @@ type Server struct {
 	metrics   *metrics
 	anonymous *limiter
 	running   *running
+	sessions  *console.Sessions
 }
 
 // New builds the server and its routes.
@@ -92,6 +100,7 @@ func New(cfg Config) *Server {
 	})
 	g.GET("/healthz", s.healthz)
 	g.GET("/v1/openapi.json", s.openAPI)
+	s.mountConsole(g)
 	g.POST("/v1/enrol", s.limitBody, s.enrol)
 
 	v1 := g.Group("/v1", s.limitBody, s.authenticate)
@@ -183,14 +192,13 @@ func (s *Server) limitBody(c *gin.Context) {
 }
 
 func (s *Server) authenticate(c *gin.Context) {
-	h := c.GetHeader("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
-		s.refuseAnonymous(c, "auth", catalog.Person{}, "", fault.E(fault.Unauthenticated, "send Authorization: Bearer TOKEN"))
+	token, err := s.credential(c)
+	if err != nil {
+		s.refuseAnonymous(c, "auth", catalog.Person{}, "", err)
 		c.Abort()
 		return
 	}
-	p, tokenID, err := s.cfg.Store.AuthenticateToken(c.Request.Context(), strings.TrimSpace(token))
+	p, tokenID, err := s.cfg.Store.AuthenticateToken(c.Request.Context(), token)
 	if err != nil {
 		s.refuseAnonymous(c, "auth", p, tokenID, err)
 		c.Abort()

@@ -102,6 +102,8 @@ type Status struct {
 	Ratio       float64 `json:"ratio"`
 	Threshold   float64 `json:"threshold"`
 	State       string  `json:"state"`
+	// Warnings are the shares below Threshold at which warnings fire.
+	Warnings []float64 `json:"warnings"`
 	// Recipients lists what each organisation received (distinct units).
 	Recipients []Recipient `json:"recipients"`
 	Events     []Event     `json:"recent_events"`
@@ -353,7 +355,7 @@ func (t *Tracker) state(ctx context.Context, dataset string) (Status, error) {
 		return Status{}, err
 	}
 	year := t.store.Now().Year()
-	st := Status{Dataset: dataset, Year: year, Recipients: []Recipient{}, Events: []Event{}}
+	st := Status{Dataset: dataset, Year: year, Recipients: []Recipient{}, Events: []Event{}, Warnings: t.cfg.Warnings}
 	if d.Grade != policy.Core {
 		st.StaticTotal, st.Threshold, st.State = d.Units, 0, "not_core"
 		return st, nil
