@@ -19,7 +19,6 @@ import (
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 
 	"github.com/hospital/gateway/catalog"
-	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/federation/he"
 	"github.com/hospital/gateway/policy"
@@ -274,11 +273,10 @@ type FederationReport struct {
 
 // Answer is a federated query's protected answer.
 type Answer struct {
-	QueryID    string           `json:"query_id"`
-	Grade      policy.Grade     `json:"grade"`
-	Columns    []engine.Column  `json:"columns"`
-	Rows       [][]any          `json:"rows"`
-	Privacy    privacy.Report   `json:"privacy"`
+	QueryID string       `json:"query_id"`
+	Grade   policy.Grade `json:"grade"`
+	// The protected columns, rows and privacy report, as on one gateway.
+	privacy.Answer
 	Federation FederationReport `json:"federation"`
 }
 
@@ -371,7 +369,7 @@ func (c *Coordinator) Query(ctx context.Context, researcher string, req QueryReq
 	if err != nil {
 		return nil, err
 	}
-	ans.Columns, ans.Rows, ans.Privacy = a.Columns, a.Rows, a.Privacy
+	ans.Answer = *a
 	c.cfg.Log.Info("federated query answered", "query_id", ans.QueryID, "researcher", researcher, "aggregation", req.Aggregation,
 		"nodes", len(shares), "groups", len(ans.Rows), "suppressed", ans.Privacy.SuppressedGroups)
 	return ans, nil

@@ -218,7 +218,7 @@ func (s *Service) protect(plan *privacy.Plan, out *engine.Result, queryID string
 	if err != nil {
 		return Answer{}, err
 	}
-	ans := Answer{QueryID: queryID, GrantID: adm.grant.ID, Grade: adm.q.Grade, Columns: pa.Columns, Rows: pa.Rows, Privacy: pa.Privacy}
+	ans := Answer{QueryID: queryID, GrantID: adm.grant.ID, Grade: adm.q.Grade, Answer: *pa}
 	if err := s.sign(&ans); err != nil {
 		return Answer{}, err
 	}

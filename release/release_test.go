@@ -74,7 +74,7 @@ func TestAnswerKey(t *testing.T) {
 }
 
 func TestResultJSON(t *testing.T) {
-	body, _ := json.Marshal(Answer{QueryID: "q", Rows: [][]any{}})
+	body, _ := json.Marshal(Answer{QueryID: "q", Answer: privacy.Answer{Rows: [][]any{}}})
 	r := &Result{Body: body, Budget: catalog.Balance{EpsilonSpent: 0.5}, Cached: true}
 	out, err := r.JSON()
 	if err != nil {

@@ -73,13 +73,12 @@ type Request struct {
 // Answer is the one protected answer: what the API sends, what the
 // receipt signs, what is stored for a repeat.
 type Answer struct {
-	QueryID string          `json:"query_id"`
-	GrantID string          `json:"grant_id"`
-	Grade   policy.Grade    `json:"grade"`
-	Columns []engine.Column `json:"columns"`
-	Rows    [][]any         `json:"rows"`
-	Privacy privacy.Report  `json:"privacy"`
-	Receipt *Receipt        `json:"receipt,omitempty"`
+	QueryID string       `json:"query_id"`
+	GrantID string       `json:"grant_id"`
+	Grade   policy.Grade `json:"grade"`
+	// The protected columns, rows and privacy report, as privacy made them.
+	privacy.Answer
+	Receipt *Receipt `json:"receipt,omitempty"`
 }
 
 // Result is a release: its answer, the bytes it is sent as, and the state
