@@ -345,13 +345,7 @@ func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, 
 // Begin starts a transaction of the store, in which a release writes its
 // answer (StoreAnswerTx), its history line (RecordQueryTx), and what the
 // quota and the audit log add, before one Commit.
-func (s *Store) Begin(ctx context.Context) (*sql.Tx, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("begin transaction: %w", err)
-	}
-	return tx, nil
-}
+func (s *Store) Begin(ctx context.Context) (*sql.Tx, error) { return s.meta.Begin(ctx) }
 
 // StoreAnswerTx stores a released answer for its grant and cache key and
 // returns the answer stored: when an identical query raced this one, the

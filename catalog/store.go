@@ -129,17 +129,7 @@ var migrations = []string{
 		decided_by TEXT, decision_reason TEXT, created_at TEXT NOT NULL, decided_at TEXT)`,
 }
 
-func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.meta.Tx(ctx, fn) }
 
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
