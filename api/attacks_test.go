@@ -223,3 +223,35 @@ func TestTimingOfOnePatient(t *testing.T) {
 		t.Errorf("one patient changes the median latency by %.2f ms (%.2f vs %.2f)", d, mOne, mNone)
 	}
 }
+
+// TestIntervals: each answer carries intervals shaped like its rows, null
+// for group keys and [low, high] around each aggregate; an edited interval
+// fails the receipt.
+func TestIntervals(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 1000})
+	var a map[string]any
+	if status, err := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": "SELECT sex, count(*) AS n, avg(age) AS a FROM patients GROUP BY sex", "epsilon": 1.0}, &a); err != nil || status != 200 {
+		t.Fatalf("%d %v %v", status, err, a)
+	}
+	rows, ivs := a["rows"].([]any), a["intervals"].([]any)
+	if len(rows) == 0 || len(rows) != len(ivs) {
+		t.Fatalf("rows %v intervals %v", rows, ivs)
+	}
+	for i, r := range rows {
+		row, iv := r.([]any), ivs[i].([]any)
+		if iv[0] != nil {
+			t.Errorf("group key interval %v, want null", iv[0])
+		}
+		for c := 1; c < len(row); c++ {
+			lh := iv[c].([]any)
+			if v := row[c].(float64); lh[0].(float64) > v || lh[1].(float64) < v {
+				t.Errorf("cell %v outside its interval %v", v, lh)
+			}
+		}
+	}
+	ivs[0].([]any)[1] = []any{0.0, 1e9}
+	var v map[string]any
+	if status, _ := env.Do("POST", "/v1/receipts/verify", "auditor", a, &v); status != 200 || v["valid"] != false {
+		t.Errorf("an edited interval verified: %d %v", status, v)
+	}
+}

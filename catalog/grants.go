@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/hospital/gateway/fault"
@@ -321,9 +323,23 @@ func (s *Store) Reserve(ctx context.Context, grantID string, epsilon, delta floa
 
 func balanceOf(g Grant) Balance {
 	return Balance{
-		EpsilonSpent: g.EpsilonSpent, EpsilonRemaining: max(0, g.EpsilonTotal-g.EpsilonSpent),
-		DeltaSpent: g.DeltaSpent, DeltaRemaining: max(0, g.DeltaTotal-g.DeltaSpent),
+		EpsilonSpent: tidy(g.EpsilonSpent), EpsilonRemaining: tidy(max(0, g.EpsilonTotal-g.EpsilonSpent)),
+		DeltaSpent: tidy(g.DeltaSpent), DeltaRemaining: tidy(max(0, g.DeltaTotal-g.DeltaSpent)),
 	}
+}
+
+// tidy rounds a budget figure to 12 significant digits, so that sums of
+// decimal epsilons read as they were asked (0.3, not 0.30000000000000004).
+// The ledger keeps the exact sums; only what is shown is rounded.
+func tidy(x float64) float64 {
+	if x == 0 || math.IsInf(x, 0) || math.IsNaN(x) {
+		return x
+	}
+	v, err := strconv.ParseFloat(strconv.FormatFloat(x, 'g', 12, 64), 64)
+	if err != nil {
+		return x
+	}
+	return v
 }
 
 // BalanceOf is a grant's current budget.

@@ -300,7 +300,7 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 		_, cr := p.combineAgg(sim, j, make([]float64, len(qs)), at, pooled)
 		return cr
 	})
-	rows = p.arrange(rows)
+	rows, intervals := p.split(p.arrange(rows))
 	var cols []engine.Column
 	for _, o := range q.Outputs {
 		c := engine.Column{Name: o.Name, Type: "DOUBLE"}
@@ -311,7 +311,7 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 		}
 		cols = append(cols, c)
 	}
-	return &Answer{Columns: cols, Rows: rows, Privacy: report}, nil
+	return &Answer{Columns: cols, Rows: rows, Intervals: intervals, Privacy: report}, nil
 }
 
 // combineAgg derives one aggregate of one group from the pooled values.

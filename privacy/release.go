@@ -49,7 +49,13 @@ type Report struct {
 type Answer struct {
 	Columns []engine.Column `json:"columns"`
 	Rows    [][]any         `json:"rows"`
-	Privacy Report          `json:"privacy"`
+	// Intervals is shaped like Rows: null for a group key, and for each
+	// aggregate cell [low, high], the released value plus or minus the
+	// half-width of the noise's 95% interval (clamped to what the bounds
+	// allow). It covers the noise only, not the bias of contribution
+	// bounding (rows a heavy patient had cut), which is not yet estimated.
+	Intervals [][]any `json:"intervals"`
+	Privacy   Report  `json:"privacy"`
 }
 
 type mech struct {
@@ -162,17 +168,7 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 		}
 	}
 
-	report := Report{
-		Mechanism: p.Mechanism, Epsilon: p.Cost.Epsilon, Delta: p.Cost.Delta, K: p.K,
-		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: p.groupsPerUnit, MaxRowsPerGroup: p.rowsPerGroup,
-		PartitionSelection: p.selectGroups, SpecialGroups: q.Special,
-	}
-	if p.rowBound > 0 {
-		report.MaxRowsPerPatient = p.rowBound
-		if p.groupsPerUnit > 1 {
-			report.MaxGroupsPerPatient, report.MaxRowsPerGroup = min(p.rowBound, p.domain), p.rowBound
-		}
-	}
+	report := p.report()
 	sim := newSimulator()
 	out := [][]any{}
 	for _, r := range rows {
@@ -212,7 +208,8 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 		_, cr := p.noiseAgg(m, sim, q.Aggs[j], ac[j], nil, G, C)
 		return cr
 	})
-	return &Answer{Columns: p.columns(res), Rows: p.arrange(out), Privacy: report}, nil
+	rows, intervals := p.split(p.arrange(out))
+	return &Answer{Columns: p.columns(res), Rows: rows, Intervals: intervals, Privacy: report}, nil
 }
 
 // releasableKeys reports whether a result row's group keys may appear in
@@ -242,10 +239,68 @@ func (p *Plan) releasableKeys(r []any) bool {
 	return true
 }
 
+// report is the privacy block of the plan's answers, before any column.
+func (p *Plan) report() Report {
+	report := Report{
+		Mechanism: p.Mechanism, Epsilon: p.Cost.Epsilon, Delta: p.Cost.Delta, K: p.K,
+		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: p.groupsPerUnit, MaxRowsPerGroup: p.rowsPerGroup,
+		PartitionSelection: p.selectGroups, SpecialGroups: p.Query.Special,
+	}
+	if p.rowBound > 0 {
+		report.MaxRowsPerPatient = p.rowBound
+		if p.groupsPerUnit > 1 {
+			report.MaxGroupsPerPatient, report.MaxRowsPerGroup = min(p.rowBound, p.domain), p.rowBound
+		}
+	}
+	return report
+}
+
+// Expected is the privacy block a dry run shows: the noise scale of every
+// column, and the 95% interval of counts and sums, which the noise alone
+// sets. For means, variances and quantiles the interval depends on the
+// group's size and values, which a dry run does not read: it is 0 there.
+// Nothing here reads data or draws noise that is released.
+func (p *Plan) Expected() Report {
+	report := p.report()
+	m := p.mech()
+	G, C := p.groupsPerUnit, p.rowsPerGroup
+	if p.rowBound > 0 {
+		G, C = 1, p.rowBound
+	}
+	for _, o := range p.Query.Outputs {
+		if o.Agg < 0 {
+			continue
+		}
+		a := p.Query.Aggs[o.Agg]
+		half := (a.Max - a.Min) / 2
+		var cr ColumnReport
+		switch a.Kind {
+		case sandbox.Count, sandbox.CountUnits:
+			linf := float64(C)
+			if a.Kind == sandbox.CountUnits {
+				linf = 1
+			}
+			cr = ColumnReport{p.scale(G, linf), m.ci(0, G, linf, p.epsEach)}
+		case sandbox.Sum:
+			linf := float64(C) * math.Max(math.Abs(a.Min), math.Abs(a.Max))
+			cr = ColumnReport{p.scale(G, linf), m.ci(0, G, linf, p.epsEach)}
+		case sandbox.Quantile:
+			cr = ColumnReport{NoiseScale: p.scaleAt(G, float64(C), p.epsEach/treeLevels)}
+		default:
+			cr = ColumnReport{NoiseScale: p.scale(G, float64(C)*half)}
+		}
+		report.Columns[o.Name] = cr
+	}
+	return report
+}
+
 // protectRow builds one released row: each group key from key, each
 // aggregate from agg, keeping the largest interval of each column in report.
+// The row's intervals follow its values in the same slice, so that ordering
+// the rows orders them too (see split).
 func (p *Plan) protectRow(report *Report, key func(group int) any, agg func(j int) (any, ColumnReport)) []any {
-	row := make([]any, len(p.Query.Outputs))
+	n := len(p.Query.Outputs)
+	row := make([]any, 2*n)
 	for oi, o := range p.Query.Outputs {
 		if o.Group >= 0 {
 			row[oi] = key(o.Group)
@@ -253,10 +308,43 @@ func (p *Plan) protectRow(report *Report, key func(group int) any, agg func(j in
 		}
 		v, cr := agg(o.Agg)
 		row[oi] = v
+		row[n+oi] = p.interval(p.Query.Aggs[o.Agg], v, cr.CI95)
 		prev := report.Columns[o.Name]
 		report.Columns[o.Name] = ColumnReport{NoiseScale: cr.NoiseScale, CI95: math.Max(prev.CI95, cr.CI95)}
 	}
 	return row
+}
+
+// interval is the released value plus or minus half, within what the
+// aggregate can take: counts and sums of non-negative values are not
+// negative, means and quantiles lie within the bounds.
+func (p *Plan) interval(a sandbox.Agg, v any, half float64) []any {
+	x := toFloat(v)
+	lo, hi := x-half, x+half
+	switch a.Kind {
+	case sandbox.Count, sandbox.CountUnits:
+		lo = math.Max(0, lo)
+	case sandbox.Avg, sandbox.Quantile:
+		lo, hi = clamp(lo, a.Min, a.Max), clamp(hi, a.Min, a.Max)
+	case sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
+		lo = math.Max(0, lo)
+	case sandbox.Sum:
+		if a.Min >= 0 {
+			lo = math.Max(0, lo)
+		}
+	}
+	return []any{lo, hi}
+}
+
+// split separates ordered rows from the intervals protectRow put after
+// their values.
+func (p *Plan) split(rows [][]any) (values, intervals [][]any) {
+	n := len(p.Query.Outputs)
+	values, intervals = make([][]any, len(rows)), make([][]any, len(rows))
+	for i, r := range rows {
+		values[i], intervals[i] = r[:n:n], r[n:]
+	}
+	return values, intervals
 }
 
 // reportUnseen reports, from agg, the noise of the aggregate columns that no

@@ -52,6 +52,9 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if err != nil {
 		return nil, fault.In("release.plan", err)
 	}
+	if req.DryRun {
+		return s.dryRun(ctx, p, req, adm, plan)
+	}
 	key := answerKey(adm, want, req.Exact)
 	if res, err := s.repeat(ctx, p, req, adm, key); res != nil || err != nil {
 		return res, fault.In("release.repeat", err)
@@ -97,6 +100,25 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	}
 	tr.epsilon = plan.Cost.Epsilon
 	return decoded(stored, bal, false, adm.q.Datasets)
+}
+
+// dryRun answers what the query would cost and how noisy it would be,
+// from the plan alone: it reads no data, releases nothing and spends
+// nothing. It is audited like every request.
+func (s *Service) dryRun(ctx context.Context, p catalog.Person, req Request, adm *admission, plan *privacy.Plan) (*Result, error) {
+	body, err := json.Marshal(estimate{DryRun: true, Cost: plan.Cost, Privacy: plan.Expected()})
+	if err != nil {
+		return nil, fmt.Errorf("encode estimate: %w", err)
+	}
+	if s.cfg.Audit != nil {
+		e := s.entry(p, req.TokenID, adm, "ok", map[string]any{"grant_id": adm.grant.ID, "sql": req.SQL, "dry_run": true,
+			"epsilon": plan.Cost.Epsilon, "delta": plan.Cost.Delta})
+		e.Action = "query.dry_run"
+		if _, err := s.cfg.Audit.Append(ctx, e); err != nil {
+			return nil, fmt.Errorf("audit dry run: %w", err)
+		}
+	}
+	return &Result{Body: body, Budget: catalog.BalanceOf(adm.grant), DryRun: true, Datasets: adm.q.Datasets}, nil
 }
 
 // plan protects the admitted query at the requested cost, or plans an

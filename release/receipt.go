@@ -27,12 +27,12 @@ type Receipt struct {
 // its receipt, at the time of issue. The rows go through JSON first so that
 // the digest is computed over exactly what a holder of the answer has.
 func digest(a Answer, issued time.Time) ([]byte, error) {
-	b, err := json.Marshal(a.Rows)
+	rows, err := asSent(a.Rows)
 	if err != nil {
 		return nil, err
 	}
-	var rows [][]any
-	if err := json.Unmarshal(b, &rows); err != nil {
+	intervals, err := asSent(a.Intervals)
+	if err != nil {
 		return nil, err
 	}
 	body, err := json.Marshal(struct {
@@ -43,12 +43,30 @@ func digest(a Answer, issued time.Time) ([]byte, error) {
 		Rows     [][]any   `json:"rows"`
 		Privacy  any       `json:"privacy"`
 		IssuedAt time.Time `json:"issued_at"`
-	}{a.QueryID, a.GrantID, string(a.Grade), a.Columns, rows, a.Privacy, issued.UTC()})
+		// Answers from before intervals were released have none.
+		Intervals [][]any `json:"intervals,omitempty"`
+	}{a.QueryID, a.GrantID, string(a.Grade), a.Columns, rows, a.Privacy, issued.UTC(), intervals})
 	if err != nil {
 		return nil, err
 	}
 	h := sm3.Sum(body)
 	return h[:], nil
+}
+
+// asSent is cells as a holder of the answer has them: through JSON.
+func asSent(cells [][]any) ([][]any, error) {
+	if cells == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(cells)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // sign attaches a receipt to a, when the service has a signing key.

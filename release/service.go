@@ -66,6 +66,9 @@ type Request struct {
 	// Exact asks for an exact, small-cell-suppressed answer without noise,
 	// which only general data with exact answers switched on allows.
 	Exact bool `json:"exact"`
+	// DryRun asks for the cost and the expected noise of the query only:
+	// nothing is read, released or spent.
+	DryRun bool `json:"dry_run"`
 	// TokenID is the credential the request came with, for the audit log.
 	TokenID string `json:"-"`
 }
@@ -89,17 +92,34 @@ type Result struct {
 	Body   []byte
 	Budget catalog.Balance
 	Cached bool
+	// DryRun is set for a dry run: Body is its estimate, not an answer.
+	DryRun bool
 	// Datasets are the datasets the query read, for metrics.
 	Datasets []string
+}
+
+// estimate is what a dry run answers.
+type estimate struct {
+	DryRun  bool           `json:"dry_run"`
+	Cost    privacy.Cost   `json:"cost"`
+	Privacy privacy.Report `json:"privacy"`
 }
 
 // JSON is the response body: Body with the budget and the cached flag,
 // which change from one release of a stored answer to the next, added.
 func (r *Result) JSON() ([]byte, error) {
-	extra, err := json.Marshal(struct {
-		Budget catalog.Balance `json:"budget"`
-		Cached bool            `json:"cached"`
-	}{r.Budget, r.Cached})
+	var extra []byte
+	var err error
+	if r.DryRun {
+		extra, err = json.Marshal(struct {
+			Budget catalog.Balance `json:"budget"`
+		}{r.Budget})
+	} else {
+		extra, err = json.Marshal(struct {
+			Budget catalog.Balance `json:"budget"`
+			Cached bool            `json:"cached"`
+		}{r.Budget, r.Cached})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encode budget: %w", err)
 	}
