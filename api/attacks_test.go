@@ -255,3 +255,32 @@ func TestIntervals(t *testing.T) {
 		t.Errorf("an edited interval verified: %d %v", status, v)
 	}
 }
+
+// TestLedgerAddsUp: every charge is in the history, released or not: a
+// query stopped while it ran and a release refused at the Article 11 line
+// both appear, charged, so that the history's epsilons add up to
+// epsilon_spent.
+func TestLedgerAddsUp(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 1000})
+	// The external researcher's whole-population query crosses the line
+	// and is refused after its data was read.
+	if status, _, e := query(t, env, "researcher", "SELECT count(*) AS n FROM patients", 0.1); status != 403 || e.Error.Code != "quota_exceeded" {
+		t.Fatalf("got %d %+v", status, e)
+	}
+	grants, err := env.Store.Grants(context.Background(), "researcher")
+	if err != nil || len(grants) != 1 {
+		t.Fatal(err)
+	}
+	g, _ := env.Store.Grant(context.Background(), grants[0].ID)
+	h, err := env.Store.History(context.Background(), g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, r := range h {
+		sum += r.Epsilon
+	}
+	if len(h) != 1 || h[0].Outcome != "quota_exceeded" || math.Abs(sum-g.EpsilonSpent) > 1e-9 {
+		t.Errorf("history %+v adds up to %g, spent %g", h, sum, g.EpsilonSpent)
+	}
+}

@@ -291,15 +291,41 @@ const slack = 1e-9
 // is revoked or expired. A reservation is never given back: a query that
 // fails after it keeps the budget spent (fail closed).
 func (s *Store) Reserve(ctx context.Context, grantID string, epsilon, delta float64) (Balance, error) {
+	return s.reserve(ctx, grantID, epsilon, delta, nil)
+}
+
+// ChargedNotReleased is the outcome of a query whose budget was reserved
+// and whose answer has not been released (yet, or ever: a crash, a
+// shutdown, a failure while it ran).
+const ChargedNotReleased = "charged_not_released"
+
+// ReserveFor reserves rec's epsilon and delta on its grant, as Reserve
+// does, and writes rec to the query history with the outcome
+// ChargedNotReleased in the same transaction, so that the history always
+// accounts for every spend: the release that follows updates the line
+// (FinishQueryTx, FinishQuery), and a query cut off by a crash or a
+// shutdown keeps it.
+func (s *Store) ReserveFor(ctx context.Context, rec QueryRecord) (Balance, error) {
+	rec.Outcome = ChargedNotReleased
+	return s.reserve(ctx, rec.GrantID, rec.Epsilon, rec.Delta, &rec)
+}
+
+func (s *Store) reserve(ctx context.Context, grantID string, epsilon, delta float64, rec *QueryRecord) (Balance, error) {
 	now := ts(s.now())
-	res, err := s.db.ExecContext(ctx, `UPDATE grants SET epsilon_spent = epsilon_spent + $1, delta_spent = delta_spent + $2
-		WHERE id = $3 AND revoked_at IS NULL AND expires_at > $4
-		AND epsilon_spent + $1 <= epsilon_total + $5 AND delta_spent + $2 <= delta_total + $6`,
-		epsilon, delta, grantID, now, slack, slack*1e-6)
-	if err != nil {
-		return Balance{}, fmt.Errorf("reserve budget on %s: %w", grantID, err)
-	}
-	n, err := res.RowsAffected()
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE grants SET epsilon_spent = epsilon_spent + $1, delta_spent = delta_spent + $2
+			WHERE id = $3 AND revoked_at IS NULL AND expires_at > $4
+			AND epsilon_spent + $1 <= epsilon_total + $5 AND delta_spent + $2 <= delta_total + $6`,
+			epsilon, delta, grantID, now, slack, slack*1e-6)
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil || n == 0 || rec == nil {
+			return err
+		}
+		return recordQuery(ctx, tx, *rec)
+	})
 	if err != nil {
 		return Balance{}, fmt.Errorf("reserve budget on %s: %w", grantID, err)
 	}
@@ -319,6 +345,20 @@ func (s *Store) Reserve(ctx context.Context, grantID string, epsilon, delta floa
 			grantID, g.EpsilonTotal-g.EpsilonSpent, epsilon)
 	}
 	return balanceOf(g), nil
+}
+
+// FinishQueryTx sets, inside tx, the outcome of a history line written by
+// ReserveFor.
+func (s *Store) FinishQueryTx(ctx context.Context, tx *sql.Tx, id, outcome string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE queries SET outcome = $1 WHERE id = $2`, outcome, id); err != nil {
+		return fmt.Errorf("finish query %s: %w", id, err)
+	}
+	return nil
+}
+
+// FinishQuery is FinishQueryTx in a transaction of its own.
+func (s *Store) FinishQuery(ctx context.Context, id, outcome string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return s.FinishQueryTx(ctx, tx, id, outcome) })
 }
 
 func balanceOf(g Grant) Balance {

@@ -472,3 +472,37 @@ func TestEnrolmentNeedsTwoPeople(t *testing.T) {
 		})
 	}
 }
+
+// TestReserveForWritesTheLedger: a reservation writes its history line as
+// charged and not released in the same transaction, so a query cut off by
+// a crash stays in the history; the release sets its outcome. A refused
+// reservation writes nothing.
+func TestReserveForWritesTheLedger(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			g := grant(t, s, 0.5)
+			ctx := context.Background()
+			rec := catalog.QueryRecord{ID: "qry_a", GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"}, Epsilon: 0.3, Time: time.Now()}
+			if _, err := s.ReserveFor(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			h, _ := s.History(ctx, g.ID)
+			if len(h) != 1 || h[0].Outcome != catalog.ChargedNotReleased || h[0].Epsilon != 0.3 {
+				t.Fatalf("history after the reservation: %+v", h)
+			}
+			if err := s.FinishQuery(ctx, "qry_a", "ok"); err != nil {
+				t.Fatal(err)
+			}
+			rec.ID = "qry_b"
+			if _, err := s.ReserveFor(ctx, rec); fault.KindOf(err) != fault.BudgetExhausted {
+				t.Fatalf("overspend: %v", err)
+			}
+			h, _ = s.History(ctx, g.ID)
+			if len(h) != 1 || h[0].Outcome != "ok" {
+				t.Errorf("history %+v, want the one released query", h)
+			}
+		})
+	}
+}

@@ -73,14 +73,14 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return nil, fault.In("release.prepare", err)
 	}
 	defer prep.Close()
-	bal, err := s.reserve(ctx, adm.grant, plan, req.Exact)
+	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
+	bal, err := s.reserve(ctx, adm.grant, rec, req.Exact)
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
 	}
-	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
 	out, err := run(runCtx, prep, plan, measured)
 	if err != nil {
-		s.recordFailure(ctx, rec, err)
+		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.run", err)
 	}
 	ans, err := s.protect(plan, out, rec.ID, adm)
@@ -94,8 +94,9 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": rec.ID, "grant_id": adm.grant.ID, "sql": req.SQL,
 		"epsilon": plan.Cost.Epsilon, "delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind,
 		"groups": len(ans.Rows), "suppressed": ans.Privacy.SuppressedGroups})
-	stored, err := s.commit(ctx, commitment{measured: measured, rec: rec, entry: entry, key: key, body: body})
+	stored, err := s.commit(ctx, commitment{measured: measured, rec: rec, reserved: !req.Exact, entry: entry, key: key, body: body})
 	if err != nil {
+		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.commit", err)
 	}
 	tr.epsilon = plan.Cost.Epsilon
@@ -202,13 +203,15 @@ func (s *Service) checkQuota(ctx context.Context, p catalog.Person, adm *admissi
 	return measured, nil
 }
 
-// reserve charges the grant before any data is read; exact answers spend
-// no budget.
-func (s *Service) reserve(ctx context.Context, g catalog.Grant, plan *privacy.Plan, exact bool) (catalog.Balance, error) {
+// reserve charges the grant before any data is read, and writes the
+// query's history line as charged and not released in the same
+// transaction, which the commit turns into its outcome; exact answers
+// spend no budget.
+func (s *Service) reserve(ctx context.Context, g catalog.Grant, rec catalog.QueryRecord, exact bool) (catalog.Balance, error) {
 	if exact {
 		return catalog.BalanceOf(g), nil
 	}
-	return s.cfg.Store.Reserve(ctx, g.ID, plan.Cost.Epsilon, plan.Cost.Delta)
+	return s.cfg.Store.ReserveFor(ctx, rec)
 }
 
 // runLimitMessage is the one text of a query stopped while it ran.
@@ -260,6 +263,7 @@ func decoded(body []byte, bal catalog.Balance, cached bool, datasets []string) (
 type commitment struct {
 	measured *quota.Pending // nil when the release is not measured
 	rec      catalog.QueryRecord
+	reserved bool // rec was written by the reservation, as charged and not released
 	entry    audit.Entry
 	key      string // with body, the answer to store
 	body     []byte
@@ -305,7 +309,12 @@ func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warn
 			return nil, nil, err
 		}
 	}
-	if err := st.RecordQueryTx(ctx, tx, c.rec); err != nil {
+	if c.reserved {
+		err = st.FinishQueryTx(ctx, tx, c.rec.ID, c.rec.Outcome)
+	} else {
+		err = st.RecordQueryTx(ctx, tx, c.rec)
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	if err := s.auditTx(ctx, tx, c.entry); err != nil {
@@ -317,11 +326,17 @@ func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warn
 	return stored, warnings, nil
 }
 
-// recordFailure writes the history line of a query that was charged and
-// not released.
-func (s *Service) recordFailure(ctx context.Context, rec catalog.QueryRecord, err error) {
+// recordFailure sets the history line of a query that failed after its
+// data was read: charged and not released, with the refusal's code.
+func (s *Service) recordFailure(ctx context.Context, rec catalog.QueryRecord, reserved bool, err error) {
 	rec.Outcome = fault.KindOf(err).Code()
-	if rerr := s.cfg.Store.RecordQuery(context.WithoutCancel(ctx), rec, nil); rerr != nil {
+	var rerr error
+	if reserved {
+		rerr = s.cfg.Store.FinishQuery(context.WithoutCancel(ctx), rec.ID, rec.Outcome)
+	} else {
+		rerr = s.cfg.Store.RecordQuery(context.WithoutCancel(ctx), rec, nil)
+	}
+	if rerr != nil {
 		s.cfg.Log.Error("record query history", "err", rerr)
 	}
 }

@@ -94,19 +94,19 @@ func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery
 		return nil, err
 	}
 	defer prep.Close()
-	bal, err := s.reserve(ctx, adm.grant, plan.Plan, false)
+	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
+	bal, err := s.reserve(ctx, adm.grant, rec, false)
 	if err != nil {
 		return nil, err
 	}
-	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
 	out, err := run(runCtx, prep, plan.Plan, measured)
 	if err != nil {
-		s.recordFailure(ctx, rec, err)
+		s.recordFailure(ctx, rec, true, err)
 		return nil, err
 	}
 	values, err := plan.Share(out)
 	if err != nil {
-		s.recordFailure(ctx, rec, err)
+		s.recordFailure(ctx, rec, true, err)
 		return nil, err
 	}
 	// The history line, the audit entry and the quota measure commit
@@ -115,7 +115,8 @@ func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery
 		"grant_id": adm.grant.ID, "sql": fq.SQL, "epsilon": plan.Cost.Epsilon, "delta": plan.Cost.Delta, "nodes": fq.Nodes,
 		"aggregation": fq.Aggregation, "org": p.Org.ID, "org_kind": p.Org.Kind})
 	entry.Action = "federated_query"
-	if _, err := s.commit(ctx, commitment{measured: measured, rec: rec, entry: entry}); err != nil {
+	if _, err := s.commit(ctx, commitment{measured: measured, rec: rec, reserved: true, entry: entry}); err != nil {
+		s.recordFailure(ctx, rec, true, err)
 		return nil, err
 	}
 	tr.epsilon = plan.Cost.Epsilon
