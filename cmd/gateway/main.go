@@ -13,6 +13,8 @@
 //	gateway node --config FILE
 //	gateway coordinator --config FILE
 //	gateway federation demo [--dir ./federation-data] [--nodes 3]
+//	gateway backup --dir DIR OUT
+//	gateway restore --dir NEWDIR BACKUP
 //
 // cmd/gateway is the only package that reads flags and the environment; it
 // builds the objects of the library packages and wires them together.
@@ -85,6 +87,11 @@ Commands:
                   [--addr 127.0.0.1:8090]
                 start synthetic hospitals, their federation endpoints and a
                 coordinator on loopback; tokens in DIR/federation-credentials.json
+  backup        an online snapshot of a gateway: the SQLite store and the encrypted
+                table files, checksummed, without the keys
+                  --dir DIR [--metadata DSN] OUT
+  restore       bring a backup back into a new data directory
+                  --dir NEWDIR [--metadata DSN] BACKUP
   help          show this text; every command takes --help for its flags and an example
 
 Environment (each overrides its file in the key directory):
@@ -183,6 +190,10 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 		return runCheckExport(rest, stdout)
 	case "audit prune":
 		return runPrune(ctx, rest, stdout, log)
+	case "backup":
+		return runBackup(ctx, rest, stdout)
+	case "restore":
+		return runRestore(ctx, rest, stdout)
 	}
 	return usageError{fmt.Sprintf("unknown command %q; see gateway --help", name)}
 }
