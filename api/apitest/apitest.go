@@ -33,6 +33,7 @@ import (
 	"github.com/hospital/gateway/engine/atrest"
 	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/metadb"
+	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/quota"
 	"github.com/hospital/gateway/release"
 )
@@ -59,6 +60,9 @@ type Options struct {
 	// MaxConcurrentQueries is the server's per-person cap on queries in
 	// flight (default 1024, so that bursts in tests are not refused).
 	MaxConcurrentQueries int
+	// Limits bound each query (default privacy.DefaultLimits); benchmarks
+	// of large answers raise MaxGroups.
+	Limits privacy.Limits
 }
 
 // Env is a running gateway.
@@ -214,7 +218,7 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(al.Close)
-	rcfg := release.Config{Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, Signer: signer, QueryTimeout: o.Timeout}
+	rcfg := release.Config{Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, Signer: signer, QueryTimeout: o.Timeout, Limits: o.Limits}
 	cfg := api.Config{Store: store, Audit: log, Quota: q, Registrar: reg, Alerts: al, AnonymousPerMinute: o.AnonymousPerMinute,
 		MaxConcurrentQueries: o.MaxConcurrentQueries}
 	if cfg.MaxConcurrentQueries == 0 {

@@ -33,6 +33,7 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	var opts options
 	var patients int
 	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&opts.FlightAddr, "flight-addr", "", "also serve Arrow Flight SQL on this address")
 	dataFlags(fs, &opts)
 	fs.IntVar(&patients, "patients", 100000, "demo patients")
 	if err := parseFlags(fs, args); err != nil {

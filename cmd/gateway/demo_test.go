@@ -25,13 +25,15 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// startDemo runs the demo command until the test ends or stop is called.
-func startDemo(t *testing.T, dir, addr string) (stop func()) {
+// startDemo runs the demo command, with extra flags, until the test ends
+// or stop is called.
+func startDemo(t *testing.T, dir, addr string, extra ...string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"demo", "--dir", dir, "--addr", addr, "--patients", "2000"}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		args := append([]string{"demo", "--dir", dir, "--addr", addr, "--patients", "2000"}, extra...)
+		done <- run(ctx, args, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/api"
@@ -21,6 +23,7 @@ import (
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/engine/atrest"
+	"github.com/hospital/gateway/flight"
 	"github.com/hospital/gateway/ingest"
 	"github.com/hospital/gateway/metadb"
 	"github.com/hospital/gateway/policy"
@@ -58,6 +61,9 @@ type options struct {
 	// a scraper on the monitoring network; on Addr it needs an admin's or
 	// auditor's token.
 	MetricsAddr string
+	// FlightAddr, when set, serves Arrow Flight SQL there, with the same
+	// tokens and over the same TLS pair as the API.
+	FlightAddr string
 }
 
 func (o *options) defaults() {
@@ -236,10 +242,11 @@ func (g *gateway) apiServer(quota *quota.Tracker, rel *release.Service) *api.Ser
 // listeners are the addresses a serving gateway answers on, bound before
 // the datasets load so that a busy port fails at once.
 type listeners struct {
-	api, metrics net.Listener
+	api, metrics, flight net.Listener
 }
 
-// listen binds the API address and, when configured, the metrics address.
+// listen binds the API address and, when configured, the metrics and the
+// Flight SQL addresses.
 func (g *gateway) listen() (*listeners, error) {
 	ln, err := net.Listen("tcp", g.opts.Addr)
 	if err != nil {
@@ -252,14 +259,21 @@ func (g *gateway) listen() (*listeners, error) {
 			return nil, fmt.Errorf("listen on %s: %w (change metrics_addr: in the configuration)", g.opts.MetricsAddr, err)
 		}
 	}
+	if g.opts.FlightAddr != "" {
+		if l.flight, err = net.Listen("tcp", g.opts.FlightAddr); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("listen on %s: %w (change --flight-addr or flight_addr: in the configuration)", g.opts.FlightAddr, err)
+		}
+	}
 	return l, nil
 }
 
 // Close releases listeners that were never served.
 func (l *listeners) Close() {
-	l.api.Close()
-	if l.metrics != nil {
-		l.metrics.Close()
+	for _, ln := range []net.Listener{l.api, l.metrics, l.flight} {
+		if ln != nil {
+			ln.Close()
+		}
 	}
 }
 
@@ -286,29 +300,82 @@ func (g *gateway) listenAndLoad(ctx context.Context, warnings []float64) (*liste
 	return l, q, nil
 }
 
-// serve runs the API (and the metrics listener, when configured) on l
-// until ctx ends, then drains requests.
+// serve runs the API (and the metrics and Flight SQL listeners, when
+// configured) on l until ctx ends, then drains requests. Any listener
+// failing stops them all.
 func (g *gateway) serve(ctx context.Context, quota *quota.Tracker, l *listeners) error {
 	tlsConfig, err := serverTLS(g.opts.TLSCert, g.opts.TLSKey)
 	if err != nil {
 		l.Close()
 		return err
 	}
-	srv := g.apiServer(quota, g.releases(quota))
-	if l.metrics == nil {
-		return serveOn(ctx, g.log, "gateway", l.api, srv.Handler(), tlsConfig, g.drain())
+	rel := g.releases(quota)
+	srv := g.apiServer(quota, rel)
+	var fl *flight.Server
+	if l.flight != nil {
+		if fl, err = g.flightServer(rel); err != nil {
+			l.Close()
+			return err
+		}
 	}
-	// Either listener failing stops both.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	metricsErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	run := func(i int, f func() error) {
+		wg.Go(func() {
+			defer cancel()
+			errs[i] = f()
+		})
+	}
+	run(0, func() error { return serveOn(ctx, g.log, "gateway", l.api, srv.Handler(), tlsConfig, g.drain()) })
+	if l.metrics != nil {
+		run(1, func() error { return serveOn(ctx, g.log, "metrics", l.metrics, srv.MetricsHandler(), nil, g.drain()) })
+	}
+	if fl != nil {
+		run(2, func() error { return serveFlight(ctx, g.log, l.flight, fl, tlsConfig, g.drain()) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// flightServer builds the Flight SQL service over the same release use
+// case as the API.
+func (g *gateway) flightServer(rel *release.Service) (*flight.Server, error) {
+	return flight.New(flight.Config{Store: g.store, Release: rel, Audit: g.audit, Log: g.log, Version: gatewayVersion()})
+}
+
+// serveFlight serves Flight SQL on ln (over TLS when tlsConfig is set)
+// until ctx ends, then lets calls in flight finish for up to drain.
+func serveFlight(ctx context.Context, log *slog.Logger, ln net.Listener, fl *flight.Server, tlsConfig *tls.Config, drain time.Duration) error {
+	var opts []grpc.ServerOption
+	scheme := "grpc"
+	if tlsConfig != nil {
+		opts, scheme = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig))), "grpc+tls"
+	}
+	gs := fl.GRPC(opts...)
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(ln) }()
+	log.Info("flight sql serving", "addr", scheme+"://"+ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve flight sql: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("flight sql draining", "for_at_most", drain)
+	stopped := make(chan struct{})
 	go func() {
-		defer cancel()
-		metricsErr <- serveOn(ctx, g.log, "metrics", l.metrics, srv.MetricsHandler(), nil, g.drain())
+		gs.GracefulStop()
+		close(stopped)
 	}()
-	err = serveOn(ctx, g.log, "gateway", l.api, srv.Handler(), tlsConfig, g.drain())
-	cancel()
-	return errors.Join(err, <-metricsErr)
+	select {
+	case <-stopped:
+	case <-time.After(drain):
+		gs.Stop()
+		<-stopped
+	}
+	<-errc
+	return nil
 }
 
 // serverTLS is the TLS configuration of an API served with the PEM pair

@@ -6,8 +6,8 @@
 //
 //	gateway init  --dir DIR | --config FILE
 //	gateway version
-//	gateway demo  [--addr 127.0.0.1:8080] [--dir ./gateway-data] [--patients 100000]
-//	gateway serve --config FILE
+//	gateway demo  [--addr 127.0.0.1:8080] [--flight-addr ADDR] [--dir ./gateway-data] [--patients 100000]
+//	gateway serve --config FILE [--flight-addr ADDR]
 //	gateway audit verify --dir DIR [--public-key FILE] [--since CHECKPOINT]
 //	gateway audit checkpoint --dir DIR
 //	gateway node --config FILE
@@ -42,6 +42,7 @@ Commands:
   version       print the gateway's and DuckDB's versions
   demo          create (on first start) and serve the synthetic demo_hospital dataset
                   --addr ADDR       listen address (default 127.0.0.1:8080)
+                  --flight-addr ADDR  also serve Arrow Flight SQL there (default: off)
                   --dir DIR         data directory (default ./gateway-data)
                   --keys KEYS       key directory, outside DIR (default DIR-keys, beside it)
                   --patients N      demo size (default 100000)
@@ -49,6 +50,7 @@ Commands:
                                     (default DIR/metadata.db)
   serve         serve registered datasets without demo data
                   --config FILE     YAML configuration (see gateway.example.yaml)
+                  --flight-addr ADDR  also serve Arrow Flight SQL there (or flight_addr:)
   dataset register --url URL --token TOKEN MANIFEST.yaml
                 register (or reload) a dataset from Parquet, CSV or Arrow files
                 with its grade, description and column policy into a running

@@ -42,6 +42,7 @@ type fileConfig struct {
 	} `yaml:"audit"`
 	ImportDirs  []string `yaml:"import_dirs"`
 	MetricsAddr string   `yaml:"metrics_addr"`
+	FlightAddr  string   `yaml:"flight_addr"`
 }
 
 func loadConfig(path string) (options, []float64, error) {
@@ -67,7 +68,7 @@ func loadConfig(path string) (options, []float64, error) {
 	}
 	o := options{Addr: fc.Addr, Dir: rel(fc.Dir), Keys: rel(fc.Keys), Metadata: metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
-	o.TLSCert, o.TLSKey, o.MetricsAddr = rel(fc.TLSCert), rel(fc.TLSKey), fc.MetricsAddr
+	o.TLSCert, o.TLSKey, o.MetricsAddr, o.FlightAddr = rel(fc.TLSCert), rel(fc.TLSKey), fc.MetricsAddr, fc.FlightAddr
 	for _, d := range fc.ImportDirs {
 		o.ImportDirs = append(o.ImportDirs, filepath.Clean(rel(d)))
 	}
@@ -119,13 +120,21 @@ func configFlag(command string, args []string) (string, error) {
 }
 
 func runServe(ctx context.Context, args []string, log *slog.Logger) error {
-	cfgPath, err := configFlag("serve", args)
+	fs := newFlags("serve")
+	cfgPath := fs.String("config", "", "YAML configuration file")
+	flightAddr := fs.String("flight-addr", "", "also serve Arrow Flight SQL on this address (overrides flight_addr:)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return usageError{"serve needs --config FILE"}
+	}
+	opts, warnings, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	opts, warnings, err := loadConfig(cfgPath)
-	if err != nil {
-		return err
+	if *flightAddr != "" {
+		opts.FlightAddr = *flightAddr
 	}
 	g, err := openGateway(ctx, opts, log)
 	if err != nil {
