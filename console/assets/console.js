@@ -133,7 +133,7 @@
         tbody.append(el('tr', { 'data-id': r.id || r.query_id || r.grant_id || r.seq || null },
           ...cols.map((c) => {
             const v = c.cell ? c.cell(r) : valueOf(c, r);
-            const td = el('td', { class: c.num ? 'num' : null, 'data-col': c.key || null });
+            const td = el('td', { class: c.num ? 'num' : null, 'data-col': c.key || null, 'data-label': c.label || null });
             td.append(v instanceof Node ? v : (typeof v === 'number' ? num(v) : (v ?? '')));
             return td;
           })));
