@@ -236,6 +236,13 @@ func TestConsoleWorkflows(t *testing.T) {
 		differencing := fmt.Sprintf(`#alerts tr[data-id=%q]`, as["differencing"].ID)
 		b.run("acknowledge", chromedp.WaitVisible(chromedp.CSS(probing+" button.ack")), chromedp.Click(chromedp.CSS(probing+" button.ack")))
 		eventually(t, "acknowledged", func() bool { return alerts()["probing"].State == "acknowledged" })
+		// The table is drawn again after the change; act on the new one.
+		b.run("the table redrawn", chromedp.WaitVisible(chromedp.CSS(probing+` td[data-col="handled_by"]`)), chromedp.WaitNotPresent(chromedp.CSS(probing+" button.ack")))
+		eventually(t, "the acknowledgement shown", func() bool {
+			var by string
+			b.eval(fmt.Sprintf(`document.querySelector(%q).textContent`, probing+` td[data-col="handled_by"]`), &by)
+			return by == "auditor"
+		})
 		// An incident without its summary is refused in the server's words.
 		b.run("incident without a summary", chromedp.WaitVisible(chromedp.CSS(differencing+" button.incident")), chromedp.Click(chromedp.CSS(differencing+" button.incident")))
 		eventually(t, "the refusal", func() bool { return strings.Contains(b.notice(), "summarise the incident") })
@@ -243,7 +250,7 @@ func TestConsoleWorkflows(t *testing.T) {
 			chromedp.SetValue(chromedp.CSS(differencing+" input.reason"), "possible differencing on age"),
 			chromedp.Click(chromedp.CSS(differencing+" button.incident")))
 		eventually(t, "an incident", func() bool { a := alerts()["differencing"]; return a.State == "incident" && a.Incident != "" })
-		b.run("the handled alerts lose their buttons", chromedp.WaitNotPresent(chromedp.CSS(probing+" button.ack")))
+		b.run("the handled alert loses its buttons", chromedp.WaitNotPresent(chromedp.CSS(differencing+" button.incident")))
 	})
 
 	t.Run("the signed export downloads and verifies", func(t *testing.T) {
