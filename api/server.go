@@ -105,6 +105,7 @@ func New(cfg Config) *Server {
 
 	v1 := g.Group("/v1", s.limitBody, s.authenticate)
 	v1.POST("/queries", s.require(catalog.Researcher), s.limitQueries, s.postQuery)
+	v1.GET("/queries/:id", s.require(catalog.Researcher), s.getQuery)
 	v1.GET("/budgets", s.require(catalog.Researcher, catalog.Auditor), s.getBudgets)
 	v1.GET("/datasets", s.getDatasets)
 	v1.POST("/datasets", s.require(catalog.Steward), s.postDataset)

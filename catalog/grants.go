@@ -404,20 +404,34 @@ func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, 
 func (s *Store) Begin(ctx context.Context) (*sql.Tx, error) { return s.meta.Begin(ctx) }
 
 // StoreAnswerTx stores a released answer for its grant and cache key and
-// returns the answer stored: when an identical query raced this one, the
-// first answer wins, so both callers see the same noise and averaging them
-// reveals nothing.
-func (s *Store) StoreAnswerTx(ctx context.Context, tx *sql.Tx, grantID, key, queryID string, body []byte) ([]byte, error) {
+// returns the answer stored and the id of the query it was released to:
+// when an identical query raced this one, the first answer wins, so both
+// callers see the same noise and averaging them reveals nothing.
+func (s *Store) StoreAnswerTx(ctx context.Context, tx *sql.Tx, grantID, key, queryID string, body []byte) ([]byte, string, error) {
 	_, err := tx.ExecContext(ctx, `INSERT INTO answers (grant_id, cache_key, query_id, body, created_at) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (grant_id, cache_key) DO NOTHING`, grantID, key, queryID, string(body), ts(s.now()))
 	if err != nil {
-		return nil, fmt.Errorf("store answer: %w", err)
+		return nil, "", fmt.Errorf("store answer: %w", err)
 	}
-	var stored string
-	if err := tx.QueryRowContext(ctx, `SELECT body FROM answers WHERE grant_id = $1 AND cache_key = $2`, grantID, key).Scan(&stored); err != nil {
-		return nil, fmt.Errorf("load stored answer: %w", err)
+	var stored, storedID string
+	if err := tx.QueryRowContext(ctx, `SELECT body, query_id FROM answers WHERE grant_id = $1 AND cache_key = $2`, grantID, key).Scan(&stored, &storedID); err != nil {
+		return nil, "", fmt.Errorf("load stored answer: %w", err)
 	}
-	return []byte(stored), nil
+	return []byte(stored), storedID, nil
+}
+
+// ReleasedAnswer returns the answer released on a grant to the query
+// answerID (a history line's AnswerID), receipt and all, as it was sent.
+func (s *Store) ReleasedAnswer(ctx context.Context, grantID, answerID string) ([]byte, error) {
+	var body string
+	err := s.read.QueryRowContext(ctx, `SELECT body FROM answers WHERE grant_id = $1 AND query_id = $2`, grantID, answerID).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fault.E(fault.NotFound, "no answer %s on grant %s", answerID, grantID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load answer %s: %w", answerID, err)
+	}
+	return []byte(body), nil
 }
 
 // RecordQueryTx adds a line to a grant's query history inside tx.
@@ -437,6 +451,10 @@ type QueryRecord struct {
 	Outcome    string    `json:"outcome"`
 	Cached     bool      `json:"cached"`
 	Time       time.Time `json:"time"`
+	// AnswerID is the query whose stored answer this line received: its
+	// own ID for a fresh release, an earlier one's for a repeat, "" when
+	// nothing was released.
+	AnswerID string `json:"answer_id,omitempty"`
 }
 
 // RecordQuery appends a line to the query history, with whatever inTx adds
@@ -454,9 +472,13 @@ func (s *Store) RecordQuery(ctx context.Context, r QueryRecord, inTx func(*sql.T
 }
 
 func recordQuery(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO queries (id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		r.ID, r.GrantID, r.Researcher, jsonText(r.Datasets), r.SQL, r.Epsilon, r.Delta, r.Outcome, r.Cached, ts(r.Time))
+	var answer sql.NullString
+	if r.AnswerID != "" {
+		answer = sql.NullString{String: r.AnswerID, Valid: true}
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO queries (id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at, answer_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		r.ID, r.GrantID, r.Researcher, jsonText(r.Datasets), r.SQL, r.Epsilon, r.Delta, r.Outcome, r.Cached, ts(r.Time), answer)
 	if err != nil {
 		return fmt.Errorf("record query %s: %w", r.ID, err)
 	}
@@ -466,25 +488,46 @@ func recordQuery(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.now() }
 
+const queryCols = `id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at, coalesce(answer_id, '')`
+
+func scanQuery(row interface{ Scan(...any) error }) (QueryRecord, error) {
+	var r QueryRecord
+	var ds, at string
+	if err := row.Scan(&r.ID, &r.GrantID, &r.Researcher, &ds, &r.SQL, &r.Epsilon, &r.Delta, &r.Outcome, &r.Cached, &at, &r.AnswerID); err != nil {
+		return QueryRecord{}, err
+	}
+	if err := json.Unmarshal([]byte(ds), &r.Datasets); err != nil {
+		return QueryRecord{}, fmt.Errorf("decode query %s: %w", r.ID, err)
+	}
+	r.Time = parseTS(at)
+	return r, nil
+}
+
+// Query returns one line of the query history.
+func (s *Store) Query(ctx context.Context, id string) (QueryRecord, error) {
+	r, err := scanQuery(s.read.QueryRowContext(ctx, `SELECT `+queryCols+` FROM queries WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return QueryRecord{}, fault.E(fault.NotFound, "no query %s", id)
+	}
+	if err != nil {
+		return QueryRecord{}, fmt.Errorf("load query %s: %w", id, err)
+	}
+	return r, nil
+}
+
 // History lists a grant's queries, oldest first.
 func (s *Store) History(ctx context.Context, grantID string) ([]QueryRecord, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at
-		FROM queries WHERE grant_id = $1 ORDER BY created_at, id`, grantID)
+	rows, err := s.read.QueryContext(ctx, `SELECT `+queryCols+` FROM queries WHERE grant_id = $1 ORDER BY created_at, id`, grantID)
 	if err != nil {
 		return nil, fmt.Errorf("load query history: %w", err)
 	}
 	defer rows.Close()
 	var out []QueryRecord
 	for rows.Next() {
-		var r QueryRecord
-		var ds, at string
-		if err := rows.Scan(&r.ID, &r.GrantID, &r.Researcher, &ds, &r.SQL, &r.Epsilon, &r.Delta, &r.Outcome, &r.Cached, &at); err != nil {
+		r, err := scanQuery(rows)
+		if err != nil {
 			return nil, fmt.Errorf("load query history: %w", err)
 		}
-		if err := json.Unmarshal([]byte(ds), &r.Datasets); err != nil {
-			return nil, fmt.Errorf("decode query history: %w", err)
-		}
-		r.Time = parseTS(at)
 		out = append(out, r)
 	}
 	return out, rows.Err()

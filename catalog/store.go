@@ -127,6 +127,12 @@ var migrations = []string{
 		id TEXT PRIMARY KEY, dataset TEXT NOT NULL REFERENCES datasets(name), proposed TEXT NOT NULL, base TEXT NOT NULL,
 		lowers TEXT NOT NULL, reason TEXT NOT NULL, proposed_by TEXT NOT NULL, state TEXT NOT NULL,
 		decided_by TEXT, decision_reason TEXT, created_at TEXT NOT NULL, decided_at TEXT)`,
+	// Each history line names the answer it received, so that a
+	// researcher can read again what was released to them: its own id for
+	// a fresh release, the earlier query's for a repeat. Lines written
+	// before this column are filled in where the answer is their own.
+	`ALTER TABLE queries ADD COLUMN answer_id TEXT`,
+	`UPDATE queries SET answer_id = id WHERE id IN (SELECT query_id FROM answers)`,
 }
 
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.meta.Tx(ctx, fn) }

@@ -242,10 +242,11 @@ func TestReleaseFirstAnswerWins(t *testing.T) {
 					return nil, err
 				}
 				defer tx.Rollback()
-				stored, err := s.StoreAnswerTx(ctx, tx, r.GrantID, key, r.ID, []byte(body))
+				stored, answerID, err := s.StoreAnswerTx(ctx, tx, r.GrantID, key, r.ID, []byte(body))
 				if err != nil {
 					return nil, err
 				}
+				r.AnswerID = answerID
 				if err := s.RecordQueryTx(ctx, tx, r); err != nil {
 					return nil, err
 				}
@@ -264,6 +265,19 @@ func TestReleaseFirstAnswerWins(t *testing.T) {
 			}
 			if string(a) != `{"v":1}` || string(b) != `{"v":1}` {
 				t.Fatalf("got %s and %s", a, b)
+			}
+			// Both history lines name the one answer they received.
+			for _, id := range []string{"q1", "q2"} {
+				line, err := s.Query(ctx, id)
+				if err != nil || line.AnswerID != "q1" {
+					t.Fatalf("history line %s: %+v %v", id, line, err)
+				}
+			}
+			if body, err := s.ReleasedAnswer(ctx, g.ID, "q1"); err != nil || string(body) != `{"v":1}` {
+				t.Fatalf("released answer q1: %s %v", body, err)
+			}
+			if _, err := s.ReleasedAnswer(ctx, g.ID, "q2"); !fault.Is(err, fault.NotFound) {
+				t.Fatalf("an answer under the losing query's id: %v", err)
 			}
 			// A release whose audit entry fails is rolled back whole.
 			if _, err := release("k2", `{}`, rec("q3"), errors.New("audit down")); err == nil {

@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -115,5 +116,25 @@ func TestPages(t *testing.T) {
 	}
 	if w := get("/console/assets/console.js", "", ""); w.Code != 200 || w.Header().Get("Content-Security-Policy") == "" {
 		t.Errorf("the script: %d", w.Code)
+	}
+}
+
+// TestLabelsInBothLanguages keeps the Chinese labels in step with the
+// English ones: a key missing from either shows as its bare name.
+func TestLabelsInBothLanguages(t *testing.T) {
+	b, err := files.ReadFile("i18n.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels map[string]map[string]string
+	if err := json.Unmarshal(b, &labels); err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2]string{{"en", "zh"}, {"zh", "en"}} {
+		for key, text := range labels[pair[0]] {
+			if other, ok := labels[pair[1]][key]; !ok || other == "" || text == "" {
+				t.Errorf("label %s is in %s but not in %s", key, pair[0], pair[1])
+			}
+		}
 	}
 }

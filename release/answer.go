@@ -178,7 +178,7 @@ func (s *Service) repeat(ctx context.Context, p catalog.Person, req Request, adm
 		return nil, err
 	}
 	rec := record(p, adm, catalog.NewID("qry"), privacy.Cost{}, "ok")
-	rec.Cached = true
+	rec.Cached, rec.AnswerID = true, res.Answer.QueryID
 	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": res.Answer.QueryID, "grant_id": adm.grant.ID, "sql": req.SQL, "cached": true})
 	if _, err := s.commit(ctx, commitment{rec: rec, entry: entry}); err != nil {
 		return nil, fmt.Errorf("record cached release: %w", err)
@@ -305,7 +305,7 @@ func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warn
 	}
 	var stored []byte
 	if c.body != nil {
-		if stored, err = st.StoreAnswerTx(ctx, tx, c.rec.GrantID, c.key, c.rec.ID, c.body); err != nil {
+		if stored, c.rec.AnswerID, err = st.StoreAnswerTx(ctx, tx, c.rec.GrantID, c.key, c.rec.ID, c.body); err != nil {
 			return nil, nil, err
 		}
 	}

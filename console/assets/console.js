@@ -130,10 +130,10 @@
         tbody.append(el('tr', {}, el('td', { colspan: cols.length, class: 'empty', text: t('no_rows') })));
       }
       for (const r of shown) {
-        tbody.append(el('tr', { 'data-id': r.id || r.grant_id || r.query_id || r.seq || null },
+        tbody.append(el('tr', { 'data-id': r.id || r.query_id || r.grant_id || r.seq || null },
           ...cols.map((c) => {
             const v = c.cell ? c.cell(r) : valueOf(c, r);
-            const td = el('td', { class: c.num ? 'num' : null, 'data-col': c.key || null });
+            const td = el('td', { class: c.num ? 'num' : null, 'data-col': c.key || null, 'data-label': c.label || null });
             td.append(v instanceof Node ? v : (typeof v === 'number' ? num(v) : (v ?? '')));
             return td;
           })));
@@ -148,24 +148,34 @@
     draw();
   }
 
-  // action is a button that runs fn, then reloads the page's data.
+  // action is a button that runs fn, then reloads the page's data. When fn
+  // resolves to a string, that is the notice shown; otherwise "done".
   function action(label, fn, cls) {
     return el('button', {
       type: 'button', text: label, class: cls || null, 'data-action': cls || label,
       onclick: async (e) => {
         e.target.disabled = true;
-        const ok = await guarded(async () => { await fn(); return true; });
+        const out = await guarded(async () => { const r = await fn(); return typeof r === 'string' ? r : t('done'); });
         e.target.disabled = false;
-        if (ok) { notice(t('done'), 'ok'); refresh(); }
+        if (out !== undefined) { notice(out, 'ok'); refresh(); }
       },
     });
   }
 
-  // withReason is an input for a reason and a button that sends it.
-  function withReason(label, fn, cls) {
-    const input = el('input', { placeholder: t('reason'), 'aria-label': t('reason'), class: 'reason' });
+  // withReason is an input for a reason (or another text, named by
+  // placeholder) and a button that sends it.
+  function withReason(label, fn, cls, placeholder) {
+    const hint = placeholder || t('reason');
+    const input = el('input', { placeholder: hint, 'aria-label': hint, class: 'reason' });
     const btn = action(label, () => fn(input.value), cls);
     return el('span', { class: 'row-actions' }, input, btn);
+  }
+
+  // proposed words what a grade or policy proposal did: applied at once,
+  // or pending an approver's verification.
+  function proposed(out) {
+    if (out && out.change) return t('done') + ': ' + out.change.id + ' · ' + out.change.state;
+    return t('done') + ': ' + ((out && out.name) || '') + ' · ' + ((out && out.grade) || '');
   }
 
   // ---- SVG charts ---------------------------------------------------------
@@ -335,7 +345,7 @@
       const f = e.target;
       await guarded(async () => {
         const out = await api('POST', `/v1/datasets/${encodeURIComponent(f.dataset.value)}/policy`, { policy: JSON.parse(f.policy.value), reason: f.reason.value });
-        notice(t('done') + ': ' + (out.state || out.id || ''), 'ok');
+        notice(proposed(out), 'ok');
         load();
       });
     });
@@ -344,7 +354,7 @@
       const f = e.target;
       await guarded(async () => {
         const out = await api('POST', `/v1/datasets/${encodeURIComponent(f.dataset.value)}/grade`, { grade: f.grade.value, reason: f.reason.value });
-        notice(t('done') + ': ' + (out.state || out.id || ''), 'ok');
+        notice(proposed(out), 'ok');
         load();
       });
     });
@@ -355,17 +365,29 @@
       form.append('manifest', f.manifest.value);
       form.append('table:' + f.table.value, f.file.files[0]);
       const bar = document.getElementById('upload-progress');
-      bar.hidden = false; bar.value = 0;
+      const submit = f.querySelector('button[type=submit]');
+      bar.hidden = false; bar.value = 0; bar.dataset.events = '0';
+      submit.disabled = true;
       const xhr = new XMLHttpRequest();
       xhr.open('POST', '/v1/datasets/upload');
       xhr.setRequestHeader('X-CSRF-Token', csrf);
-      xhr.upload.addEventListener('progress', (ev) => { if (ev.lengthComputable) bar.value = 100 * ev.loaded / ev.total; });
-      xhr.addEventListener('load', () => {
-        let msg = xhr.statusText;
-        try { const j = JSON.parse(xhr.responseText); msg = j.error ? j.error.message : (j.name || t('done')); } catch (_) { /* keep the status */ }
-        if (xhr.status >= 200 && xhr.status < 300) { notice(t('uploaded') + ': ' + msg, 'ok'); load(); } else { fail({ message: msg }); }
+      xhr.setRequestHeader('Accept', 'application/json');
+      xhr.upload.addEventListener('progress', (ev) => {
+        if (ev.lengthComputable) bar.value = 100 * ev.loaded / ev.total;
+        bar.dataset.events = String(Number(bar.dataset.events) + 1);
       });
-      xhr.addEventListener('error', () => fail({ message: xhr.statusText || 'upload failed' }));
+      // Sent: the gateway now checks, encrypts and loads the files.
+      xhr.upload.addEventListener('load', () => { bar.value = 100; notice(t('working'), 'ok'); });
+      xhr.addEventListener('load', () => {
+        submit.disabled = false;
+        let msg = xhr.statusText, code = '';
+        try {
+          const j = JSON.parse(xhr.responseText);
+          if (j.error) { msg = j.error.message; code = j.error.code; } else { msg = (j.dataset && j.dataset.name) || t('done'); }
+        } catch (_) { /* keep the status */ }
+        if (xhr.status >= 200 && xhr.status < 300) { notice(t('uploaded_dataset') + ': ' + msg, 'ok'); load(); } else { fail({ message: msg, code }); }
+      });
+      xhr.addEventListener('error', () => { submit.disabled = false; fail({ message: xhr.statusText || 'upload failed' }); });
       notice(t('working'), 'ok');
       xhr.send(form);
     });
@@ -389,7 +411,7 @@
           key: 'act', label: '', sort: false, cell: (r) => el('span', { class: 'row-actions' },
             action(t('verify'), async () => {
               const out = await api('POST', `/v1/access-requests/${r.id}/verify`);
-              notice(t('grant') + ' ' + out.grant_id, 'ok');
+              return t('grant') + ' ' + out.grant_id;
             }, 'verify'),
             withReason(t('reject'), (reason) => api('POST', `/v1/access-requests/${r.id}/reject`, { reason }), 'reject')),
         }]), reqs.filter((r) => r.state === 'approved'));
@@ -402,6 +424,7 @@
       if (pc) {
         table(document.getElementById('pending-protection'), [
           { key: 'id', label: t('id') }, { key: 'dataset', label: t('dataset') },
+          { key: 'grade', label: t('grade'), value: (c) => (c.proposed && c.proposed.grade) || '' },
           { key: 'lowers', label: t('lowers'), value: (c) => list(c.lowers) }, { key: 'reason', label: t('reason') },
           { key: 'proposed_by', label: t('proposed_by') }, { key: 'created_at', label: t('created'), value: (c) => when(c.created_at) },
           { key: 'act', label: '', sort: false, cell: (c) => el('span', { class: 'row-actions' },
@@ -416,7 +439,10 @@
           { key: 'roles', label: t('roles'), value: (c) => list(c.roles) }, { key: 'requested_by', label: t('by') },
           { key: 'created_at', label: t('created'), value: (c) => when(c.created_at) },
           { key: 'act', label: '', sort: false, cell: (c) => el('span', { class: 'row-actions' },
-            action(t('confirm'), () => api('POST', `/v1/person-changes/${c.id}/confirm`), 'confirm'),
+            action(t('confirm'), async () => {
+              const out = await api('POST', `/v1/person-changes/${c.id}/confirm`);
+              return out.confirmation_code ? t('confirmation_code') + ': ' + out.confirmation_code : t('done');
+            }, 'confirm'),
             withReason(t('reject'), (reason) => api('POST', `/v1/person-changes/${c.id}/reject`, { reason }), 'reject')) },
         ], (ch.person_changes || ch.changes || []).filter((c) => c.state === 'pending'));
       }
@@ -549,7 +575,7 @@
         { key: 'state', label: t('state') }, { key: 'handled_by', label: t('by') },
         { key: 'act', label: '', sort: false, cell: (a) => (a.state === 'open' ? el('span', { class: 'row-actions' },
           action(t('acknowledge'), () => api('POST', `/v1/alerts/${a.id}/ack`), 'ack'),
-          action(t('incident'), () => api('POST', `/v1/alerts/${a.id}/incident`, {}), 'incident')) : '') },
+          withReason(t('incident'), (summary) => api('POST', `/v1/alerts/${a.id}/incident`, { summary }), 'incident', t('summary'))) : '') },
       ], out.alerts || []);
     }
 
@@ -576,11 +602,19 @@
         const h = await guarded(() => get(`/v1/grants/${b.grant_id}/history`));
         if (h) hist.push(...(h.history || h.queries || h.points || []));
       }
+      const show = (q) => guarded(async () => {
+        showAnswer(await get('/v1/queries/' + encodeURIComponent(q.query_id)));
+        document.getElementById('answer-meta').scrollIntoView({ block: 'nearest' });
+      });
       table(document.getElementById('history'), [
         { key: 'time', label: t('time'), value: (q) => when(q.time) }, { key: 'grant_id', label: t('grant') },
-        { key: 'sql', label: t('sql') }, { key: 'epsilon', label: t('epsilon'), num: true }, { key: 'outcome', label: t('outcome') },
-        { key: 'act', label: '', sort: false, cell: (q) => el('button', { type: 'button', class: 'secondary', text: t('use'),
-          onclick: () => { document.getElementById('sql').value = q.sql; document.getElementById('epsilon').value = q.epsilon || 0.1; } }) },
+        { key: 'sql', label: t('sql'), value: (q) => q.sql,
+          cell: (q) => (q.answer_id ? el('a', { href: '#', class: 'past', text: q.sql, onclick: (e) => { e.preventDefault(); show(q); } }) : q.sql) },
+        { key: 'epsilon', label: t('epsilon'), num: true }, { key: 'outcome', label: t('outcome'), value: (q) => q.outcome + (q.cached ? ' ↺' : '') },
+        { key: 'act', label: '', sort: false, cell: (q) => el('span', { class: 'row-actions' },
+          q.answer_id ? el('button', { type: 'button', class: 'secondary show-answer', text: t('show_answer'), onclick: () => show(q) }) : null,
+          el('button', { type: 'button', class: 'secondary use', text: t('use'),
+            onclick: () => { document.getElementById('sql').value = q.sql; document.getElementById('epsilon').value = q.epsilon || 0.1; } })) },
       ], hist.slice().reverse());
       const rs = await guarded(() => get('/v1/access-requests'));
       if (rs) {
@@ -598,7 +632,16 @@
       const bits = [`${t('mechanism')}: ${p.mechanism || ''}`, `ε ${num(p.epsilon)}`, `k ${p.k ?? ''}`, `${t('suppressed')}: ${p.suppressed_groups ?? 0}`];
       if (a.budget) bits.push(`${t('budget_left')}: ${num(a.budget.epsilon_remaining)}`);
       if (a.cost) bits.push(`${t('cost')}: ε ${num(a.cost.epsilon)}`);
-      meta.replaceChildren(el('p', { id: 'answer-privacy', text: bits.join(' · ') }));
+      const parts = [];
+      if (a.history) {
+        parts.push(el('p', { id: 'answer-past' }, `${t('past_answer')} ${when(a.history.time)} · `, el('code', { text: a.history.sql })));
+      }
+      parts.push(el('p', { id: 'answer-privacy', text: bits.join(' · ') }));
+      if (a.receipt) {
+        parts.push(el('p', { id: 'answer-receipt', class: 'note', title: a.receipt.signature,
+          'data-digest': a.receipt.digest, text: `${t('receipt')}: ${a.receipt.query_id} · ${when(a.receipt.issued_at)} · SM3 ${a.receipt.digest}` }));
+      }
+      meta.replaceChildren(...parts);
       const answerHost = document.getElementById('answer');
       const chartHost = document.getElementById('answer-chart');
       if (a.dry_run) {
@@ -628,6 +671,7 @@
       const objs = rows.map((v, r) => ({ v, iv: intervals[r] }));
       table(answerHost, specs, objs, 20);
       answerHost.dataset.queryId = a.query_id || '';
+      answerHost.dataset.historyId = a.history ? a.history.query_id : '';
       const yi = aggregate.indexOf(true);
       const keys = cols.map((_, i) => i).filter((i) => !aggregate[i]);
       if (yi >= 0 && rows.length > 0) {
