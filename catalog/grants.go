@@ -348,9 +348,10 @@ func (s *Store) reserve(ctx context.Context, grantID string, epsilon, delta floa
 }
 
 // FinishQueryTx sets, inside tx, the outcome of a history line written by
-// ReserveFor.
-func (s *Store) FinishQueryTx(ctx context.Context, tx *sql.Tx, id, outcome string) error {
-	if _, err := tx.ExecContext(ctx, `UPDATE queries SET outcome = $1 WHERE id = $2`, outcome, id); err != nil {
+// ReserveFor and, when it released one, the answer it received.
+func (s *Store) FinishQueryTx(ctx context.Context, tx *sql.Tx, id, outcome, answerID string) error {
+	answer := sql.NullString{String: answerID, Valid: answerID != ""}
+	if _, err := tx.ExecContext(ctx, `UPDATE queries SET outcome = $1, answer_id = $3 WHERE id = $2`, outcome, id, answer); err != nil {
 		return fmt.Errorf("finish query %s: %w", id, err)
 	}
 	return nil
@@ -358,7 +359,7 @@ func (s *Store) FinishQueryTx(ctx context.Context, tx *sql.Tx, id, outcome strin
 
 // FinishQuery is FinishQueryTx in a transaction of its own.
 func (s *Store) FinishQuery(ctx context.Context, id, outcome string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error { return s.FinishQueryTx(ctx, tx, id, outcome) })
+	return s.tx(ctx, func(tx *sql.Tx) error { return s.FinishQueryTx(ctx, tx, id, outcome, "") })
 }
 
 func balanceOf(g Grant) Balance {

@@ -310,7 +310,7 @@ func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warn
 		}
 	}
 	if c.reserved {
-		err = st.FinishQueryTx(ctx, tx, c.rec.ID, c.rec.Outcome)
+		err = st.FinishQueryTx(ctx, tx, c.rec.ID, c.rec.Outcome, c.rec.AnswerID)
 	} else {
 		err = st.RecordQueryTx(ctx, tx, c.rec)
 	}
