@@ -223,3 +223,22 @@ func TestAnswerFormatNegotiation(t *testing.T) {
 		})
 	}
 }
+
+// TestDryRunRefused: until the gateway can estimate a query, a dry run is
+// refused, never run as a query that spends the budget.
+func TestDryRunRefused(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 300})
+	resp, body := postAs(t, env, "researcher_internal", "", "", map[string]any{"sql": "SELECT count(*) AS n FROM patients", "epsilon": 0.1, "dry_run": true})
+	var e errorBody
+	if err := json.Unmarshal(body, &e); err != nil || resp.StatusCode != 400 || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, "dry_run") {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	var b struct {
+		Budgets []struct {
+			EpsilonSpent float64 `json:"epsilon_spent"`
+		} `json:"budgets"`
+	}
+	if status, err := env.Do("GET", "/v1/budgets", "researcher_internal", nil, &b); err != nil || status != 200 || len(b.Budgets) == 0 || b.Budgets[0].EpsilonSpent != 0 {
+		t.Errorf("budgets after a dry run: %d %+v %v", status, b, err)
+	}
+}

@@ -19,11 +19,21 @@ func (s *Server) postQuery(c *gin.Context) {
 		s.refuse(c, p, "query", err)
 		return
 	}
-	var req release.Request
-	if err := c.ShouldBindJSON(&req); err != nil {
+	var body struct {
+		release.Request
+		DryRun bool `json:"dry_run"`
+	}
+	if err := c.ShouldBindJSON(&body); err != nil {
 		s.refuse(c, p, "query", badJSON(err))
 		return
 	}
+	if body.DryRun {
+		// Refused rather than ignored: ignoring it would run the query and
+		// spend the budget of a caller who asked for an estimate.
+		s.refuse(c, p, "query", fault.E(fault.Invalid, "dry_run is not offered by this gateway yet; nothing was run or spent; drop \"dry_run\" to run the query"))
+		return
+	}
+	req := body.Request
 	req.TokenID = tokenOf(ctx)
 	res, err := s.cfg.Release.Answer(ctx, p, req)
 	if err != nil {
