@@ -99,6 +99,7 @@ func answerFormat(c *gin.Context) (string, error) {
 
 // writeAnswer sends res in the shape media.
 func writeAnswer(c *gin.Context, media string, res *release.Result) error {
+	c.Header("Vary", "Accept")
 	if media == mediaJSON {
 		body, err := res.JSON()
 		if err != nil {

@@ -77,6 +77,9 @@ func TestAnswerFormats(t *testing.T) {
 	if err := json.Unmarshal([]byte(resp.Header.Get("Gateway-Budget")), &budget); err != nil || budget.EpsilonSpent != 0.5 {
 		t.Errorf("Gateway-Budget %q: %v", resp.Header.Get("Gateway-Budget"), err)
 	}
+	if resp.Header.Get("Vary") != "Accept" {
+		t.Errorf("Vary %q: caches must key answers on Accept", resp.Header.Get("Vary"))
+	}
 	queryID := resp.Header.Get("Gateway-Query-Id")
 	if queryID == "" || resp.Header.Get("Gateway-Cached") != "false" || resp.Header.Get("Gateway-Receipt") == "" {
 		t.Errorf("headers %v", resp.Header)
