@@ -1,7 +1,6 @@
 package api
 
 import (
-	"net/http"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -11,10 +10,15 @@ import (
 )
 
 // postQuery decodes a question, hands it to the release use case and sends
-// the answer as it was encoded once (release.Result.JSON).
+// the answer in the shape the caller asked for (see formats.go).
 func (s *Server) postQuery(c *gin.Context) {
 	ctx := c.Request.Context()
 	p := person(c)
+	media, err := answerFormat(c)
+	if err != nil {
+		s.refuse(c, p, "query", err)
+		return
+	}
 	var req release.Request
 	if err := c.ShouldBindJSON(&req); err != nil {
 		s.refuse(c, p, "query", badJSON(err))
@@ -29,12 +33,9 @@ func (s *Server) postQuery(c *gin.Context) {
 	if !res.Cached {
 		s.metrics.epsilon.WithLabelValues(strings.Join(res.Datasets, ",")).Add(res.Answer.Privacy.Epsilon)
 	}
-	body, err := res.JSON()
-	if err != nil {
+	if err := writeAnswer(c, media, res); err != nil {
 		s.fail(c, err)
-		return
 	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", body)
 }
 
 func badJSON(err error) error {

@@ -285,7 +285,7 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 		MaxRowsPerPatient: p.rowBound, SpecialGroups: q.Special,
 	}
 	sim := newSimulator()
-	var rows [][]any
+	rows := [][]any{} // an array even when every group is suppressed
 	for gi, key := range dom {
 		vals := sum[gi*len(qs) : (gi+1)*len(qs)]
 		if vals[0] < float64(p.K) {
