@@ -93,9 +93,15 @@
 //     decided by the key alone. Rows are sorted by the researcher's ORDER BY
 //     or by group key, never by data order. "rows" is [] when nothing is
 //     released.
-//   - Intervals and noise scales (privacy.columns): functions of epsilon,
-//     delta and the declared bounds, or simulations around released values
+//   - Intervals and noise scales (privacy.columns, and the per-cell
+//     intervals of Answer): functions of epsilon, delta and the declared
+//     bounds, or simulations around released values, clamped to the bounds
 //     (post-processing).
+//   - A dry run: the cost and the expected noise of the plan, from the SQL,
+//     the grant and the policy; it reads no data.
+//   - The same answer as CSV, Arrow IPC or Arrow Flight SQL, its headers and
+//     schema metadata, and a past answer read again by its recipient: the
+//     released answer, encoded otherwise.
 //   - suppressed_groups: without partition selection the candidates are
 //     the public domain or the one group, so it is the count of DP
 //     decisions not to release; with partition selection it is always 0,
@@ -114,7 +120,12 @@
 //     code (resource_limit) and one text whatever the cause, and keeps the
 //     charge: the refusal says only that the query was stopped, which the
 //     researcher's own SQL largely determines.
-//   - Budget figures: sums of the researcher's own charges.
+//   - Budget figures: sums of the researcher's own charges, and the history
+//     lines of their own queries (a charge that released nothing reads
+//     charged_not_released, or the refusal's code).
+//   - Refusals for the caller's own load (too_many_queries, rate_limited,
+//     a full Flight SQL ticket table) and for the gateway's health
+//     (unavailable): independent of the data.
 //   - Quota refusals: whether a release to another legal entity would
 //     reach the Article 11 line depends on which patients earlier releases
 //     touched; the rule is the regulation's own and is exact by law. The
