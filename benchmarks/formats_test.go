@@ -68,8 +68,12 @@ func BenchmarkAnswerFormats(b *testing.B) {
 }
 
 func fetchAnswer(b *testing.B, env *apitest.Env, accept string, eps float64) []byte {
+	return fetchSQL(b, env, formatsSQL, accept, eps)
+}
+
+func fetchSQL(b *testing.B, env *apitest.Env, sql, accept string, eps float64) []byte {
 	b.Helper()
-	q, _ := json.Marshal(map[string]any{"sql": formatsSQL, "epsilon": eps})
+	q, _ := json.Marshal(map[string]any{"sql": sql, "epsilon": eps})
 	req, err := http.NewRequest("POST", env.URL+"/v1/queries", bytes.NewReader(q))
 	if err != nil {
 		b.Fatal(err)
