@@ -48,9 +48,6 @@ type Config struct {
 	// that carry no valid token (enrolment included); over it they are
 	// refused with rate_limited. Default 30.
 	AnonymousPerMinute int
-	// MaxConcurrentQueries caps the queries one person may have running
-	// at once; more are refused with too_many_queries. Default 4.
-	MaxConcurrentQueries int
 	// SessionTTL is a console session's longest life and SessionIdle how
 	// long it lasts without a request (defaults 8 hours and 30 minutes).
 	SessionTTL, SessionIdle time.Duration
@@ -65,7 +62,6 @@ type Server struct {
 	engine    *gin.Engine
 	metrics   *metrics
 	anonymous *limiter
-	running   *running
 	sessions  *console.Sessions
 }
 
@@ -83,13 +79,10 @@ func New(cfg Config) *Server {
 	if cfg.AnonymousPerMinute <= 0 {
 		cfg.AnonymousPerMinute = 30
 	}
-	if cfg.MaxConcurrentQueries <= 0 {
-		cfg.MaxConcurrentQueries = 4
-	}
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
 	g.Use(gin.Recovery())
-	s := &Server{cfg: cfg, engine: g, metrics: newMetrics(), anonymous: newLimiter(cfg.AnonymousPerMinute, time.Minute, 10000), running: newRunning(cfg.MaxConcurrentQueries)}
+	s := &Server{cfg: cfg, engine: g, metrics: newMetrics(), anonymous: newLimiter(cfg.AnonymousPerMinute, time.Minute, 10000)}
 	g.Use(s.metrics.middleware)
 	// Metrics name routes and datasets; only operators (admins) and
 	// auditors read them here. MetricsHandler serves them on a separate
@@ -104,7 +97,7 @@ func New(cfg Config) *Server {
 	g.POST("/v1/enrol", s.limitBody, s.enrol)
 
 	v1 := g.Group("/v1", s.limitBody, s.authenticate)
-	v1.POST("/queries", s.require(catalog.Researcher), s.limitQueries, s.postQuery)
+	v1.POST("/queries", s.require(catalog.Researcher), s.postQuery)
 	v1.GET("/queries/:id", s.require(catalog.Researcher), s.getQuery)
 	v1.GET("/budgets", s.require(catalog.Researcher, catalog.Auditor), s.getBudgets)
 	v1.GET("/datasets", s.getDatasets)

@@ -80,7 +80,7 @@ func BenchmarkLargeAnswer(b *testing.B) {
 // to it.
 func flightClient(b *testing.B, env *apitest.Env) *flightsql.Client {
 	b.Helper()
-	srv, err := flight.New(flight.Config{Store: env.Store, Release: env.Release, Audit: env.Audit, MaxConcurrentQueries: 64})
+	srv, err := flight.New(flight.Config{Store: env.Store, Release: env.Release, Audit: env.Audit})
 	if err != nil {
 		b.Fatal(err)
 	}

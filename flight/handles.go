@@ -107,30 +107,3 @@ func (h *handles[T]) prune() {
 		}
 	}
 }
-
-// running counts each person's queries in flight.
-type running struct {
-	mu  sync.Mutex
-	max int
-	n   map[string]int
-}
-
-func newRunning(max int) *running { return &running{max: max, n: map[string]int{}} }
-
-func (r *running) acquire(person string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.n[person] >= r.max {
-		return false
-	}
-	r.n[person]++
-	return true
-}
-
-func (r *running) release(person string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.n[person]--; r.n[person] <= 0 {
-		delete(r.n, person)
-	}
-}

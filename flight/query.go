@@ -81,12 +81,6 @@ func (s *Server) ask(ctx context.Context, sqlText string, desc *flight.FlightDes
 		return nil, s.fail(ctx, err)
 	}
 	req.TokenID = c.tokenID
-	if !s.running.acquire(c.person.ID) {
-		err := fault.E(fault.TooManyQueries, "you already have %d queries running, the most one person may; send the next when one has answered", s.running.max)
-		s.audit(ctx, c, "query", fault.KindOf(err).Code(), map[string]any{"message": fault.Message(err)})
-		return nil, s.fail(ctx, err)
-	}
-	defer s.running.release(c.person.ID)
 	// Room for the answer is made before the release, so that a full
 	// server refuses before any budget is spent.
 	if err := s.answers.reserve(); err != nil {

@@ -31,9 +31,6 @@ type Config struct {
 	Log   *slog.Logger
 	// Version is the gateway's version, told to clients in GetSqlInfo.
 	Version string
-	// MaxConcurrentQueries caps the queries one person may have running
-	// at once; more are refused with too_many_queries. Default 4.
-	MaxConcurrentQueries int
 	// TicketTTL is how long an answer waits for its DoGet, and MaxPending
 	// how many answers (and, apart, prepared statements) may wait at once.
 	// Defaults 5 minutes and 1024.
@@ -48,16 +45,12 @@ type Server struct {
 	cfg      Config
 	answers  *handles[pendingAnswer]
 	prepared *handles[string]
-	running  *running
 }
 
 // New builds the service.
 func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
-	}
-	if cfg.MaxConcurrentQueries <= 0 {
-		cfg.MaxConcurrentQueries = 4
 	}
 	if cfg.TicketTTL <= 0 {
 		cfg.TicketTTL = 5 * time.Minute
@@ -69,7 +62,6 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		answers:  newHandles[pendingAnswer]("answers are waiting to be fetched", cfg.MaxPending, cfg.TicketTTL),
 		prepared: newHandles[string]("prepared statements are open", cfg.MaxPending, time.Hour),
-		running:  newRunning(cfg.MaxConcurrentQueries),
 	}
 	s.Alloc = memory.DefaultAllocator
 	if err := s.registerSQLInfo(); err != nil {

@@ -44,6 +44,10 @@ func (s *Service) Answer(ctx context.Context, p catalog.Person, req Request) (*R
 }
 
 func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr *trace) (*Result, error) {
+	if err := s.running.acquire(p.ID); err != nil {
+		return nil, err
+	}
+	defer s.running.release(p.ID)
 	adm, err := s.admit(ctx, p, req.SQL, req.GrantID, tr)
 	if err != nil {
 		return nil, fault.In("release.admit", err)

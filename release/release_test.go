@@ -118,3 +118,27 @@ func TestRunIsOneRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentQueryCap: a person with as many queries running as the cap
+// allows is refused the next with too_many_queries before anything is
+// read, whatever adapter it came through; others are not; a place frees
+// when a query ends.
+func TestConcurrentQueryCap(t *testing.T) {
+	s := New(Config{MaxConcurrentQueries: 2})
+	alice := catalog.Person{ID: "alice", Roles: []catalog.PersonRole{catalog.Researcher}}
+	for range 2 {
+		if err := s.running.acquire("alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Answer(context.Background(), alice, Request{SQL: "SELECT count(*) FROM patients"}); fault.KindOf(err) != fault.TooManyQueries {
+		t.Fatalf("a third query: %v", err)
+	}
+	if err := s.running.acquire("bob"); err != nil {
+		t.Errorf("another person: %v", err)
+	}
+	s.running.release("alice")
+	if err := s.running.acquire("alice"); err != nil {
+		t.Errorf("after one ended: %v", err)
+	}
+}

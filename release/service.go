@@ -35,12 +35,17 @@ type Config struct {
 	// GradeRules bound every dataset's policy by its grade; nil means
 	// policy.DefaultGradeRules.
 	GradeRules policy.GradeRules
-	Log        *slog.Logger
+	// MaxConcurrentQueries caps the queries one person may have running
+	// at once, over every adapter; more are refused with
+	// too_many_queries. Default 4.
+	MaxConcurrentQueries int
+	Log                  *slog.Logger
 }
 
 // Service runs releases.
 type Service struct {
-	cfg Config
+	cfg     Config
+	running *running
 }
 
 // New returns the use case over cfg.
@@ -54,7 +59,10 @@ func New(cfg Config) *Service {
 	if cfg.GradeRules == nil {
 		cfg.GradeRules = policy.DefaultGradeRules()
 	}
-	return &Service{cfg: cfg}
+	if cfg.MaxConcurrentQueries <= 0 {
+		cfg.MaxConcurrentQueries = 4
+	}
+	return &Service{cfg: cfg, running: newRunning(cfg.MaxConcurrentQueries)}
 }
 
 // Request is a researcher's question.

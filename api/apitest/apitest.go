@@ -218,14 +218,14 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(al.Close)
-	rcfg := release.Config{Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, Signer: signer, QueryTimeout: o.Timeout, Limits: o.Limits}
-	cfg := api.Config{Store: store, Audit: log, Quota: q, Registrar: reg, Alerts: al, AnonymousPerMinute: o.AnonymousPerMinute,
+	rcfg := release.Config{Store: store, Engine: eng, Audit: log, Quota: q, Alerts: al, Signer: signer, QueryTimeout: o.Timeout, Limits: o.Limits,
 		MaxConcurrentQueries: o.MaxConcurrentQueries}
-	if cfg.MaxConcurrentQueries == 0 {
+	if rcfg.MaxConcurrentQueries == 0 {
 		// Tests fire bursts of one person's queries at once to look for
 		// races; the per-person cap has its own test.
-		cfg.MaxConcurrentQueries = 1 << 10
+		rcfg.MaxConcurrentQueries = 1 << 10
 	}
+	cfg := api.Config{Store: store, Audit: log, Quota: q, Registrar: reg, Alerts: al, AnonymousPerMinute: o.AnonymousPerMinute}
 	if o.Bare {
 		cfg.Audit, cfg.Quota, cfg.Alerts = nil, nil, nil
 		rcfg.Audit, rcfg.Quota, rcfg.Alerts = nil, nil, nil

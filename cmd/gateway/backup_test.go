@@ -15,38 +15,6 @@ import (
 	"time"
 )
 
-// startDemoWith runs demo with extra flags until the returned stop.
-func startDemoWith(t *testing.T, addr string, args ...string) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{"demo", "--addr", addr, "--patients", "2000"}, args...), io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("demo exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("demo did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("demo: %v", err)
-		}
-	}
-}
-
 // TestBackupRestore backs a gateway up during a burst of queries, restores
 // it into a new directory, and checks that the restored audit log
 // verifies, that the restored history adds up to the restored budget, and
@@ -55,7 +23,7 @@ func TestBackupRestore(t *testing.T) {
 	root := t.TempDir()
 	dir, keys := filepath.Join(root, "data"), filepath.Join(root, "keys")
 	addr := freeAddr(t)
-	stop := startDemoWith(t, addr, "--dir", dir, "--keys", keys)
+	stop := startDemo(t, dir, addr, "--keys", keys)
 	b, err := os.ReadFile(filepath.Join(dir, "demo-credentials.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +92,7 @@ func TestBackupRestore(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(restored, "demo-credentials.json"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stop = startDemoWith(t, addr, "--dir", restored, "--keys", keys)
+	stop = startDemo(t, restored, addr, "--keys", keys)
 	defer stop()
 	status, again := post(t, c, "researcher_internal", first)
 	if status != 200 || again["cached"] != true || again["query_id"] != before["query_id"] || fmt.Sprint(again["rows"]) != fmt.Sprint(before["rows"]) {
