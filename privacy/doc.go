@@ -79,7 +79,11 @@
 // is then post-processing of the released value); otherwise it is a
 // quantity of its own and takes its share of epsilon. Bounded by rank with
 // several groups per patient, it counts the patients whose rank-1 row is in
-// the group, which changes in one group only.
+// the group, which changes in one group only. A federated answer decides the
+// k rule on the pooled noisy patient count alone (no hospital sees another's
+// exact count): that is post-processing of DP values, so it stays DP, but a
+// group of fewer than k patients can appear there with the probability that
+// the noise lifts its count to k.
 //
 // # Everything a request can observe
 //
