@@ -1,0 +1,107 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/hospital/gateway/api/apitest"
+)
+
+// utilityQueries are the shapes a study asks, on the demo's synthetic
+// hospital with its long tail of heavy patients.
+var utilityQueries = []struct{ name, sql string }{
+	{"count by department", "SELECT department, count(*) AS v FROM encounters GROUP BY department"},
+	{"sum of cost by province", "SELECT p.province, sum(e.cost_yuan) AS v FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.province"},
+	{"patients by department", "SELECT department, count(DISTINCT patient_id) AS v FROM encounters GROUP BY department"},
+	{"count by sex", "SELECT sex, count(*) AS v FROM patients GROUP BY sex"},
+	{"mean age by province", "SELECT province, avg(age) AS v FROM patients GROUP BY province"},
+	{"mean stay by department", "SELECT department, avg(length_of_stay_days) AS v FROM encounters GROUP BY department"},
+	{"median cost by sex", "SELECT p.sex, median(e.cost_yuan) AS v FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.sex"},
+	{"filtered count by department", "SELECT department, count(*) AS v FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
+}
+
+// BenchmarkUtility measures what researchers get: for each query shape and
+// epsilon, the gateway's answers against the exact answers of DuckDB over
+// the same data (computed here, where the harness may), over b.N fresh
+// releases: the median relative error of released cells, the share of
+// cells whose interval holds the exact value, and the share of exact groups
+// not released. It reports; it does not judge.
+//
+//	go test ./benchmarks -run x -bench Utility -benchtime 5x
+func BenchmarkUtility(b *testing.B) {
+	env := apitest.New(b, apitest.Options{Patients: 100000, Epsilon: 100})
+	ctx := context.Background()
+	for _, eps := range []float64{0.1, 0.5, 0.99} { // 0.99: fresh costs may not pass the core cap of 1
+		for _, q := range utilityQueries {
+			b.Run(fmt.Sprintf("eps%.2f/%s", eps, q.name), func(b *testing.B) {
+				exact, err := env.Engine.Query(ctx, raw(q.sql), 100000)
+				if err != nil {
+					b.Fatal(err)
+				}
+				truth := map[string]float64{}
+				for _, r := range exact.Rows {
+					truth[fmt.Sprint(r[0])] = toNumber(r[1])
+				}
+				var errs []float64
+				held, cells, lost := 0, 0, 0
+				for i := 0; i < b.N; i++ {
+					var a struct {
+						Rows      [][]any `json:"rows"`
+						Intervals [][]any `json:"intervals"`
+					}
+					status, err := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{"sql": q.sql, "epsilon": fresh(eps, i)}, &a)
+					if err != nil || status != 200 {
+						b.Fatalf("%s: %d %v", q.sql, status, err)
+					}
+					released := map[string]bool{}
+					for j, r := range a.Rows {
+						key := fmt.Sprint(r[0])
+						released[key] = true
+						want, ok := truth[key]
+						if !ok {
+							continue
+						}
+						got := toNumber(r[1])
+						cells++
+						if want != 0 {
+							errs = append(errs, math.Abs(got-want)/math.Abs(want))
+						}
+						if iv, ok := a.Intervals[j][1].([]any); ok && toNumber(iv[0]) <= want && want <= toNumber(iv[1]) {
+							held++
+						}
+					}
+					for k := range truth {
+						if !released[k] {
+							lost++
+						}
+					}
+				}
+				slices.Sort(errs)
+				if len(errs) > 0 {
+					b.ReportMetric(100*errs[len(errs)/2], "median-rel-err-%")
+				}
+				if cells > 0 {
+					b.ReportMetric(100*float64(held)/float64(cells), "coverage-%")
+				}
+				b.ReportMetric(100*float64(lost)/float64(len(truth)*b.N), "groups-lost-%")
+			})
+		}
+	}
+}
+
+func toNumber(v any) float64 {
+	switch x := v.(type) {
+	case float64:
+		return x
+	case int64:
+		return float64(x)
+	case int32:
+		return float64(x)
+	case uint64:
+		return float64(x)
+	}
+	return math.NaN()
+}
