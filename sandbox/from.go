@@ -199,6 +199,9 @@ func (a *analyzer) joinCondition(t node, first, mid int) error {
 			rewritten = append(rewritten, c)
 			continue
 		}
+		if a.unitsEqual(c) {
+			return reject("this join's condition equates the privacy units of tables that are already joined; join the new table on its own unit, as in ON a.patient_id = b.patient_id")
+		}
 		if err := a.expr(c, "JOIN condition"); err != nil {
 			return err
 		}
@@ -234,6 +237,21 @@ func (a *analyzer) unitEquality(c node, first, mid int) bool {
 	left := func(i int) bool { return i >= first && i < mid }
 	right := func(i int) bool { return i >= mid }
 	return (left(lr) && right(rr)) || (right(lr) && left(rr))
+}
+
+// unitsEqual reports whether c equates two privacy-unit columns, whichever
+// tables they are of.
+func (a *analyzer) unitsEqual(c node) bool {
+	if str(c, "type") != "COMPARE_EQUAL" {
+		return false
+	}
+	l, r := obj(c, "left"), obj(c, "right")
+	if str(l, "class") != "COLUMN_REF" || str(r, "class") != "COLUMN_REF" {
+		return false
+	}
+	lc, _, err1 := a.resolve(strs(l, "column_names"), "JOIN condition")
+	rc, _, err2 := a.resolve(strs(r, "column_names"), "JOIN condition")
+	return err1 == nil && err2 == nil && lc.Role == policy.Unit && rc.Role == policy.Unit
 }
 
 // resolveStrict resolves a column reference of a join condition to exactly
