@@ -292,15 +292,15 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 			report.SuppressedGroups++
 			continue
 		}
-		rows = append(rows, p.protectRow(&report, func(g int) any { return key[g] }, func(j int) (any, ColumnReport) {
-			return p.combineAgg(sim, j, vals, at, pooled)
+		rows = append(rows, p.protectRow(&report, func(g int) any { return key[g] }, func(j int) cell {
+			v, cr := p.combineAgg(sim, j, vals, at, pooled)
+			return cell{v: v, cr: cr}
 		}))
 	}
 	p.reportUnseen(&report, func(j int) ColumnReport {
 		_, cr := p.combineAgg(sim, j, make([]float64, len(qs)), at, pooled)
 		return cr
 	})
-	rows, intervals := p.split(p.arrange(rows))
 	var cols []engine.Column
 	for _, o := range q.Outputs {
 		c := engine.Column{Name: o.Name, Type: "DOUBLE"}
@@ -311,7 +311,7 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 		}
 		cols = append(cols, c)
 	}
-	return &Answer{Columns: cols, Rows: rows, Intervals: intervals, Privacy: report}, nil
+	return p.answer(cols, rows, report), nil
 }
 
 // combineAgg derives one aggregate of one group from the pooled values.

@@ -55,6 +55,18 @@ func (p *Plan) Sensitivities() map[string]Sensitivity {
 		case sandbox.Quantile:
 			out[fmt.Sprintf("__hv%d", j)] = Sensitivity{G, c}
 		}
+		if p.biasEstimated(a) {
+			cut := float64(p.boundMax - p.contribution.Bound)
+			switch a.Kind {
+			case sandbox.Count:
+				out[fmt.Sprintf("__dc%d", j)] = Sensitivity{G, cut}
+			case sandbox.Sum:
+				out[fmt.Sprintf("__ds%d", j)] = Sensitivity{G, cut * math.Max(math.Abs(a.Min), math.Abs(a.Max))}
+			case sandbox.Avg:
+				out[fmt.Sprintf("__dc%d", j)] = Sensitivity{G, cut}
+				out[fmt.Sprintf("__ds%d", j)] = Sensitivity{G, cut * half}
+			}
+		}
 	}
 	return out
 }
@@ -136,12 +148,45 @@ type Plan struct {
 	epsEach       float64   // noise epsilon per noised quantity
 	deltaEach     float64   // Gaussian delta per noised quantity
 	psDelta       float64   // threshold delta of partition selection
+
+	// The contribution bound (see bound.go): its maximum from the policy,
+	// whether it is still to be chosen, and the epsilons of the choice,
+	// of the values and of each bias estimate.
+	contribution   Contribution
+	boundMax       int64
+	choosing       bool
+	noiseEps       float64 // the query's epsilon after the special-group share
+	boundEps       float64 // spent on choosing the bound
+	valueEps       float64 // left for the values, the k rule and the bias estimates
+	deltaTotal     float64 // the Gaussian delta asked for
+	biasQuantities int     // noised bias quantities per group
+	epsBias        float64 // Laplace epsilon of each bias quantity
 }
 
-// NewPlan plans q at the requested cost. Epsilon and delta come from the
-// researcher (or the grant's default); the plan fails with query_rejected
-// when they are out of range.
+// Options are what a researcher may set about a plan besides its cost.
+type Options struct {
+	// Bound is the contribution bound asked for (0: none), at most the
+	// policy's maximum.
+	Bound int64
+	// Choose has the bound chosen from a noisy histogram of rows per
+	// patient (Plan.Choose) when Bound is 0 and the query reads a table
+	// with several rows per patient; otherwise the bound is the maximum.
+	Choose bool
+}
+
+// NewPlan plans q at the requested cost, with the policy's maximum
+// contribution bound. Epsilon and delta come from the researcher (or the
+// grant's default); the plan fails with query_rejected when they are out of
+// range.
 func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
+	return NewPlanWith(q, want, Options{}, limits)
+}
+
+// NewPlanWith plans q at the requested cost with the researcher's options.
+// A plan whose bound is to be chosen is ready to run at the maximum bound
+// (its SQL binds like the final one) and must be given its rank counts with
+// Choose, after its cost is reserved, before it runs.
+func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan, error) {
 	limits = limits.withDefaults()
 	if want.Epsilon <= 0 || math.IsNaN(want.Epsilon) || math.IsInf(want.Epsilon, 0) {
 		return nil, fault.E(fault.Invalid, "epsilon must be a positive number")
@@ -245,15 +290,53 @@ func NewPlan(q *sandbox.Query, want Cost, limits Limits) (*Plan, error) {
 		// is in the group: each patient is counted in one group only.
 		p.thresholdL0 = 1
 	}
-	p.epsEach = noiseEps / float64(p.quantities)
-	if want.Delta > 0 {
-		p.deltaEach = want.Delta / float64(p.quantities)
-		p.psDelta = p.deltaEach
-	}
 	p.Cost = cost
+	p.noiseEps, p.valueEps, p.deltaTotal = noiseEps, noiseEps, want.Delta
+	bound := int64(0)
+	if !q.PerUnitRows {
+		c := &p.contribution
+		c.PerPatient = p.rowBound > 0
+		p.boundMax = p.rowsPerGroup
+		if c.PerPatient {
+			p.boundMax = p.rowBound
+		}
+		c.Max, c.ChosenBy = p.boundMax, "policy"
+		switch {
+		case opt.Bound > 0:
+			if err := requestBound(opt.Bound, p.boundMax, c.PerPatient); err != nil {
+				return nil, err
+			}
+			bound, c.ChosenBy = opt.Bound, "request"
+		case opt.Choose && p.boundMax > 1 && q.Counted != nil && p.boundMax+1 < engine.MaxRank:
+			p.choosing, c.ChosenBy = true, "dp_quantile"
+			p.boundEps = noiseEps * BoundShare
+			p.valueEps = noiseEps - p.boundEps
+			c.Epsilon = p.boundEps * p.epsilonFactor()
+		}
+	}
+	if bound == 0 {
+		bound = p.boundMax
+	}
+	if q.PerUnitRows {
+		p.epsEach = noiseEps / float64(p.quantities)
+		if want.Delta > 0 {
+			p.deltaEach = want.Delta / float64(p.quantities)
+			p.psDelta = p.deltaEach
+		}
+	} else {
+		p.setBound(bound)
+	}
 	p.salt = randomSalt()
-	p.SQL = p.sql(p.salt)
+	p.rebuild()
 	return p, nil
+}
+
+// rebuild writes the plan's SQL for its current bound.
+func (p *Plan) rebuild() {
+	p.SQL = p.sql(p.salt)
+	if p.units != nil {
+		p.SQL = fmt.Sprintf("SELECT * EXCLUDE (__bits), CASE WHEN row_number() OVER () = 1 THEN (bit_or(__bits) OVER ())::VARCHAR END AS __units FROM (%s)", p.SQL)
+	}
 }
 
 // NewExactPlan plans q for an exact, small-cell-suppressed answer: no
@@ -298,8 +381,7 @@ func checkGroups(q *sandbox.Query, max int) error {
 // measure, computed in the same pass as the answer.
 func (p *Plan) MeasureUnits(lo, hi int64) {
 	p.units = &[2]int64{lo, hi}
-	p.SQL = fmt.Sprintf("SELECT * EXCLUDE (__bits), CASE WHEN row_number() OVER () = 1 THEN (bit_or(__bits) OVER ())::VARCHAR END AS __units FROM (%s)",
-		p.sql(p.salt))
+	p.rebuild()
 }
 
 func (p *Plan) unitBits() string {
@@ -372,18 +454,26 @@ func (p *Plan) sql(salt uint32) string {
 	case q.PerUnitRows:
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", true, nil))
 	case p.rowBound > 0:
+		from, where, keep := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}, ""
+		if p.biasQuantities > 0 {
+			// Rows ranked above the bound, up to the maximum, are what the
+			// bound cuts: they feed the bias estimates only.
+			from = fmt.Sprintf("(SELECT *, __rk <= %d AS __keep FROM __base)", p.rowBound)
+			where = []string{fmt.Sprintf("__rk <= %d", p.boundMax)}
+			keep = " FILTER (WHERE __keep)"
+		}
 		users, summable := "count(*) FILTER (WHERE __rk = 1)", true
 		if p.groupsPerUnit > 1 {
 			p.kUsers = true
 			summable = false
 			// Exact below k, cheaper than a distinct count; the lists are
 			// kept per group, so their total size is capped.
-			users = "count(DISTINCT __pu)"
+			users = "count(DISTINCT __pu)" + keep
 			if n := int64(max(p.K, 1)) * p.rowBound; n*p.domain <= maxSmallestIDs {
-				users = fmt.Sprintf("len(list_distinct(min(__pu, %d)))", n)
+				users = fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
 			}
 		}
-		b.WriteString(p.rowAggregate("__base", groups, users, summable, []string{fmt.Sprintf("__rk <= %d", p.rowBound)}))
+		b.WriteString(p.rowAggregate(from, groups, users, summable, where))
 	case !hasQuantile:
 		b.WriteString(p.partialAggregate(groups, salt))
 	default:
@@ -459,22 +549,37 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		return fmt.Sprintf("least(%d, floor((%s - %s) / %s * %d))::INTEGER", treeLeaves-1,
 			clampSQL(fmt.Sprintf("TRY_CAST(__a%d AS DOUBLE)", j), a.Min, a.Max), num(a.Min), num(width), treeLeaves)
 	}
+	// keep restricts the values to the rows within the bound when rows
+	// beyond it are read for the bias estimates (cut).
+	keep, cut := "", ""
+	if p.rowBound > 0 && p.biasQuantities > 0 {
+		keep, cut = " FILTER (WHERE __keep)", " FILTER (WHERE NOT __keep)"
+	}
 	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
 		clamped := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", a.Min, a.Max)
 		mid := num((a.Min + a.Max) / 2)
 		switch a.Kind {
 		case sandbox.Count:
-			cols = append(cols, aggCol{fmt.Sprintf("count(%s)", arg), fmt.Sprintf("__c%d", j), addCounts})
+			cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, keep), fmt.Sprintf("__c%d", j), addCounts})
+			if cut != "" {
+				cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, cut), fmt.Sprintf("__dc%d", j), addCounts})
+			}
 		case sandbox.CountUnits:
 			cols = append(cols, aggCol{users, fmt.Sprintf("__c%d", j), addCounts})
 		case sandbox.Sum:
-			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s), 0)", clamped), fmt.Sprintf("__s%d", j), addSums})
+			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s)%s, 0)", clamped, keep), fmt.Sprintf("__s%d", j), addSums})
+			if cut != "" {
+				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s)%s, 0)", clamped, cut), fmt.Sprintf("__ds%d", j), addSums})
+			}
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
-			cols = append(cols, aggCol{fmt.Sprintf("count(%s)", arg), fmt.Sprintf("__c%d", j), addCounts})
-			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s), 0)", clamped, mid), fmt.Sprintf("__s%d", j), addSums})
+			cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, keep), fmt.Sprintf("__c%d", j), addCounts})
+			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s)%s, 0)", clamped, mid, keep), fmt.Sprintf("__s%d", j), addSums})
 			if a.Kind != sandbox.Avg {
-				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0)", clamped, mid, clamped, mid), fmt.Sprintf("__q%d", j), addSums})
+				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s))%s, 0)", clamped, mid, clamped, mid, keep), fmt.Sprintf("__q%d", j), addSums})
+			} else if cut != "" {
+				cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, cut), fmt.Sprintf("__dc%d", j), addCounts})
+				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s)%s, 0)", clamped, mid, cut), fmt.Sprintf("__ds%d", j), addSums})
 			}
 		case sandbox.Quantile:
 			if twoLevel {
@@ -534,11 +639,20 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		case sandbox.Count:
 			partial = append(partial, fmt.Sprintf("count(%s) AS __pc%d", arg, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
+			if p.biasQuantities > 0 {
+				// The rows the bound cut, up to the maximum per group.
+				final = append(final, fmt.Sprintf("coalesce(sum(least(greatest(__pc%d - %d, 0), %d)), 0)::BIGINT AS __dc%d", j, p.rowsPerGroup, p.boundMax-p.rowsPerGroup, j))
+			}
 		case sandbox.CountUnits:
 			final = append(final, fmt.Sprintf("count(*) AS __c%d", j))
 		case sandbox.Sum:
 			partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS __ps%d", clamped, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
+			if p.biasQuantities > 0 {
+				M := float64(p.boundMax)
+				ps := fmt.Sprintf("__ps%d", j)
+				final = append(final, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __ds%d", clampSQL(ps, M*math.Min(a.Min, 0), M*math.Max(a.Max, 0)), clampSQL(ps, C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
+			}
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 			// A patient with n > MaxRows rows in the group counts as
 			// MaxRows rows, so their sums are scaled by MaxRows/n: they

@@ -43,6 +43,9 @@ type Report struct {
 	MaxRowsPerPatient  int64 `json:"max_rows_per_patient,omitempty"`
 	PartitionSelection bool  `json:"partition_selection"`
 	SpecialGroups      bool  `json:"special_groups"`
+	// Contribution is how the contribution bound was set (absent when
+	// every table read has one row per patient).
+	Contribution *Contribution `json:"contribution,omitempty"`
 }
 
 // Answer is a protected answer.
@@ -50,12 +53,33 @@ type Answer struct {
 	Columns []engine.Column `json:"columns"`
 	Rows    [][]any         `json:"rows"`
 	// Intervals is shaped like Rows: null for a group key, and for each
-	// aggregate cell [low, high], the released value plus or minus the
-	// half-width of the noise's 95% interval (clamped to what the bounds
-	// allow). It covers the noise only, not the bias of contribution
-	// bounding (rows a heavy patient had cut), which is not yet estimated.
+	// aggregate cell [low, high], a 95% interval for the exact answer: the
+	// noise's interval around the released value and, where the
+	// contribution bound cut rows, the interval of the value plus the
+	// estimated cut (each part at 97.5%, so both hold together at 95% or
+	// more), clamped to what the bounds allow. Rows beyond the policy's
+	// maximum are not covered (see Contribution.PatientsOverMax).
 	Intervals [][]any `json:"intervals"`
-	Privacy   Report  `json:"privacy"`
+	// Bias is shaped like Rows: null for a group key and for a cell whose
+	// aggregate gets no estimate, else the noisy estimate of how far the
+	// contribution bound moved the value (exact answer minus the bounded
+	// one, within the policy's maximum): rows cut for a count, the value
+	// cut for a sum, the shift of the mean for an average.
+	Bias [][]any `json:"bias"`
+	// Flags is shaped like Rows: null, or the notes on a cell:
+	// "wide_interval" when its interval is wider than its value.
+	Flags   [][]any `json:"flags"`
+	Privacy Report  `json:"privacy"`
+}
+
+// cell is one released aggregate value, its column report, its interval
+// when it is not the noise's alone, and its bias estimate (nil for none).
+type cell struct {
+	v      any
+	cr     ColumnReport
+	lo, hi float64
+	own    bool // lo and hi are set
+	bias   any
 }
 
 type mech struct {
@@ -101,18 +125,25 @@ func (m mech) float(x float64, l0 int64, linf, eps float64) float64 {
 }
 
 func (m mech) ci(noised float64, l0 int64, linf, eps float64) float64 {
+	return m.ciAt(noised, l0, linf, eps, 0.05)
+}
+
+// ciAt is the half-width of the noise's interval at confidence 1-alpha.
+func (m mech) ciAt(noised float64, l0 int64, linf, eps, alpha float64) float64 {
 	if m.exact {
 		return 0
 	}
-	ci, err := m.n.ComputeConfidenceIntervalFloat64(noised, l0, linf, eps, m.delta, 0.05)
+	ci, err := m.n.ComputeConfidenceIntervalFloat64(noised, l0, linf, eps, m.delta, alpha)
 	if err != nil {
 		return math.NaN()
 	}
 	return (ci.UpperBound - ci.LowerBound) / 2
 }
 
-// aggColumns locates each aggregate's columns in the engine result.
-type aggCols struct{ c, s, q, hk, hv int }
+// aggColumns locates each aggregate's columns in the engine result: its
+// count, sum, sum of squares, histogram, and the count and sum the
+// contribution bound cut.
+type aggCols struct{ c, s, q, hk, hv, dc, ds int }
 
 // Release noises res, the result of p.SQL, into the protected answer.
 func (p *Plan) Release(res *engine.Result) (*Answer, error) {
@@ -129,7 +160,11 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 	}
 	ac := make([]aggCols, len(q.Aggs))
 	for j := range q.Aggs {
-		ac[j] = aggCols{col(fmt.Sprintf("__c%d", j)), col(fmt.Sprintf("__s%d", j)), col(fmt.Sprintf("__q%d", j)), col(fmt.Sprintf("__hk%d", j)), col(fmt.Sprintf("__hv%d", j))}
+		ac[j] = aggCols{col(fmt.Sprintf("__c%d", j)), col(fmt.Sprintf("__s%d", j)), col(fmt.Sprintf("__q%d", j)), col(fmt.Sprintf("__hk%d", j)), col(fmt.Sprintf("__hv%d", j)),
+			col(fmt.Sprintf("__dc%d", j)), col(fmt.Sprintf("__ds%d", j))}
+		if p.biasEstimated(q.Aggs[j]) && ac[j].dc < 0 && ac[j].ds < 0 {
+			return nil, fmt.Errorf("release: result lacks the bias columns of aggregate %d", j)
+		}
 	}
 	usersCol := col("__users")
 	if usersCol < 0 {
@@ -197,19 +232,27 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 			}
 			continue
 		}
-		out = append(out, p.protectRow(&report, func(g int) any { return jsonValue(r[g]) }, func(j int) (any, ColumnReport) {
+		out = append(out, p.protectRow(&report, func(g int) any { return jsonValue(r[g]) }, func(j int) cell {
 			if k, ok := kept[j]; ok {
-				return k.v, k.cr
+				return cell{v: k.v, cr: k.cr}
 			}
-			return p.noiseAgg(m, sim, q.Aggs[j], ac[j], r, G, C)
+			v, cr, parts := p.noiseAgg(m, sim, q.Aggs[j], ac[j], r, G, C)
+			return p.withBias(m, sim, q.Aggs[j], ac[j], r, cell{v: v, cr: cr}, parts)
 		}))
 	}
 	p.reportUnseen(&report, func(j int) ColumnReport {
-		_, cr := p.noiseAgg(m, sim, q.Aggs[j], ac[j], nil, G, C)
+		_, cr, _ := p.noiseAgg(m, sim, q.Aggs[j], ac[j], nil, G, C)
 		return cr
 	})
-	rows, intervals := p.split(p.arrange(out))
-	return &Answer{Columns: p.columns(res), Rows: rows, Intervals: intervals, Privacy: report}, nil
+	return p.answer(p.columns(res), out, report), nil
+}
+
+// answer orders the protected rows and splits them into the answer's
+// arrays.
+func (p *Plan) answer(cols []engine.Column, out [][]any, report Report) *Answer {
+	a := &Answer{Columns: cols, Privacy: report}
+	a.Rows, a.Intervals, a.Bias, a.Flags = p.split(p.arrange(out))
+	return a
 }
 
 // releasableKeys reports whether a result row's group keys may appear in
@@ -251,6 +294,10 @@ func (p *Plan) report() Report {
 		if p.groupsPerUnit > 1 {
 			report.MaxGroupsPerPatient, report.MaxRowsPerGroup = min(p.rowBound, p.domain), p.rowBound
 		}
+	}
+	if !p.Query.PerUnitRows && p.Mechanism != None {
+		c := p.contribution
+		report.Contribution = &c
 	}
 	return report
 }
@@ -296,31 +343,43 @@ func (p *Plan) Expected() Report {
 
 // protectRow builds one released row: each group key from key, each
 // aggregate from agg, keeping the largest interval of each column in report.
-// The row's intervals follow its values in the same slice, so that ordering
-// the rows orders them too (see split).
-func (p *Plan) protectRow(report *Report, key func(group int) any, agg func(j int) (any, ColumnReport)) []any {
+// The row's intervals and bias estimates follow its values in the same
+// slice, so that ordering the rows orders them too (see split).
+func (p *Plan) protectRow(report *Report, key func(group int) any, agg func(j int) cell) []any {
 	n := len(p.Query.Outputs)
-	row := make([]any, 2*n)
+	row := make([]any, 3*n)
 	for oi, o := range p.Query.Outputs {
 		if o.Group >= 0 {
 			row[oi] = key(o.Group)
 			continue
 		}
-		v, cr := agg(o.Agg)
-		row[oi] = v
-		row[n+oi] = p.interval(p.Query.Aggs[o.Agg], v, cr.CI95)
+		c := agg(o.Agg)
+		row[oi] = c.v
+		iv := p.interval(p.Query.Aggs[o.Agg], c.v, c.cr.CI95)
+		if c.own {
+			lo, hi := p.clampInterval(p.Query.Aggs[o.Agg], c.lo, c.hi)
+			iv = []any{math.Min(iv[0].(float64), lo), math.Max(iv[1].(float64), hi)}
+		}
+		row[n+oi] = iv
+		row[2*n+oi] = c.bias
 		prev := report.Columns[o.Name]
-		report.Columns[o.Name] = ColumnReport{NoiseScale: cr.NoiseScale, CI95: math.Max(prev.CI95, cr.CI95)}
+		report.Columns[o.Name] = ColumnReport{NoiseScale: c.cr.NoiseScale, CI95: math.Max(prev.CI95, c.cr.CI95)}
 	}
 	return row
 }
 
 // interval is the released value plus or minus half, within what the
-// aggregate can take: counts and sums of non-negative values are not
-// negative, means and quantiles lie within the bounds.
+// aggregate can take (clampInterval).
 func (p *Plan) interval(a sandbox.Agg, v any, half float64) []any {
 	x := toFloat(v)
-	lo, hi := x-half, x+half
+	lo, hi := p.clampInterval(a, x-half, x+half)
+	return []any{lo, hi}
+}
+
+// clampInterval keeps an interval within what the aggregate can take:
+// counts and sums of non-negative values are not negative, means and
+// quantiles lie within the bounds.
+func (p *Plan) clampInterval(a sandbox.Agg, lo, hi float64) (float64, float64) {
 	switch a.Kind {
 	case sandbox.Count, sandbox.CountUnits:
 		lo = math.Max(0, lo)
@@ -333,18 +392,26 @@ func (p *Plan) interval(a sandbox.Agg, v any, half float64) []any {
 			lo = math.Max(0, lo)
 		}
 	}
-	return []any{lo, hi}
+	return lo, hi
 }
 
-// split separates ordered rows from the intervals protectRow put after
-// their values.
-func (p *Plan) split(rows [][]any) (values, intervals [][]any) {
+// split separates ordered rows from the intervals and bias estimates
+// protectRow put after their values, and flags the cells whose interval is
+// wider than their value.
+func (p *Plan) split(rows [][]any) (values, intervals, bias, flags [][]any) {
 	n := len(p.Query.Outputs)
 	values, intervals = make([][]any, len(rows)), make([][]any, len(rows))
+	bias, flags = make([][]any, len(rows)), make([][]any, len(rows))
 	for i, r := range rows {
-		values[i], intervals[i] = r[:n:n], r[n:]
+		values[i], intervals[i], bias[i] = r[:n:n], r[n:2*n:2*n], r[2*n:]
+		flags[i] = make([]any, n)
+		for oi, iv := range intervals[i] {
+			if lh, ok := iv.([]any); ok && lh[1].(float64)-lh[0].(float64) > math.Abs(toFloat(values[i][oi])) {
+				flags[i][oi] = []string{"wide_interval"}
+			}
+		}
 	}
-	return values, intervals
+	return values, intervals, bias, flags
 }
 
 // reportUnseen reports, from agg, the noise of the aggregate columns that no
@@ -369,7 +436,7 @@ func noisyFloat(n noise.Noise, x float64, l0 int64, linf, eps float64) float64 {
 
 // noiseAgg releases one aggregate of one group. With r nil it only reports
 // the column's noise scale (for answers where every group was suppressed).
-func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []any, G, C int64) (any, ColumnReport) {
+func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []any, G, C int64) (any, ColumnReport, []float64) {
 	eps := p.epsEach
 	half := (a.Max - a.Min) / 2
 	get := func(i int) float64 {
@@ -381,11 +448,11 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 	switch a.Kind {
 	case sandbox.Count, sandbox.CountUnits:
 		v, cr := p.noisyCount(m, a, c, r, G, C)
-		return int64(math.Max(0, math.Round(v))), cr
+		return int64(math.Max(0, math.Round(v))), cr, []float64{v}
 	case sandbox.Sum:
 		linf := float64(C) * math.Max(math.Abs(a.Min), math.Abs(a.Max))
 		v := m.float(get(c.s), G, linf, eps)
-		return v, ColumnReport{p.scale(G, linf), m.ci(v, G, linf, eps)}
+		return v, ColumnReport{p.scale(G, linf), m.ci(v, G, linf, eps)}, []float64{v}
 	case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 		cl, sl, ql := float64(C), float64(C)*half, float64(C)*half*half
 		nc := m.float(get(c.c), G, cl, eps)
@@ -399,7 +466,7 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		ci := sim.halfWidth(func(draw func(l0 int64, linf float64) float64) float64 {
 			return stat(nc+draw(G, cl), ns+draw(G, sl), nq+draw(G, ql))
 		}, p)
-		return v, ColumnReport{p.scale(G, sl), ci}
+		return v, ColumnReport{p.scale(G, sl), ci}, []float64{nc, ns, nq}
 	case sandbox.Quantile:
 		leaves := make(map[int]float64)
 		if r != nil && c.hk >= 0 && c.hv >= 0 {
@@ -412,9 +479,9 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		ci := sim.halfWidth(func(draw func(l0 int64, linf float64) float64) float64 {
 			return t.resampled(func() float64 { return draw(G, float64(C)) * float64(treeLevels) }).quantile(a)
 		}, p)
-		return v, ColumnReport{sc, ci}
+		return v, ColumnReport{sc, ci}, nil
 	}
-	return nil, ColumnReport{}
+	return nil, ColumnReport{}, nil
 }
 
 // noised is a released aggregate value and its report.
@@ -472,15 +539,24 @@ const simDraws = 200
 
 func (s *simulator) halfWidth(stat func(draw func(l0 int64, linf float64) float64) float64, p *Plan) float64 {
 	draw := func(l0 int64, linf float64) float64 {
-		sc := p.scale(l0, linf)
-		if p.Mechanism == Gaussian {
-			return s.rng.NormFloat64() * sc
-		}
-		return s.rng.ExpFloat64() * sc * float64(1-2*s.rng.IntN(2))
+		return s.draw(p.Mechanism == Gaussian, p.scale(l0, linf))
 	}
+	return s.spread(func() float64 { return stat(draw) })
+}
+
+// draw is one simulated noise draw of the given scale.
+func (s *simulator) draw(gaussian bool, scale float64) float64 {
+	if gaussian {
+		return s.rng.NormFloat64() * scale
+	}
+	return s.rng.ExpFloat64() * scale * float64(1-2*s.rng.IntN(2))
+}
+
+// spread is half the width of the central 95% of simDraws values of stat.
+func (s *simulator) spread(stat func() float64) float64 {
 	vals := make([]float64, simDraws)
 	for i := range vals {
-		vals[i] = stat(draw)
+		vals[i] = stat()
 	}
 	slices.Sort(vals)
 	return (vals[simDraws*975/1000-1] - vals[simDraws*25/1000]) / 2

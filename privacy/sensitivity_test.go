@@ -137,7 +137,7 @@ func TestSensitivity(t *testing.T) {
 	start := time.Now()
 	costs := []privacy.Cost{{Epsilon: 1}, {Epsilon: 1, Delta: 1e-6}}
 	probes := []int64{1, 9, 37}
-	accepted, checked := 0, 0
+	accepted, checked, cuts := 0, 0, 0
 	for i, sql := range sensitivityCorpus() {
 		q, err := sandbox.Analyze(ctx, e, sql, scope)
 		if err != nil {
@@ -147,7 +147,13 @@ func TestSensitivity(t *testing.T) {
 			continue
 		}
 		rankIfAsked(t, e, q)
-		plan, err := privacy.NewPlan(q, costs[i%2], privacy.Limits{})
+		// Every third query asks for a bound below the policy's maximum,
+		// so that the columns of what the bound cut are checked too.
+		var opt privacy.Options
+		if i%3 == 0 {
+			opt.Bound = 1 + int64(i/3)%2
+		}
+		plan, err := privacy.NewPlanWith(q, costs[i%2], opt, privacy.Limits{})
 		if err != nil {
 			if fault.KindOf(err) != fault.QueryRejected {
 				t.Fatalf("%s: %v", sql, err)
@@ -155,6 +161,12 @@ func TestSensitivity(t *testing.T) {
 			continue
 		}
 		accepted++
+		for col := range plan.Sensitivities() {
+			if strings.HasPrefix(col, "__d") {
+				cuts++
+				break
+			}
+		}
 		full := groupsOf(t, e, plan.SQL)
 		for _, id := range probes {
 			without := strings.Replace(plan.SQL, "WITH __base AS (", fmt.Sprintf("WITH __base AS (SELECT * FROM (%s) WHERE __pu IS DISTINCT FROM %d), __unused AS (", q.Base, id), 1)
@@ -162,7 +174,10 @@ func TestSensitivity(t *testing.T) {
 			checked++
 		}
 	}
-	t.Logf("sensitivity tester: %d queries accepted of %d, %d neighbouring pairs checked in %v", accepted, len(sensitivityCorpus()), checked, time.Since(start).Round(time.Millisecond))
+	t.Logf("sensitivity tester: %d queries accepted of %d (%d with bias columns), %d neighbouring pairs checked in %v", accepted, len(sensitivityCorpus()), cuts, checked, time.Since(start).Round(time.Millisecond))
+	if cuts < 100 {
+		t.Errorf("only %d plans estimate what their bound cut; the corpus no longer covers them", cuts)
+	}
 	if accepted < 300 {
 		t.Errorf("only %d queries accepted; the corpus no longer covers the analyser's shapes", accepted)
 	}

@@ -171,6 +171,12 @@ func inColumns(q *sandbox.Query, g catalog.Grant) error {
 // the engine cannot rank (the table is being loaded, the ranking failed),
 // the query is planned without it.
 func (s *Service) rank(ctx context.Context, q *sandbox.Query) {
+	if c := q.Counted; c != nil && (q.Rank == nil || *c != *q.Rank) {
+		// Ranked, the table's rows per patient can be counted to choose
+		// the contribution bound (see bound); a table that cannot be
+		// ranked keeps the policy's maximum.
+		_ = s.cfg.Engine.RankRows(ctx, c.Dataset, c.Table, c.Unit)
+	}
 	if q.Rank == nil {
 		return
 	}

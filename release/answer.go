@@ -76,11 +76,15 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if err != nil {
 		return nil, fault.In("release.prepare", err)
 	}
-	defer prep.Close()
+	defer func() { prep.Close() }()
 	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
 	bal, err := s.reserve(ctx, adm.grant, rec, req.Exact)
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
+	}
+	if err := s.bound(runCtx, plan, &prep); err != nil {
+		s.recordFailure(ctx, rec, !req.Exact, err)
+		return nil, fault.In("release.bound", err)
 	}
 	out, err := run(runCtx, prep, plan, measured)
 	if err != nil {
@@ -150,7 +154,7 @@ func (s *Service) plan(adm *admission, req Request) (*privacy.Plan, privacy.Cost
 	if req.Delta != nil {
 		want.Delta = *req.Delta
 	}
-	plan, err := privacy.NewPlan(q, want, adm.limits)
+	plan, err := privacy.NewPlanWith(q, want, privacy.Options{Bound: req.ContributionBound, Choose: true}, adm.limits)
 	return plan, want, err
 }
 
@@ -228,6 +232,36 @@ const runLimitMessage = "the query was stopped by the sandbox's run-time limits 
 // can depend on the data, so the cause is not told. Errors that depend on
 // the SQL and the schemas alone are raised before, by the plan and
 // Prepare, and spend nothing.
+// bound chooses the plan's contribution bound, once its cost is reserved,
+// from the counts of rows per patient of the table it bounds (which only
+// the plan's noisy histogram reads), and prepares the plan's new SQL in
+// place of prep. A table that cannot be counted (its ranking failed) keeps
+// the maximum bound. A failure here comes after the charge and keeps it.
+func (s *Service) bound(ctx context.Context, plan *privacy.Plan, prep **engine.Prepared) error {
+	ref, upTo, ok := plan.Bounded()
+	if !ok {
+		return nil
+	}
+	counts, err := s.cfg.Engine.RankCounts(ctx, ref.Dataset, ref.Table, upTo)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
+		}
+		plan.KeepMax()
+		return nil
+	}
+	if err := plan.Choose(counts); err != nil {
+		return err
+	}
+	next, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	if err != nil {
+		return fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
+	}
+	(*prep).Close()
+	*prep = next
+	return nil
+}
+
 func run(ctx context.Context, prep *engine.Prepared, plan *privacy.Plan, measured *quota.Pending) (*engine.Result, error) {
 	out, err := prep.Query(ctx, plan.MaxRows)
 	if err != nil {

@@ -77,6 +77,11 @@ type Request struct {
 	// DryRun asks for the cost and the expected noise of the query only:
 	// nothing is read, released or spent.
 	DryRun bool `json:"dry_run"`
+	// ContributionBound asks for the rows one patient may add (in all
+	// groups, or in each group: see the answer's privacy.contribution), at
+	// most the policy's maximum. Without it the bound is chosen from a
+	// noisy histogram of rows per patient (privacy.BoundShare of epsilon).
+	ContributionBound int64 `json:"contribution_bound,omitempty"`
 	// TokenID is the credential the request came with, for the audit log.
 	TokenID string `json:"-"`
 }

@@ -145,6 +145,11 @@ type Query struct {
 	// may be bounded by rank (see UseRank).
 	Rank       *RankRef
 	rankedBase string
+	// Counted, when set, is the query's only table with several rows per
+	// patient, whatever filters and joins read it: its rows per patient
+	// (counted by rank) bound what one patient can add, from which the
+	// contribution bound is chosen (privacy.Plan.Bounded).
+	Counted *RankRef
 	// RowRank is true when Base also selects __rk, the hidden rank of the
 	// row among its patient's rows in the query's only table with several
 	// rows per patient, and no filter (WHERE or join condition) reads that
@@ -229,6 +234,10 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	q.Shape = shapeKey(sel)
 	if q.Base, err = deserialize(ctx, p, stmts[0], base); err != nil {
 		return nil, err
+	}
+	if r := a.multiRow(); r >= 0 {
+		u, _ := a.refs[r].src.Table.UnitColumn()
+		q.Counted = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
 	}
 	if r, ok := a.rankable(); ok {
 		u, _ := a.refs[r].src.Table.UnitColumn()

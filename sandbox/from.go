@@ -36,6 +36,17 @@ func (a *analyzer) rankable() (int, bool) {
 	return multi, true
 }
 
+// multiRow is the index of the only table with several rows per patient,
+// or -1 when there is none (the analyser refuses joins of two).
+func (a *analyzer) multiRow() int {
+	for i, r := range a.refs {
+		if !r.src.Table.OneRowPerUnit {
+			return i
+		}
+	}
+	return -1
+}
+
 // reads reports whether expression n reads a column of table refs[i].
 func (a *analyzer) reads(n node, i int) bool {
 	if str(n, "class") == "COLUMN_REF" {

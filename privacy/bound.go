@@ -1,0 +1,315 @@
+package privacy
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/google/differential-privacy/go/v3/noise"
+
+	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/sandbox"
+)
+
+// The shares of a query's noise epsilon that go to choosing its
+// contribution bound and to estimating what the bound cut (see the package
+// comment). Both are stated in every answer's privacy block.
+const (
+	// BoundShare is spent on the noisy histogram of rows per patient from
+	// which the bound is chosen, when the researcher does not set one.
+	BoundShare = 0.1
+	// BiasShare is spent, split over the bias quantities, on the per-cell
+	// estimates of the rows and values the bound cut, when the bound is
+	// below the policy's maximum.
+	BiasShare = 0.2
+)
+
+// Contribution says how a plan bounds each patient's contribution: the
+// bound it used, the policy's maximum, how the bound was chosen and at what
+// cost, and the noisy number of patients with more rows than the maximum
+// (whose excess no estimate covers).
+type Contribution struct {
+	// Bound is the rows a patient may add: in all groups together when
+	// PerPatient, else in each group.
+	Bound      int64 `json:"bound"`
+	Max        int64 `json:"max"`
+	PerPatient bool  `json:"per_patient"`
+	// ChosenBy is "dp_quantile" (from a noisy histogram of rows per
+	// patient), "request" (the researcher's contribution_bound) or
+	// "policy" (the maximum, when there is nothing to choose).
+	ChosenBy string  `json:"chosen_by"`
+	Epsilon  float64 `json:"epsilon"`
+	// BiasEpsilon is what the per-cell bias estimates spent.
+	BiasEpsilon float64 `json:"bias_epsilon"`
+	// PatientsOverMax is the noisy count of patients with more rows than
+	// Max, from the same histogram (nil when no histogram was drawn).
+	PatientsOverMax *int64 `json:"patients_over_max,omitempty"`
+}
+
+// Bounded reports whether the plan reads a table with several rows per
+// patient whose bound it may choose, and if so the table whose rows per
+// patient it needs counted (Choose's input) and the largest count it uses.
+// A plan with a requested bound or nothing to choose needs no counts.
+func (p *Plan) Bounded() (ref *sandbox.RankRef, upTo int64, ok bool) {
+	if !p.choosing || p.Query.Counted == nil {
+		return nil, 0, false
+	}
+	return p.Query.Counted, p.boundMax + 1, true
+}
+
+// Choose sets the plan's contribution bound from the table's rows per rank:
+// ranks[r-1] is the number of rows of rank r, which is the number of
+// patients with at least r rows, for r = 1 .. upTo (see Bounded). It draws
+// a Laplace histogram of patients by their row count in geometric bins
+// (each patient is in one bin, so the histogram costs BoundShare of the
+// noise epsilon in all) and picks the bound that minimises the estimated
+// rows cut per cell plus twice the noise scale it would bring. The exact
+// counts are not kept. Choose rewrites the plan's SQL.
+func (p *Plan) Choose(ranks []int64) error {
+	if !p.choosing {
+		return fmt.Errorf("choose bound: the plan has its bound")
+	}
+	if int64(len(ranks)) < p.boundMax+1 {
+		return fmt.Errorf("choose bound: %d rank counts, need %d", len(ranks), p.boundMax+1)
+	}
+	at := func(r int64) float64 { // patients with at least r rows
+		if r-1 < int64(len(ranks)) {
+			return float64(ranks[r-1])
+		}
+		return 0
+	}
+	bins := boundLadder(p.boundMax)
+	lap := noise.Laplace()
+	type bin struct {
+		lo, hi int64
+		n      float64
+	}
+	var hist []bin
+	lo := int64(1)
+	for _, hi := range bins {
+		n := at(lo) - at(hi+1)
+		hist = append(hist, bin{lo, hi, math.Max(0, noisyFloat(lap, n, 1, 1, p.boundEps))})
+		lo = hi + 1
+	}
+	over := math.Max(0, noisyFloat(lap, at(p.boundMax+1), 1, 1, p.boundEps))
+	hist = append(hist, bin{p.boundMax + 1, p.boundMax + 1, over})
+
+	cells := float64(max(1, min(p.domain, 1000)))
+	if p.domain == 0 {
+		cells = float64(max(1, min(p.Query.GroupBound, 1000)))
+	}
+	best, bestCost := p.boundMax, math.Inf(1)
+	for _, m := range bins {
+		cut := 0.0
+		for _, b := range hist {
+			rep := float64(b.lo+b.hi) / 2
+			if b.lo > p.boundMax {
+				rep = float64(p.boundMax)
+			}
+			cut += b.n * math.Max(0, rep-float64(m))
+		}
+		p.setBound(m)
+		g, c := p.noiseL0Linf()
+		cost := cut/cells + 2*float64(g)*c/p.epsEach
+		if cost < bestCost {
+			best, bestCost = m, cost
+		}
+	}
+	p.setBound(best)
+	n := int64(math.Round(over))
+	p.contribution.PatientsOverMax = &n
+	p.contribution.ChosenBy = "dp_quantile"
+	p.choosing = false
+	p.rebuild()
+	return nil
+}
+
+// KeepMax gives up choosing: the plan keeps the policy's maximum bound,
+// and the share of epsilon set aside for the choice stays spent.
+func (p *Plan) KeepMax() {
+	if !p.choosing {
+		return
+	}
+	p.choosing = false
+	p.contribution.ChosenBy = "policy"
+	p.setBound(p.boundMax)
+	p.rebuild()
+}
+
+// boundLadder is the candidate bounds up to max: 1, 2, 3, 4, 5, 6, 8, 10,
+// 12, 16, ... (about four per doubling), and max itself.
+func boundLadder(max int64) []int64 {
+	var out []int64
+	for _, m := range []int64{1, 2, 3, 4, 5, 6, 8, 10, 12} {
+		if m < max {
+			out = append(out, m)
+		}
+	}
+	for base := int64(16); base < max; base *= 2 {
+		for _, m := range []int64{base, base * 5 / 4, base * 3 / 2, base * 7 / 4} {
+			if m < max {
+				out = append(out, m)
+			}
+		}
+	}
+	return append(out, max)
+}
+
+// setBound sets the contribution bound to m (at most the maximum) and the
+// noise epsilons that follow: the bias estimates take BiasShare when m is
+// below the maximum, and nothing otherwise.
+func (p *Plan) setBound(m int64) {
+	if p.contribution.PerPatient {
+		p.rowBound = m
+	} else {
+		p.rowsPerGroup = m
+	}
+	p.contribution.Bound = m
+	valueEps := p.valueEps
+	p.biasQuantities, p.epsBias = 0, 0
+	if m < p.boundMax {
+		p.biasQuantities = p.countBiasQuantities()
+	}
+	if p.biasQuantities > 0 {
+		p.epsBias = valueEps * BiasShare / float64(p.biasQuantities)
+		valueEps *= 1 - BiasShare
+	}
+	p.contribution.BiasEpsilon = p.epsBias * float64(p.biasQuantities) * p.epsilonFactor()
+	p.epsEach = valueEps / float64(p.quantities)
+	if p.deltaTotal > 0 {
+		p.deltaEach = p.deltaTotal / float64(p.quantities)
+		p.psDelta = p.deltaEach
+	}
+}
+
+// epsilonFactor converts noise epsilon back to the query's epsilon (the
+// special-group share makes them differ).
+func (p *Plan) epsilonFactor() float64 {
+	if p.noiseEps == 0 {
+		return 0
+	}
+	return p.Cost.Epsilon / p.noiseEps
+}
+
+// noiseL0Linf are the L0 and Linf the value noise of a count is calibrated
+// to at the current bound.
+func (p *Plan) noiseL0Linf() (int64, float64) {
+	if p.rowBound > 0 {
+		return 1, float64(p.rowBound)
+	}
+	return p.groupsPerUnit, float64(p.rowsPerGroup)
+}
+
+// countBiasQuantities is the number of noised bias quantities per group:
+// a count of cut rows for COUNT and AVG, a sum of cut values for SUM and
+// AVG. Other aggregates get no estimate (see the package comment). Quantile
+// queries get none: their rows are bounded by a plain filter.
+func (p *Plan) countBiasQuantities() int {
+	n := 0
+	for _, a := range p.Query.Aggs {
+		if a.Kind == sandbox.Quantile {
+			return 0
+		}
+	}
+	for _, a := range p.Query.Aggs {
+		switch a.Kind {
+		case sandbox.Count:
+			n++
+		case sandbox.Sum:
+			n++
+		case sandbox.Avg:
+			if p.contribution.PerPatient {
+				n += 2
+			}
+		}
+	}
+	return n
+}
+
+// biasEstimated reports whether aggregate a gets a bias estimate.
+func (p *Plan) biasEstimated(a sandbox.Agg) bool {
+	if p.biasQuantities == 0 {
+		return false
+	}
+	switch a.Kind {
+	case sandbox.Count, sandbox.Sum:
+		return true
+	case sandbox.Avg:
+		return p.contribution.PerPatient
+	}
+	return false
+}
+
+// requestBound checks a researcher's contribution bound against the
+// policy's maximum.
+func requestBound(bound, max int64, perPatient bool) error {
+	if bound < 0 {
+		return fault.E(fault.Invalid, "contribution_bound must be a positive number of rows")
+	}
+	if bound > max {
+		per := "in each group"
+		if perPatient {
+			per = "in all groups together"
+		}
+		return fault.E(fault.QueryRejected, "contribution_bound %d is above the policy's maximum for this query, %d rows per patient %s; ask for at most %d", bound, max, per, max)
+	}
+	return nil
+}
+
+// withBias adds to c, a released cell of aggregate a from result row r,
+// the noisy estimate of what the contribution bound cut (the __dc and __ds
+// columns, Laplace noise at epsBias, calibrated to the cut's sensitivity:
+// see Sensitivities) and an interval for the exact answer that covers both
+// the value's noise and the cut. Parts are the noised quantities of the
+// value (noiseAgg). Everything here is post-processing of noisy values.
+func (p *Plan) withBias(m mech, sim *simulator, a sandbox.Agg, ac aggCols, r []any, c cell, parts []float64) cell {
+	if r == nil || !p.biasEstimated(a) {
+		return c
+	}
+	lap := mech{n: noise.Laplace()}
+	G, C := p.noiseL0Linf()
+	cut := float64(p.boundMax - p.contribution.Bound)
+	noisy := func(col int, linf float64) (float64, float64) {
+		d := noisyFloat(lap.n, toFloat(r[col]), G, linf, p.epsBias)
+		return d, lap.ciAt(d, G, linf, p.epsBias, 0.025)
+	}
+	switch a.Kind {
+	case sandbox.Count:
+		v := parts[0]
+		hv := m.ciAt(v, G, C, p.epsEach, 0.025)
+		d, hd := noisy(ac.dc, cut)
+		c.lo, c.hi, c.own = v-hv+math.Max(0, d-hd), v+hv+math.Max(0, d+hd), true
+		c.bias = int64(math.Max(0, math.Round(d)))
+	case sandbox.Sum:
+		big := math.Max(math.Abs(a.Min), math.Abs(a.Max))
+		v := parts[0]
+		hv := m.ciAt(v, G, C*big, p.epsEach, 0.025)
+		d, hd := noisy(ac.ds, cut*big)
+		dlo, dhi := d-hd, d+hd
+		if a.Min >= 0 {
+			d, dlo, dhi = math.Max(0, d), math.Max(0, dlo), math.Max(0, dhi)
+		}
+		if a.Max <= 0 {
+			d, dlo, dhi = math.Min(0, d), math.Min(0, dlo), math.Min(0, dhi)
+		}
+		c.lo, c.hi, c.own = v-hv+dlo, v+hv+dhi, true
+		c.bias = d
+	case sandbox.Avg:
+		mid, half := (a.Min+a.Max)/2, (a.Max-a.Min)/2
+		nc, ns := parts[0], parts[1]
+		dc := noisyFloat(lap.n, toFloat(r[ac.dc]), G, cut, p.epsBias)
+		ds := noisyFloat(lap.n, toFloat(r[ac.ds]), G, cut*half, p.epsBias)
+		mean := func(nc, ns, dc, ds float64) float64 {
+			return clamp(mid+(ns+ds)/math.Max(1, nc+math.Max(0, dc)), a.Min, a.Max)
+		}
+		est := mean(nc, ns, dc, ds)
+		gauss := p.Mechanism == Gaussian
+		sc, ss := p.scale(G, C), p.scale(G, C*half)
+		bc, bs := cut*float64(G)/p.epsBias, cut*half*float64(G)/p.epsBias
+		hw := sim.spread(func() float64 {
+			return mean(nc+sim.draw(gauss, sc), ns+sim.draw(gauss, ss), dc+sim.draw(false, bc), ds+sim.draw(false, bs))
+		})
+		c.lo, c.hi, c.own = est-hw, est+hw, true
+		c.bias = est - toFloat(c.v)
+	}
+	return c
+}
