@@ -23,12 +23,14 @@ const Dataset = "demo_hospital"
 func Policy() policy.Policy {
 	bound := func(lo, hi float64) (*float64, *float64) { return &lo, &hi }
 	ageMin, ageMax := bound(0, 110)
-	// Values range up to 365 days and 1,000,000 yuan, but a handful of
-	// outliers should not set the noise for everyone: the steward clamps
-	// stays at 60 days and costs at 100,000 yuan (each clamped value still
-	// counts, at the bound).
+	// Values range up to 365 days and 1,000,000 yuan (the domain, which
+	// registration checks), but a handful of outliers should not set the
+	// noise for everyone: the steward clamps stays at 60 days and costs at
+	// 100,000 yuan, and what clamping cuts is estimated in each answer.
 	losMin, losMax := bound(0, 60)
 	costMin, costMax := bound(0, 100000)
+	losLo, losHi := bound(0, synth.MaxLengthOfStay)
+	costLo, costHi := bound(0, synth.MaxCostYuan)
 	pub := synth.PublicCategories()
 	return policy.Policy{
 		Tables: []policy.Table{
@@ -52,8 +54,8 @@ func Policy() policy.Policy {
 				{Name: "admit_date", Type: "DATE", Role: policy.Attribute, MaxDistinct: 2200}, // 2020 to 2025
 				{Name: "department", Type: "VARCHAR", Role: policy.Attribute, Public: pub["department"]},
 				{Name: "diagnosis_icd10", Type: "VARCHAR", Role: policy.Sensitive, MaxDistinct: 200},
-				{Name: "length_of_stay_days", Type: "INTEGER", Role: policy.Attribute, Min: losMin, Max: losMax, MaxDistinct: 366},
-				{Name: "cost_yuan", Type: "DOUBLE", Role: policy.Attribute, Min: costMin, Max: costMax},
+				{Name: "length_of_stay_days", Type: "INTEGER", Role: policy.Attribute, Min: losMin, Max: losMax, DomainMin: losLo, DomainMax: losHi, MaxDistinct: 366},
+				{Name: "cost_yuan", Type: "DOUBLE", Role: policy.Attribute, Min: costMin, Max: costMax, DomainMin: costLo, DomainMax: costHi},
 			}},
 		},
 		// At most: a patient adds 50 encounters to one group and touches 4

@@ -1,9 +1,11 @@
 package ingest
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/policy"
@@ -22,6 +24,7 @@ type facts struct {
 	rows  int64
 	cols  map[string]*distinct
 	lists map[string]map[string]bool // public lists, by lower-case column
+	doms  map[string][2]float64      // declared domains, by lower-case column
 }
 
 type distinct struct {
@@ -30,7 +33,7 @@ type distinct struct {
 }
 
 func newFacts(t policy.Table) *facts {
-	f := &facts{table: t, cols: map[string]*distinct{}, lists: map[string]map[string]bool{}}
+	f := &facts{table: t, cols: map[string]*distinct{}, lists: map[string]map[string]bool{}, doms: map[string][2]float64{}}
 	if t.OneRowPerUnit {
 		u, _ := t.UnitColumn()
 		f.unit, f.units = strings.ToLower(u.Name), map[string]struct{}{}
@@ -42,6 +45,9 @@ func newFacts(t policy.Table) *facts {
 				l[v] = true
 			}
 			f.lists[strings.ToLower(c.Name)] = l
+		}
+		if c.DomainMin != nil && c.DomainMax != nil {
+			f.doms[strings.ToLower(c.Name)] = [2]float64{*c.DomainMin, *c.DomainMax}
 		}
 		if c.MaxDistinct > 0 {
 			f.cols[strings.ToLower(c.Name)] = &distinct{limit: c.MaxDistinct, values: map[string]struct{}{}}
@@ -70,6 +76,11 @@ func (f *facts) add(rec arrow.RecordBatch) error {
 				}
 			}
 		}
+		if dom, ok := f.doms[name]; ok {
+			if err := f.inDomain(field.Name, col, dom); err != nil {
+				return err
+			}
+		}
 		d, ok := f.cols[name]
 		if !ok {
 			continue
@@ -82,6 +93,35 @@ func (f *facts) add(rec arrow.RecordBatch) error {
 			if int64(len(d.values)) > d.limit {
 				return fault.E(fault.Invalid, "table %s: column %s has more than %d distinct values, the max_distinct its policy declares; correct the declaration", f.table.Name, field.Name, d.limit)
 			}
+		}
+	}
+	return nil
+}
+
+// inDomain checks that a numeric column holds only values of its declared
+// domain, which the bias estimates of answers rely on to cover the truth.
+func (f *facts) inDomain(name string, col arrow.Array, dom [2]float64) error {
+	value := func(r int) (float64, error) {
+		switch c := col.(type) {
+		case *array.Int32:
+			return float64(c.Value(r)), nil
+		case *array.Int64:
+			return float64(c.Value(r)), nil
+		case *array.Float64:
+			return c.Value(r), nil
+		}
+		return strconv.ParseFloat(col.ValueStr(r), 64)
+	}
+	for r := 0; r < col.Len(); r++ {
+		if col.IsNull(r) {
+			continue
+		}
+		v, err := value(r)
+		if err != nil {
+			return fault.E(fault.Invalid, "table %s: column %s declares a numeric domain but is not numeric; remove domain_min and domain_max or fix the file", f.table.Name, name)
+		}
+		if v < dom[0] || v > dom[1] {
+			return fault.E(fault.Invalid, "table %s: column %s holds a value outside its declared domain [%g, %g]; widen the domain or fix the file", f.table.Name, name, dom[0], dom[1])
 		}
 	}
 	return nil

@@ -109,6 +109,27 @@ type Column struct {
 	// quantiles over the column; values are clamped to them.
 	Min *float64 `json:"min,omitempty" yaml:"min,omitempty"`
 	Max *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+	// DomainMin and DomainMax, when set, declare every value the column
+	// can hold, around Min and Max: registration refuses a file with a
+	// value outside them. Values are still clamped to Min and Max for the
+	// noise, and what clamping cuts, up to the domain, is estimated in
+	// every answer beside the value (see privacy). Without a domain the
+	// clamping cut is not estimated, and answers say so.
+	DomainMin *float64 `json:"domain_min,omitempty" yaml:"domain_min,omitempty"`
+	DomainMax *float64 `json:"domain_max,omitempty" yaml:"domain_max,omitempty"`
+}
+
+// Domain returns the values the column can hold: the declared domain, or
+// the clamping bounds when it declares none.
+func (c Column) Domain() (lo, hi float64, ok bool) {
+	if !c.Bounded() {
+		return 0, 0, false
+	}
+	lo, hi = *c.Min, *c.Max
+	if c.DomainMin != nil && c.DomainMax != nil {
+		lo, hi = *c.DomainMin, *c.DomainMax
+	}
+	return lo, hi, true
 }
 
 // Bounded reports whether the column has declared numeric bounds.
@@ -253,6 +274,12 @@ func (p Policy) Validate() error {
 			}
 			if c.Bounded() && *c.Min > *c.Max {
 				return fmt.Errorf("table %s: column %s has bounds reversed (min %g > max %g)", t.Name, c.Name, *c.Min, *c.Max)
+			}
+			if (c.DomainMin == nil) != (c.DomainMax == nil) {
+				return fmt.Errorf("table %s: column %s declares only one end of its domain; give both domain_min and domain_max", t.Name, c.Name)
+			}
+			if c.DomainMin != nil && (!c.Bounded() || *c.DomainMin > *c.Min || *c.DomainMax < *c.Max) {
+				return fmt.Errorf("table %s: column %s has a domain that does not hold its clamping bounds; give min and max within domain_min and domain_max", t.Name, c.Name)
 			}
 		}
 		if units != 1 {

@@ -155,8 +155,9 @@ func boundLadder(max int64) []int64 {
 }
 
 // setBound sets the contribution bound to m (at most the maximum) and the
-// noise epsilons that follow: the bias estimates take BiasShare when m is
-// below the maximum, and nothing otherwise.
+// noise epsilons that follow: the bias estimates take BiasShare when
+// there is something to estimate (m is below the maximum, or clamping cuts
+// values of a domain), and nothing otherwise.
 func (p *Plan) setBound(m int64) {
 	if p.contribution.PerPatient {
 		p.rowBound = m
@@ -165,10 +166,7 @@ func (p *Plan) setBound(m int64) {
 	}
 	p.contribution.Bound = m
 	valueEps := p.valueEps
-	p.biasQuantities, p.epsBias = 0, 0
-	if m < p.boundMax {
-		p.biasQuantities = p.countBiasQuantities()
-	}
+	p.biasQuantities, p.epsBias = p.countBiasQuantities(), 0
 	if p.biasQuantities > 0 {
 		p.epsBias = valueEps * BiasShare / float64(p.biasQuantities)
 		valueEps *= 1 - BiasShare
@@ -199,10 +197,9 @@ func (p *Plan) noiseL0Linf() (int64, float64) {
 	return p.groupsPerUnit, float64(p.rowsPerGroup)
 }
 
-// countBiasQuantities is the number of noised bias quantities per group:
-// a count of cut rows for COUNT and AVG, a sum of cut values for SUM and
-// AVG. Other aggregates get no estimate (see the package comment). Quantile
-// queries get none: their rows are bounded by a plain filter.
+// countBiasQuantities is the number of noised bias quantities per group
+// (see biasCols). Quantile queries get none: their rows are bounded by a
+// plain filter.
 func (p *Plan) countBiasQuantities() int {
 	n := 0
 	for _, a := range p.Query.Aggs {
@@ -211,18 +208,43 @@ func (p *Plan) countBiasQuantities() int {
 		}
 	}
 	for _, a := range p.Query.Aggs {
-		switch a.Kind {
-		case sandbox.Count:
+		dc, ds := p.biasCols(a)
+		if dc {
 			n++
-		case sandbox.Sum:
+		}
+		if ds {
 			n++
-		case sandbox.Avg:
-			if p.contribution.PerPatient {
-				n += 2
-			}
 		}
 	}
 	return n
+}
+
+// rowsCut reports whether the bound is below the policy's maximum, so that
+// rows between them are cut.
+func (p *Plan) rowsCut() bool { return p.contribution.Bound < p.boundMax }
+
+// rowShape reports whether the plan aggregates rows directly (one row per
+// patient, or rows bounded by rank) rather than per (patient, group).
+func (p *Plan) rowShape() bool { return p.Query.PerUnitRows || p.rowBound > 0 }
+
+// biasCols says which bias estimates aggregate a gets: a count of the rows
+// the bound cut (__dc, for COUNT and AVG) and the value they and clamping
+// to the column's bounds cut, up to its domain (__ds, for SUM and AVG).
+// AVG over the per-(patient, group) shape and COUNT(DISTINCT patient) get
+// none (see the package comment).
+func (p *Plan) biasCols(a sandbox.Agg) (dc, ds bool) {
+	rows := p.rowsCut()
+	switch a.Kind {
+	case sandbox.Count:
+		return rows, false
+	case sandbox.Sum:
+		return false, rows || valuesCut(a)
+	case sandbox.Avg:
+		if p.rowShape() {
+			return rows, rows || valuesCut(a)
+		}
+	}
+	return false, false
 }
 
 // biasEstimated reports whether aggregate a gets a bias estimate.
@@ -230,13 +252,52 @@ func (p *Plan) biasEstimated(a sandbox.Agg) bool {
 	if p.biasQuantities == 0 {
 		return false
 	}
-	switch a.Kind {
-	case sandbox.Count, sandbox.Sum:
-		return true
-	case sandbox.Avg:
-		return p.contribution.PerPatient
+	dc, ds := p.biasCols(a)
+	return dc || ds
+}
+
+// domainOf is the values a's column can hold: its declared domain when it
+// holds the clamping bounds, else the clamping bounds.
+func domainOf(a sandbox.Agg) (lo, hi float64) {
+	if a.DomainMin > a.Min || a.DomainMax < a.Max || a.DomainMin >= a.DomainMax {
+		return a.Min, a.Max
 	}
-	return false
+	return a.DomainMin, a.DomainMax
+}
+
+// valuesCut reports whether clamping a's values to its bounds may cut
+// values of its domain.
+func valuesCut(a sandbox.Agg) bool {
+	lo, hi := domainOf(a)
+	return lo < a.Min || hi > a.Max
+}
+
+// biasSens is the Linf, per group, of aggregate a's bias columns: what
+// one patient can change the rows cut (dc) and the value cut (ds) by. Rows
+// up to the maximum beyond the bound each add a value of the domain; rows
+// kept each add at most the width clamping cuts from a value.
+func (p *Plan) biasSens(a sandbox.Agg) (dc, ds float64) {
+	cut := float64(p.boundMax - p.contribution.Bound)
+	C := float64(p.contribution.Bound)
+	dlo, dhi := domainOf(a)
+	big := math.Max(math.Abs(dlo), math.Abs(dhi))
+	clampCut := math.Max(dhi-a.Max, a.Min-dlo)
+	switch a.Kind {
+	case sandbox.Count:
+		return cut, 0
+	case sandbox.Sum:
+		if !p.rowShape() && valuesCut(a) {
+			// A (patient, group)'s sum up to the maximum over the domain,
+			// less its clamped sum up to the bound.
+			M := float64(p.boundMax)
+			return 0, math.Max(M*math.Max(dhi, 0)-C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)-M*math.Min(dlo, 0))
+		}
+		return 0, cut*big + C*clampCut
+	case sandbox.Avg:
+		mid := (a.Min + a.Max) / 2
+		return cut, cut*math.Max(math.Abs(dhi-mid), math.Abs(dlo-mid)) + C*clampCut
+	}
+	return 0, 0
 }
 
 // requestBound checks a researcher's contribution bound against the
@@ -256,57 +317,69 @@ func requestBound(bound, max int64, perPatient bool) error {
 }
 
 // withBias adds to c, a released cell of aggregate a from result row r,
-// the noisy estimate of what the contribution bound cut (the __dc and __ds
-// columns, Laplace noise at epsBias, calibrated to the cut's sensitivity:
-// see Sensitivities) and an interval for the exact answer that covers both
-// the value's noise and the cut. Parts are the noised quantities of the
-// value (noiseAgg). Everything here is post-processing of noisy values.
+// the noisy estimate of what the contribution bound and clamping cut (the
+// __dc and __ds columns, Laplace noise at epsBias, calibrated to biasSens)
+// and an interval for the exact answer that covers both the value's noise
+// and the cut. Parts are the noised quantities of the value (noiseAgg).
+// Everything here is post-processing of noisy values.
 func (p *Plan) withBias(m mech, sim *simulator, a sandbox.Agg, ac aggCols, r []any, c cell, parts []float64) cell {
 	if r == nil || !p.biasEstimated(a) {
 		return c
 	}
 	lap := mech{n: noise.Laplace()}
 	G, C := p.noiseL0Linf()
-	cut := float64(p.boundMax - p.contribution.Bound)
+	sdc, sds := p.biasSens(a)
 	noisy := func(col int, linf float64) (float64, float64) {
 		d := noisyFloat(lap.n, toFloat(r[col]), G, linf, p.epsBias)
 		return d, lap.ciAt(d, G, linf, p.epsBias, 0.025)
 	}
+	dlo, dhi := domainOf(a)
 	switch a.Kind {
 	case sandbox.Count:
 		v := parts[0]
 		hv := m.ciAt(v, G, C, p.epsEach, 0.025)
-		d, hd := noisy(ac.dc, cut)
+		d, hd := noisy(ac.dc, sdc)
 		c.lo, c.hi, c.own = v-hv+math.Max(0, d-hd), v+hv+math.Max(0, d+hd), true
 		c.bias = int64(math.Max(0, math.Round(d)))
 	case sandbox.Sum:
 		big := math.Max(math.Abs(a.Min), math.Abs(a.Max))
 		v := parts[0]
 		hv := m.ciAt(v, G, C*big, p.epsEach, 0.025)
-		d, hd := noisy(ac.ds, cut*big)
-		dlo, dhi := d-hd, d+hd
-		if a.Min >= 0 {
-			d, dlo, dhi = math.Max(0, d), math.Max(0, dlo), math.Max(0, dhi)
+		d, hd := noisy(ac.ds, sds)
+		lo, hi := d-hd, d+hd
+		// What is cut has the sign of the domain when clamping cuts on
+		// one side only.
+		if dlo >= 0 && dlo == a.Min {
+			d, lo, hi = math.Max(0, d), math.Max(0, lo), math.Max(0, hi)
 		}
-		if a.Max <= 0 {
-			d, dlo, dhi = math.Min(0, d), math.Min(0, dlo), math.Min(0, dhi)
+		if dhi <= 0 && dhi == a.Max {
+			d, lo, hi = math.Min(0, d), math.Min(0, lo), math.Min(0, hi)
 		}
-		c.lo, c.hi, c.own = v-hv+dlo, v+hv+dhi, true
+		c.lo, c.hi, c.own = v-hv+lo, v+hv+hi, true
 		c.bias = d
 	case sandbox.Avg:
 		mid, half := (a.Min+a.Max)/2, (a.Max-a.Min)/2
+		hasDC, _ := p.biasCols(a)
 		nc, ns := parts[0], parts[1]
-		dc := noisyFloat(lap.n, toFloat(r[ac.dc]), G, cut, p.epsBias)
-		ds := noisyFloat(lap.n, toFloat(r[ac.ds]), G, cut*half, p.epsBias)
+		dc, bc := 0.0, 0.0
+		if hasDC {
+			dc = noisyFloat(lap.n, toFloat(r[ac.dc]), G, sdc, p.epsBias)
+			bc = sdc * float64(G) / p.epsBias
+		}
+		ds := noisyFloat(lap.n, toFloat(r[ac.ds]), G, sds, p.epsBias)
 		mean := func(nc, ns, dc, ds float64) float64 {
-			return clamp(mid+(ns+ds)/math.Max(1, nc+math.Max(0, dc)), a.Min, a.Max)
+			return clamp(mid+(ns+ds)/math.Max(1, nc+math.Max(0, dc)), dlo, dhi)
 		}
 		est := mean(nc, ns, dc, ds)
 		gauss := p.Mechanism == Gaussian
 		sc, ss := p.scale(G, C), p.scale(G, C*half)
-		bc, bs := cut*float64(G)/p.epsBias, cut*half*float64(G)/p.epsBias
+		bs := sds * float64(G) / p.epsBias
 		hw := sim.spread(func() float64 {
-			return mean(nc+sim.draw(gauss, sc), ns+sim.draw(gauss, ss), dc+sim.draw(false, bc), ds+sim.draw(false, bs))
+			d := 0.0
+			if hasDC {
+				d = dc + sim.draw(false, bc)
+			}
+			return mean(nc+sim.draw(gauss, sc), ns+sim.draw(gauss, ss), d, ds+sim.draw(false, bs))
 		})
 		c.lo, c.hi, c.own = est-hw, est+hw, true
 		c.bias = est - toFloat(c.v)

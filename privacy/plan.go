@@ -56,15 +56,13 @@ func (p *Plan) Sensitivities() map[string]Sensitivity {
 			out[fmt.Sprintf("__hv%d", j)] = Sensitivity{G, c}
 		}
 		if p.biasEstimated(a) {
-			cut := float64(p.boundMax - p.contribution.Bound)
-			switch a.Kind {
-			case sandbox.Count:
-				out[fmt.Sprintf("__dc%d", j)] = Sensitivity{G, cut}
-			case sandbox.Sum:
-				out[fmt.Sprintf("__ds%d", j)] = Sensitivity{G, cut * math.Max(math.Abs(a.Min), math.Abs(a.Max))}
-			case sandbox.Avg:
-				out[fmt.Sprintf("__dc%d", j)] = Sensitivity{G, cut}
-				out[fmt.Sprintf("__ds%d", j)] = Sensitivity{G, cut * half}
+			dc, ds := p.biasCols(a)
+			ldc, lds := p.biasSens(a)
+			if dc {
+				out[fmt.Sprintf("__dc%d", j)] = Sensitivity{G, ldc}
+			}
+			if ds {
+				out[fmt.Sprintf("__ds%d", j)] = Sensitivity{G, lds}
 			}
 		}
 	}
@@ -318,14 +316,11 @@ func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan
 		bound = p.boundMax
 	}
 	if q.PerUnitRows {
-		p.epsEach = noiseEps / float64(p.quantities)
-		if want.Delta > 0 {
-			p.deltaEach = want.Delta / float64(p.quantities)
-			p.psDelta = p.deltaEach
-		}
-	} else {
-		p.setBound(bound)
+		// One row per patient: nothing to cut but values clamped.
+		p.boundMax, bound = 1, 1
+		p.contribution.Max, p.contribution.ChosenBy = 1, "policy"
 	}
+	p.setBound(bound)
 	p.salt = randomSalt()
 	p.rebuild()
 	return p, nil
@@ -455,7 +450,7 @@ func (p *Plan) sql(salt uint32) string {
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", true, nil))
 	case p.rowBound > 0:
 		from, where, keep := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}, ""
-		if p.biasQuantities > 0 {
+		if p.biasQuantities > 0 && p.rowsCut() {
 			// Rows ranked above the bound, up to the maximum, are what the
 			// bound cuts: they feed the bias estimates only.
 			from = fmt.Sprintf("(SELECT *, __rk <= %d AS __keep FROM __base)", p.rowBound)
@@ -552,34 +547,47 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 	// keep restricts the values to the rows within the bound when rows
 	// beyond it are read for the bias estimates (cut).
 	keep, cut := "", ""
-	if p.rowBound > 0 && p.biasQuantities > 0 {
+	if p.rowBound > 0 && p.biasQuantities > 0 && p.rowsCut() {
 		keep, cut = " FILTER (WHERE __keep)", " FILTER (WHERE NOT __keep)"
 	}
 	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
 		clamped := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", a.Min, a.Max)
 		mid := num((a.Min + a.Max) / 2)
+		dc, ds := false, false
+		if p.biasQuantities > 0 {
+			dc, ds = p.biasCols(a)
+		}
+		dlo, dhi := domainOf(a)
+		full := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", dlo, dhi)
 		switch a.Kind {
 		case sandbox.Count:
 			cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, keep), fmt.Sprintf("__c%d", j), addCounts})
-			if cut != "" {
+			if dc {
 				cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, cut), fmt.Sprintf("__dc%d", j), addCounts})
 			}
 		case sandbox.CountUnits:
 			cols = append(cols, aggCol{users, fmt.Sprintf("__c%d", j), addCounts})
 		case sandbox.Sum:
 			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s)%s, 0)", clamped, keep), fmt.Sprintf("__s%d", j), addSums})
-			if cut != "" {
-				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s)%s, 0)", clamped, cut), fmt.Sprintf("__ds%d", j), addSums})
+			if ds {
+				// Every row up to the maximum over the domain, less what
+				// the kept rows add clamped.
+				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s), 0) - coalesce(sum(%s)%s, 0)", full, clamped, keep), fmt.Sprintf("__ds%d", j), addSums})
 			}
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 			cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, keep), fmt.Sprintf("__c%d", j), addCounts})
 			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s)%s, 0)", clamped, mid, keep), fmt.Sprintf("__s%d", j), addSums})
 			if a.Kind != sandbox.Avg {
 				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s))%s, 0)", clamped, mid, clamped, mid, keep), fmt.Sprintf("__q%d", j), addSums})
-			} else if cut != "" {
+			}
+			if dc {
 				cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, cut), fmt.Sprintf("__dc%d", j), addCounts})
-				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s)%s, 0)", clamped, mid, cut), fmt.Sprintf("__ds%d", j), addSums})
+			}
+			if ds {
+				// Every row up to the maximum over the domain, less what
+				// the kept rows add clamped, both about the middle.
+				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s), 0) - coalesce(sum(%s - %s)%s, 0)", full, mid, clamped, mid, keep), fmt.Sprintf("__ds%d", j), addSums})
 			}
 		case sandbox.Quantile:
 			if twoLevel {
@@ -639,7 +647,7 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		case sandbox.Count:
 			partial = append(partial, fmt.Sprintf("count(%s) AS __pc%d", arg, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
-			if p.biasQuantities > 0 {
+			if dc, _ := p.biasCols(a); dc && p.biasQuantities > 0 {
 				// The rows the bound cut, up to the maximum per group.
 				final = append(final, fmt.Sprintf("coalesce(sum(least(greatest(__pc%d - %d, 0), %d)), 0)::BIGINT AS __dc%d", j, p.rowsPerGroup, p.boundMax-p.rowsPerGroup, j))
 			}
@@ -648,10 +656,17 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		case sandbox.Sum:
 			partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS __ps%d", clamped, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
-			if p.biasQuantities > 0 {
+			if _, ds := p.biasCols(a); ds && p.biasQuantities > 0 {
+				// The pair's sum up to the maximum (over the domain when
+				// clamping cuts), less its clamped sum up to the bound.
 				M := float64(p.boundMax)
-				ps := fmt.Sprintf("__ps%d", j)
-				final = append(final, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __ds%d", clampSQL(ps, M*math.Min(a.Min, 0), M*math.Max(a.Max, 0)), clampSQL(ps, C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
+				dlo, dhi := domainOf(a)
+				full := fmt.Sprintf("__ps%d", j)
+				if valuesCut(a) {
+					full = fmt.Sprintf("__pd%d", j)
+					partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS %s", clampSQL("TRY_CAST("+arg+" AS DOUBLE)", dlo, dhi), full))
+				}
+				final = append(final, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __ds%d", clampSQL(full, M*math.Min(dlo, 0), M*math.Max(dhi, 0)), clampSQL(fmt.Sprintf("__ps%d", j), C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
 			}
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 			// A patient with n > MaxRows rows in the group counts as

@@ -162,7 +162,7 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 	for j := range q.Aggs {
 		ac[j] = aggCols{col(fmt.Sprintf("__c%d", j)), col(fmt.Sprintf("__s%d", j)), col(fmt.Sprintf("__q%d", j)), col(fmt.Sprintf("__hk%d", j)), col(fmt.Sprintf("__hv%d", j)),
 			col(fmt.Sprintf("__dc%d", j)), col(fmt.Sprintf("__ds%d", j))}
-		if p.biasEstimated(q.Aggs[j]) && ac[j].dc < 0 && ac[j].ds < 0 {
+		if dc, ds := p.biasCols(q.Aggs[j]); p.biasQuantities > 0 && ((dc && ac[j].dc < 0) || (ds && ac[j].ds < 0)) {
 			return nil, fmt.Errorf("release: result lacks the bias columns of aggregate %d", j)
 		}
 	}

@@ -47,7 +47,7 @@ func sensitivityHospital(t *testing.T) (*engine.Engine, sandbox.Scope) {
 		`CREATE TABLE s.people AS SELECT range AS patient_id, CASE WHEN range % 2 = 0 THEN 'F' ELSE 'M' END AS sex,
 			(range * 7) % 90 AS age, ['P1', 'P2', 'P3'][range % 3 + 1] AS province, range % 10 = 0 AS hiv FROM range(1, 61)`,
 		`CREATE TABLE s.visits AS
-			SELECT 1 AS patient_id, ['A', 'B', 'C', 'D', 'E', 'F'][i % 6 + 1] AS dept, (i * 37) % 1500 AS cost, i % 20 AS los FROM range(240) t(i)
+			SELECT 1 AS patient_id, ['A', 'B', 'C', 'D', 'E', 'F'][i % 6 + 1] AS dept, 1500 + (i * 37) % 501 AS cost, i % 20 AS los FROM range(240) t(i)
 			UNION ALL SELECT p, ['A', 'B', 'C'][(p + i) % 3 + 1], (p * 100 + i * 13) % 1200, (p + i) % 9 FROM range(2, 10) a(p), range(30) b(i) WHERE i < p * 3
 			UNION ALL SELECT p, ['A', 'B', 'C', 'D'][(p + i) % 4 + 1], (p * 17 + i) % 900, i FROM range(10, 61) a(p), range(3) b(i) WHERE i <= p % 3`,
 	} {
@@ -59,19 +59,22 @@ func sensitivityHospital(t *testing.T) (*engine.Engine, sandbox.Scope) {
 		t.Fatal(err)
 	}
 	costMin, costMax, ageMin, ageMax := 0.0, 1000.0, 0.0, 100.0
+	// Costs run to 2000 and ages to 89: clamping cuts both, within their
+	// domains, so the bias estimates of clamping are checked too.
+	costTop, ageClamp := 2000.0, 60.0
 	pol := policy.Policy{
 		Tables: []policy.Table{
 			{Name: "people", OneRowPerUnit: true, Columns: []policy.Column{
 				{Name: "patient_id", Role: policy.Unit},
 				{Name: "sex", Role: policy.QuasiIdentifier, Public: []string{"F", "M"}},
-				{Name: "age", Role: policy.QuasiIdentifier, Min: &ageMin, Max: &ageMax, MaxDistinct: 90},
+				{Name: "age", Role: policy.QuasiIdentifier, Min: &ageMin, Max: &ageClamp, DomainMin: &ageMin, DomainMax: &ageMax, MaxDistinct: 90},
 				{Name: "province", Role: policy.QuasiIdentifier, MaxDistinct: 3},
 				{Name: "hiv", Type: "BOOLEAN", Role: policy.SpecialGroup},
 			}},
 			{Name: "visits", Columns: []policy.Column{
 				{Name: "patient_id", Role: policy.Unit},
 				{Name: "dept", Role: policy.Attribute, Public: []string{"A", "B", "C", "D", "E", "F"}},
-				{Name: "cost", Role: policy.Attribute, Min: &costMin, Max: &costMax},
+				{Name: "cost", Role: policy.Attribute, Min: &costMin, Max: &costMax, DomainMin: &costMin, DomainMax: &costTop},
 				{Name: "los", Role: policy.Attribute, Min: &ageMin, Max: &ageMax, MaxDistinct: 20},
 			}},
 		},

@@ -110,6 +110,7 @@ func (a *analyzer) aggregate(item node) (Agg, node, error) {
 		return Agg{}, nil, reject("column %s has no declared bounds, so %s cannot be protected; ask the data steward to declare min and max", col.Name, name)
 	}
 	agg.Column, agg.Min, agg.Max = col.Name, *col.Min, *col.Max
+	agg.DomainMin, agg.DomainMax, _ = col.Domain()
 	switch name {
 	case "median":
 		agg.Q = 0.5

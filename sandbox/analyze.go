@@ -92,9 +92,13 @@ type Agg struct {
 	Column string  // the aggregated column, "" for COUNT(*)
 	Min    float64 // declared bounds of Column, for sums, means, variances, quantiles
 	Max    float64
-	Q      float64 // the quantile for Quantile
-	Disc   bool    // quantile_disc: answer a value of the column's grid
-	Star   bool    // COUNT(*): every row counts
+	// DomainMin and DomainMax are the values Column can hold (its declared
+	// domain, or Min and Max): what clamping to Min and Max cuts is
+	// estimated up to them.
+	DomainMin, DomainMax float64
+	Q                    float64 // the quantile for Quantile
+	Disc                 bool    // quantile_disc: answer a value of the column's grid
+	Star                 bool    // COUNT(*): every row counts
 }
 
 // Output is one output column: a group key or an aggregate.
