@@ -64,7 +64,7 @@ func Policy() policy.Policy {
 		// chosen below them from a noisy histogram of encounters per
 		// patient (see privacy), and per-patient attributes (sex,
 		// province) need no bound.
-		Contribution: policy.Contribution{MaxGroups: 4, MaxRows: 50},
+		Contribution: policy.Contribution{MaxGroups: 12, MaxRows: 50},
 		K:            10, SpecialK: 20, SpecialShare: 0.5,
 	}
 }
