@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,8 +14,10 @@ import (
 	"github.com/hospital/gateway/policy"
 )
 
-// TestDeclaredFactsAreChecked: a file that breaks one_row_per_unit or
-// max_distinct is refused with its counts, and leaves no table file behind.
+func ptr(f float64) *float64 { return &f }
+
+// TestDeclaredFactsAreChecked: a file that breaks one_row_per_unit,
+// max_distinct, a public list or a domain is refused with its counts, and leaves no table file behind.
 func TestDeclaredFactsAreChecked(t *testing.T) {
 	key, err := atrest.NewKey(atrest.SM4GCM)
 	if err != nil {
@@ -22,7 +25,7 @@ func TestDeclaredFactsAreChecked(t *testing.T) {
 	}
 	dir := t.TempDir()
 	csv := filepath.Join(dir, "people.csv")
-	if err := os.WriteFile(csv, []byte("patient_id,dx\n1,A\n2,B\n2,C\n3,D\n"), 0o600); err != nil {
+	if err := os.WriteFile(csv, []byte("patient_id,dx,los\n1,A,3\n2,B,400\n2,C,5\n3,D,1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -36,8 +39,17 @@ func TestDeclaredFactsAreChecked(t *testing.T) {
 			"more than 3 distinct values"},
 		{"value outside the public list", policy.Table{Name: "people", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive, Public: []string{"A", "B", "C"}}}},
 			`holds "D", which is not in its public list`},
+		{"value outside the domain", policy.Table{Name: "people", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive}, {Name: "los", Role: policy.Attribute, Min: ptr(0), Max: ptr(60), DomainMin: ptr(0), DomainMax: ptr(365)}}},
+			"outside its declared domain [0, 365]"},
+		{"values within the domain", policy.Table{Name: "people", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive}, {Name: "los", Role: policy.Attribute, Min: ptr(0), Max: ptr(60), DomainMin: ptr(0), DomainMax: ptr(400)}}},
+			""},
 		{"declarations hold", policy.Table{Name: "people", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "dx", Role: policy.Sensitive, MaxDistinct: 4}}},
 			""},
+	}
+	for i, tc := range cases {
+		if !slices.ContainsFunc(tc.table.Columns, func(c policy.Column) bool { return c.Name == "los" }) {
+			cases[i].table.Columns = append(tc.table.Columns, policy.Column{Name: "los", Role: policy.Attribute})
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

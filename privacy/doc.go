@@ -61,6 +61,46 @@
 // patient), Gaussian noise over several groups per patient and filtered
 // queries keep per-group bounding.
 //
+// # Choosing the bound, and what it cut
+//
+// The steward's max_rows and max_groups are the largest bound a query may
+// use, not the bound it uses. When the researcher sets none
+// (contribution_bound) and the query reads a table with several rows per
+// patient, Plan.Choose spends BoundShare of the query's noise epsilon on a
+// Laplace histogram of patients by their row count in that table, in
+// geometric bins up to the maximum and one bin beyond it: each patient is
+// in exactly one bin, so the histogram has L1 sensitivity 1. The engine's
+// exact counts (engine.RankCounts) go no further than Choose; the bound it
+// picks (the one minimising the histogram's estimate of rows cut per cell
+// plus twice the noise it brings, in the spirit of Amin et al. 2019) and
+// the noisy count of patients beyond the maximum are post-processing of the
+// histogram, and are reported in privacy.contribution.
+//
+// Below the maximum, and wherever clamping to min and max may cut values
+// of a column's declared domain (domain_min, domain_max), each cell also
+// gets bias estimates: the rows between the bound and the maximum (__dc),
+// and the value those rows add over the domain plus what clamping took
+// from the kept rows (__ds). One patient changes them by at most what
+// biasSens states (per group, L0 as the value's), which the sensitivity
+// tester checks too; each is one more Laplace quantity at a BiasShare of
+// epsilon split among them, and the value, the k rule, the bias estimates
+// and the histogram together spend the query's epsilon. The released bias
+// and the per-cell interval are post-processing: the interval is the hull
+// of the value's 97.5% interval and the bias estimate's 97.5% interval, so
+// it holds the exact answer with probability at least 95% (union bound)
+// whenever no patient has more rows than the maximum (more groups than
+// max_groups, in the per-(patient, group) shape) and the data is within its
+// domain (checked at registration). What is beyond that is not estimated,
+// since its sensitivity is unbounded: the rows of patients beyond the
+// maximum (patients_over_max says how many there are), groups beyond
+// max_groups, AVG in the per-(patient, group) shape and COUNT(DISTINCT
+// patient) cut by max_groups, and clamping of columns that declare no
+// domain. Means and quantiles are then still bounded by the domain. A cell
+// whose interval is wider than its value is flagged wide_interval. Over a
+// column with a long tail (a domain much wider than the clamp) the bias
+// estimate is honest but noisy: it widens the interval rather than
+// correcting the value.
+//
 // # The k rule, on noisy counts
 //
 // A group is released only if its exact patient count is at least k AND a
@@ -97,10 +137,12 @@
 //     decided by the key alone. Rows are sorted by the researcher's ORDER BY
 //     or by group key, never by data order. "rows" is [] when nothing is
 //     released.
-//   - Intervals and noise scales (privacy.columns, and the per-cell
-//     intervals of Answer): functions of epsilon, delta and the declared
-//     bounds, or simulations around released values, clamped to the bounds
-//     (post-processing).
+//   - Intervals, noise scales, bias estimates and flags (privacy.columns,
+//     privacy.contribution, and the per-cell intervals, bias and flags of
+//     Answer): functions of epsilon, delta and the declared bounds, or
+//     simulations around released noisy values, clamped to the domain
+//     (post-processing). The chosen bound is a function of the noisy
+//     histogram above.
 //   - A dry run: the cost and the expected noise of the plan, from the SQL,
 //     the grant and the policy; it reads no data.
 //   - The same answer as CSV, Arrow IPC or Arrow Flight SQL, its headers and

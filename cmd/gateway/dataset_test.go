@@ -75,6 +75,8 @@ func TestManifestErrors(t *testing.T) {
 		{"unknown column", "{name: fee, role: attribute, min: 0, max: 1000}", "{name: fee, role: attribute, min: 0, max: 1000}\n        - {name: weight, role: attribute}", "does not have"},
 		{"undeclared column", "        - {name: fee, role: attribute, min: 0, max: 1000}\n", "", "not in the policy"},
 		{"bounds reversed", "min: 0, max: 110", "min: 110, max: 0", "bounds reversed"},
+		{"half a domain", "min: 0, max: 110", "min: 0, max: 110, domain_min: 0", "only one end of its domain"},
+		{"domain inside the clamp", "min: 0, max: 110", "min: 0, max: 110, domain_min: 0, domain_max: 100", "does not hold its clamping bounds"},
 		{"no privacy unit", "{name: patient_id, role: unit}", "{name: patient_id, role: identifier}", "privacy unit"},
 		{"bad grade", "grade: important", "grade: secret", "grade"},
 		{"unknown field", "grade: important", "grade: important\ncolour: blue", "colour"},
