@@ -295,7 +295,7 @@ func (p *Plan) report() Report {
 			report.MaxGroupsPerPatient, report.MaxRowsPerGroup = min(p.rowBound, p.domain), p.rowBound
 		}
 	}
-	if !p.Query.PerUnitRows && p.Mechanism != None {
+	if (!p.Query.PerUnitRows || p.biasQuantities > 0) && p.Mechanism != None {
 		c := p.contribution
 		report.Contribution = &c
 	}
