@@ -284,6 +284,8 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: p.groupsPerUnit, MaxRowsPerGroup: p.rowsPerGroup,
 		MaxRowsPerPatient: p.rowBound, SpecialGroups: q.Special,
 	}
+	report.Rho = p.Charge().Rho
+	report.DeltaPartition, report.DeltaGaussian = deltaSplit(p.Quantities())
 	sim := newSimulator()
 	rows := [][]any{} // an array even when every group is suppressed
 	for gi, key := range dom {
