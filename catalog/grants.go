@@ -447,6 +447,16 @@ func (s *Store) FinishQueryTx(ctx context.Context, tx *sql.Tx, id, outcome, answ
 	return nil
 }
 
+// FailQuery records on a history line written by ReserveFor the code of
+// the refusal that stopped the query after its charge: the line keeps its
+// charge and the outcome ChargedNotReleased.
+func (s *Store) FailQuery(ctx context.Context, id, code string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE queries SET refusal = $1 WHERE id = $2`, code, id); err != nil {
+		return fmt.Errorf("record refusal of query %s: %w", id, err)
+	}
+	return nil
+}
+
 // FinishQuery is FinishQueryTx in a transaction of its own.
 func (s *Store) FinishQuery(ctx context.Context, id, outcome string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return s.FinishQueryTx(ctx, tx, id, outcome, "") })
@@ -467,6 +477,15 @@ func balanceOf(g Grant) Balance {
 
 // BalanceOf is a grant's current budget.
 func BalanceOf(g Grant) Balance { return balanceOf(g) }
+
+// BalanceAfter is where g would stand after charging c (what a dry run
+// shows): nothing is reserved.
+func BalanceAfter(g Grant, c accountant.Charge) Balance {
+	g.Spent = g.Spent.Plus(c.Units())
+	pos := g.Budget().Position(g.Spent)
+	g.setSpent(pos.EpsilonUnits, accountant.Up(pos.DeltaSpent, accountant.DeltaScale))
+	return balanceOf(g)
+}
 
 // Answer returns the stored answer to an identical earlier query on a grant.
 func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, error) {
@@ -543,6 +562,9 @@ type QueryRecord struct {
 	// own ID for a fresh release, an earlier one's for a repeat, "" when
 	// nothing was released.
 	AnswerID string `json:"answer_id,omitempty"`
+	// Refusal is the code of the refusal that stopped a query charged and
+	// not released (Outcome ChargedNotReleased); "" otherwise.
+	Refusal string `json:"refusal,omitempty"`
 	// Units is the stored charge in integer units (read back only).
 	Units accountant.Spent `json:"-"`
 }
@@ -585,13 +607,13 @@ func recordQuery(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.now() }
 
-const queryCols = `id, grant_id, researcher, datasets, sql_text, epsilon_u, delta_u, rho_u, delta_partition_u, outcome, cached, created_at, coalesce(answer_id, '')`
+const queryCols = `id, grant_id, researcher, datasets, sql_text, epsilon_u, delta_u, rho_u, delta_partition_u, outcome, cached, created_at, coalesce(answer_id, ''), coalesce(refusal, '')`
 
 func scanQuery(row interface{ Scan(...any) error }) (QueryRecord, error) {
 	var r QueryRecord
 	var ds, at string
 	if err := row.Scan(&r.ID, &r.GrantID, &r.Researcher, &ds, &r.SQL, &r.Units.EpsilonSum, &r.Units.DeltaSum, &r.Units.Rho, &r.Units.DeltaPartition,
-		&r.Outcome, &r.Cached, &at, &r.AnswerID); err != nil {
+		&r.Outcome, &r.Cached, &at, &r.AnswerID, &r.Refusal); err != nil {
 		return QueryRecord{}, err
 	}
 	r.Epsilon = accountant.Figure(r.Units.EpsilonSum, accountant.EpsilonScale)

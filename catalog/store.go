@@ -160,6 +160,9 @@ var migrations = []string{
 		delta_u = CAST(ROUND(delta * 1000000000000000) AS BIGINT),
 		rho_u = CASE WHEN epsilon > 0 THEN CAST(ROUND(epsilon * epsilon * 500000000000) AS BIGINT) + 1 ELSE 0 END,
 		delta_partition_u = CAST(ROUND(delta * 1000000000000000) AS BIGINT)`,
+	// A query charged and stopped before its answer was released keeps
+	// the outcome charged_not_released and names the refusal's code here.
+	`ALTER TABLE queries ADD COLUMN refusal TEXT`,
 }
 
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.meta.Tx(ctx, fn) }
