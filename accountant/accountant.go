@@ -72,6 +72,15 @@ import "math"
 // conversion from zCDP to (epsilon, delta).
 const ConversionShare = 0.5
 
+// DeltaFor is the delta a grant needs to pay for queries queries whose k
+// rules spend partition each, beside the share set aside for the
+// conversion: partition * queries / (1 - ConversionShare), to the unit.
+// Access requests that name no delta get it (see policy.GradeRule's
+// ExpectedQueries).
+func DeltaFor(partition float64, queries int) float64 {
+	return Figure(Up(partition*float64(queries)/(1-ConversionShare), DeltaScale), DeltaScale)
+}
+
 // Name is the accounting's name in budgets: "zcdp".
 const Name = "zcdp"
 

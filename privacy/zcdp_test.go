@@ -230,3 +230,31 @@ func TestGaussianQueriesCostSqrtK(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultDeltaPaysForExpectedQueries: a grant with the default delta
+// for 1000 expected queries pays the k rules of 1000 GROUP BY queries on
+// a key without a public list (partition selection), within both
+// guarantees.
+func TestDefaultDeltaPaysForExpectedQueries(t *testing.T) {
+	e := loadVisits(t)
+	p := planWith(t, e, "SELECT dept, count(*) AS n FROM visits GROUP BY dept", privacy.Cost{Epsilon: 0.001}, privacy.Options{})
+	if !p.Expected().PartitionSelection {
+		t.Fatal("no partition selection")
+	}
+	delta := accountant.DeltaFor(privacy.DefaultLimits.PartitionDelta, 1000)
+	if delta != 2e-5 {
+		t.Errorf("default delta %g, want 2e-5", delta)
+	}
+	b := accountant.Budget{Epsilon: 3, Delta: delta}
+	one := p.Charge().Units()
+	var s accountant.Spent
+	for i := 0; i < 1000; i++ {
+		s = s.Plus(one)
+		if pos := b.Position(s); !pos.Fits {
+			t.Fatalf("query %d refused: %+v", i+1, pos)
+		}
+	}
+	if pos := b.Position(s); pos.DeltaSpent > delta || pos.EpsilonSpent > 1.0001 {
+		t.Errorf("after 1000: %+v", pos)
+	}
+}
