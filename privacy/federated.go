@@ -52,8 +52,9 @@ import (
 
 // FederatedDelta is the delta a federated query spends when the researcher
 // names none: far below one over the number of patients of any hospital, as
-// a Gaussian release wants, and small enough that a grant's delta (1e-5 in
-// the demo) pays for a hundred federated queries.
+// a Gaussian release wants, and small enough that a grant's delta (2e-5 in
+// the demo) pays for two hundred federated queries by the plain sum of
+// deltas; the zCDP account (package accountant) needs none of it.
 const FederatedDelta = 1e-7
 
 // Aggregation says how the nodes' shares are added up.
