@@ -7,13 +7,18 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/hospital/gateway/accountant"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/policy"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/release"
 )
 
-// budgetLine is one grant's budget in GET /v1/budgets.
+// budgetLine is one grant's budget in GET /v1/budgets: epsilon_spent is
+// the accountant's (see package accountant), epsilon_sum the plain sum
+// of the history's epsilons.
 type budgetLine struct {
 	GrantID          string    `json:"grant_id"`
 	Researcher       string    `json:"researcher"`
@@ -24,6 +29,12 @@ type budgetLine struct {
 	EpsilonRemaining float64   `json:"epsilon_remaining"`
 	DeltaTotal       float64   `json:"delta_total"`
 	DeltaSpent       float64   `json:"delta_spent"`
+	DeltaRemaining   float64   `json:"delta_remaining"`
+	EpsilonSum       float64   `json:"epsilon_sum"`
+	DeltaSum         float64   `json:"delta_sum"`
+	RhoSpent         float64   `json:"rho_spent"`
+	Accounting       string    `json:"accounting"`
+	EpsilonSpentBy   string    `json:"epsilon_spent_by"`
 	ExpiresAt        time.Time `json:"expires_at"`
 	Live             bool      `json:"live"`
 }
@@ -46,7 +57,9 @@ func (s *Server) getBudgets(c *gin.Context) {
 		out = append(out, budgetLine{
 			GrantID: g.ID, Researcher: g.Researcher, Dataset: g.Dataset(), Datasets: g.Datasets,
 			EpsilonTotal: g.EpsilonTotal, EpsilonSpent: g.EpsilonSpent, EpsilonRemaining: b.EpsilonRemaining,
-			DeltaTotal: g.DeltaTotal, DeltaSpent: g.DeltaSpent, ExpiresAt: g.ExpiresAt, Live: g.Live(now),
+			DeltaTotal: g.DeltaTotal, DeltaSpent: g.DeltaSpent, DeltaRemaining: b.DeltaRemaining,
+			EpsilonSum: g.EpsilonSum, DeltaSum: g.DeltaSum, RhoSpent: g.RhoSpent, Accounting: g.Accounting, EpsilonSpentBy: g.EpsilonSpentBy,
+			ExpiresAt: g.ExpiresAt, Live: g.Live(now),
 		})
 	}
 	c.JSON(http.StatusOK, gin.H{"budgets": out})
@@ -105,9 +118,19 @@ func (s *Server) postRequest(c *gin.Context) {
 		s.refuse(c, p, "request.create", badJSON(err))
 		return
 	}
-	delta := 1e-5
+	// Without a delta, the request gets what the noisy k rules of the
+	// grade's expected number of queries need (release.DefaultDelta).
+	var delta float64
 	if body.Delta != nil {
 		delta = *body.Delta
+	} else if s.cfg.Release != nil {
+		var err error
+		if delta, err = s.cfg.Release.DefaultDelta(ctx, body.Datasets); err != nil {
+			s.refuse(c, p, "request.create", err)
+			return
+		}
+	} else {
+		delta = release.DefaultDelta(nil, privacy.Limits{})
 	}
 	r, err := s.cfg.Store.CreateRequest(ctx, catalog.AccessRequest{
 		Researcher: p.ID, Datasets: body.Datasets, Columns: body.Columns, Purpose: body.Purpose, Method: body.Method,
@@ -270,8 +293,11 @@ func (s *Server) postAssessment(c *gin.Context) {
 	c.JSON(http.StatusOK, st)
 }
 
-// getGrantHistory is a grant's budget over time: each charged release with
-// the running total. Auditors see every grant; researchers their own.
+// getGrantHistory is a grant's budget over time: each line with its
+// epsilon and rho, the running plain sum (epsilon_cumulative, which ends
+// at the grant's epsilon_sum), the running rho, and what the accountant
+// charged after it (epsilon_spent_after). Auditors see every grant;
+// researchers their own.
 func (s *Server) getGrantHistory(c *gin.Context) {
 	p := person(c)
 	g, err := s.cfg.Store.Grant(c.Request.Context(), c.Param("id"))
@@ -291,14 +317,19 @@ func (s *Server) getGrantHistory(c *gin.Context) {
 	type point struct {
 		catalog.QueryRecord
 		EpsilonCumulative float64 `json:"epsilon_cumulative"`
+		RhoCumulative     float64 `json:"rho_cumulative"`
+		EpsilonSpentAfter float64 `json:"epsilon_spent_after"`
+		EpsilonSpentBy    string  `json:"epsilon_spent_by"`
 	}
 	out := []point{}
-	total := 0.0
+	var sum accountant.Spent
 	for _, q := range qs {
-		if !q.Cached {
-			total += q.Epsilon
-		}
-		out = append(out, point{q, total})
+		sum = sum.Plus(q.Units)
+		pos := g.Budget().Position(sum)
+		out = append(out, point{q, accountant.Figure(sum.EpsilonSum, accountant.EpsilonScale), accountant.Figure(sum.Rho, accountant.RhoScale),
+			pos.EpsilonSpent, pos.By})
 	}
-	c.JSON(http.StatusOK, gin.H{"grant_id": g.ID, "epsilon_total": g.EpsilonTotal, "epsilon_spent": g.EpsilonSpent, "queries": out})
+	c.JSON(http.StatusOK, gin.H{"grant_id": g.ID, "epsilon_total": g.EpsilonTotal, "epsilon_spent": g.EpsilonSpent,
+		"epsilon_sum": g.EpsilonSum, "rho_spent": g.RhoSpent, "delta_total": g.DeltaTotal, "delta_spent": g.DeltaSpent, "delta_sum": g.DeltaSum,
+		"accounting": g.Accounting, "epsilon_spent_by": g.EpsilonSpentBy, "queries": out})
 }

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 
+	"github.com/hospital/gateway/accountant"
 	"github.com/hospital/gateway/fault"
 )
 
@@ -190,17 +190,21 @@ func insertGrant(ctx context.Context, tx *sql.Tx, g Grant) error {
 	return nil
 }
 
-const grantCols = `id, request_id, researcher, datasets, columns_json, purpose, epsilon_total, epsilon_spent, delta_total, delta_spent,
+const grantCols = `id, request_id, researcher, datasets, columns_json, purpose, epsilon_total, delta_total,
+	epsilon_sum_u, delta_sum_u, rho_u, delta_partition_u, epsilon_spent_u, delta_spent_u,
 	default_epsilon, expires_at, coalesce(revoked_at, ''), created_at`
 
 func scanGrant(row interface{ Scan(...any) error }) (Grant, error) {
 	var g Grant
 	var ds, cols, exp, revoked, created string
-	err := row.Scan(&g.ID, &g.RequestID, &g.Researcher, &ds, &cols, &g.Purpose, &g.EpsilonTotal, &g.EpsilonSpent,
-		&g.DeltaTotal, &g.DeltaSpent, &g.DefaultEpsilon, &exp, &revoked, &created)
+	var epsSpent, deltaSpent int64
+	err := row.Scan(&g.ID, &g.RequestID, &g.Researcher, &ds, &cols, &g.Purpose, &g.EpsilonTotal, &g.DeltaTotal,
+		&g.Spent.EpsilonSum, &g.Spent.DeltaSum, &g.Spent.Rho, &g.Spent.DeltaPartition, &epsSpent, &deltaSpent,
+		&g.DefaultEpsilon, &exp, &revoked, &created)
 	if err != nil {
 		return Grant{}, err
 	}
+	g.setSpent(epsSpent, deltaSpent)
 	g.ExpiresAt, g.CreatedAt = parseTS(exp), parseTS(created)
 	if revoked != "" {
 		t := parseTS(revoked)
@@ -272,26 +276,51 @@ func (s *Store) Revoke(ctx context.Context, id string, inTx func(*sql.Tx, Grant)
 	return out, err
 }
 
-// Balance is a grant's budget after a spend.
+// setSpent fills the grant's budget figures from its units and the
+// charged guarantee's epsilon and delta (units too).
+func (g *Grant) setSpent(epsSpent, deltaSpent int64) {
+	g.EpsilonSpent = accountant.Figure(epsSpent, accountant.EpsilonScale)
+	g.DeltaSpent = accountant.Figure(deltaSpent, accountant.DeltaScale)
+	g.EpsilonSum = accountant.Figure(g.Spent.EpsilonSum, accountant.EpsilonScale)
+	g.DeltaSum = accountant.Figure(g.Spent.DeltaSum, accountant.DeltaScale)
+	g.RhoSpent = accountant.Figure(g.Spent.Rho, accountant.RhoScale)
+	g.DeltaPartitionSpent = accountant.Figure(g.Spent.DeltaPartition, accountant.DeltaScale)
+	g.Accounting = accountant.Name
+	g.EpsilonSpentBy = g.Budget().Position(g.Spent).By
+}
+
+// Balance is a grant's budget after a spend: what the accountant charges
+// (epsilon_spent, delta_spent, and which guarantee, epsilon_spent_by),
+// the plain sum of the queries' epsilons (epsilon_sum, what the history
+// adds up to) and of their zCDP costs (rho_spent).
 type Balance struct {
 	EpsilonSpent     float64 `json:"epsilon_spent"`
 	EpsilonRemaining float64 `json:"epsilon_remaining"`
 	DeltaSpent       float64 `json:"delta_spent"`
 	DeltaRemaining   float64 `json:"delta_remaining"`
+	EpsilonSum       float64 `json:"epsilon_sum"`
+	RhoSpent         float64 `json:"rho_spent"`
+	Accounting       string  `json:"accounting"`
+	EpsilonSpentBy   string  `json:"epsilon_spent_by"`
 }
 
-// slack absorbs floating-point error when budgets are summed from many
-// spends; it is far below any epsilon a query may ask for.
-const slack = 1e-9
+// Reserve spends epsilon and delta from a live grant, charged as a pure
+// (epsilon, delta) release (accountant.Pure); see ReserveCharge.
+func (s *Store) Reserve(ctx context.Context, grantID string, epsilon, delta float64) (Balance, error) {
+	return s.reserve(ctx, grantID, accountant.Pure(epsilon, delta), nil)
+}
 
-// Reserve spends epsilon and delta from a live grant in one atomic
-// statement, so that concurrent queries (in this process or in another
-// gateway sharing PostgreSQL) can never overspend. It fails with
+// ReserveCharge spends a charge from a live grant in one transaction that
+// holds the grant's row, so that concurrent queries (in this process or in
+// another gateway sharing PostgreSQL) can never overspend: the grant's
+// sums in integer units are read, the charge added, the accountant's
+// position computed (accountant.Budget.Position) and the sums written
+// back only if the position fits the grant. It fails with
 // budget_exhausted when the grant cannot pay, and forbidden when the grant
 // is revoked or expired. A reservation is never given back: a query that
 // fails after it keeps the budget spent (fail closed).
-func (s *Store) Reserve(ctx context.Context, grantID string, epsilon, delta float64) (Balance, error) {
-	return s.reserve(ctx, grantID, epsilon, delta, nil)
+func (s *Store) ReserveCharge(ctx context.Context, grantID string, c accountant.Charge) (Balance, error) {
+	return s.reserve(ctx, grantID, c, nil)
 }
 
 // ChargedNotReleased is the outcome of a query whose budget was reserved
@@ -307,45 +336,106 @@ const ChargedNotReleased = "charged_not_released"
 // shutdown keeps it.
 func (s *Store) ReserveFor(ctx context.Context, rec QueryRecord) (Balance, error) {
 	rec.Outcome = ChargedNotReleased
-	return s.reserve(ctx, rec.GrantID, rec.Epsilon, rec.Delta, &rec)
+	return s.reserve(ctx, rec.GrantID, rec.Charge(), &rec)
 }
 
-func (s *Store) reserve(ctx context.Context, grantID string, epsilon, delta float64, rec *QueryRecord) (Balance, error) {
-	now := ts(s.now())
-	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE grants SET epsilon_spent = epsilon_spent + $1, delta_spent = delta_spent + $2
-			WHERE id = $3 AND revoked_at IS NULL AND expires_at > $4
-			AND epsilon_spent + $1 <= epsilon_total + $5 AND delta_spent + $2 <= delta_total + $6`,
-			epsilon, delta, grantID, now, slack, slack*1e-6)
-		if err != nil {
-			return err
+// Charge is what the line charges: its epsilon, delta, rho and k rule's
+// delta; a line with epsilon and no rho is a pure (epsilon, delta)
+// release (accountant.Pure).
+func (r QueryRecord) Charge() accountant.Charge {
+	if r.Rho <= 0 {
+		return accountant.Pure(r.Epsilon, r.Delta)
+	}
+	return accountant.Charge{Epsilon: r.Epsilon, Delta: r.Delta, Rho: r.Rho, DeltaPartition: r.DeltaPartition}
+}
+
+// errMoved is a reservation that found the grant's sums changed under
+// it; it is tried again.
+var errMoved = errors.New("grant budget moved")
+
+func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge, rec *QueryRecord) (Balance, error) {
+	add := c.Units()
+	lock := ""
+	if s.dialect == Postgres {
+		lock = " FOR UPDATE" // SQLite's write transactions are exclusive already
+	}
+	var g Grant
+	var refusal error
+	var err error
+	for try := 0; try < 5; try++ {
+		refusal = nil
+		err = s.tx(ctx, func(tx *sql.Tx) error {
+			var err error
+			g, err = scanGrant(tx.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = $1`+lock, grantID))
+			if errors.Is(err, sql.ErrNoRows) {
+				return fault.E(fault.NotFound, "no grant %s", grantID)
+			}
+			if err != nil {
+				return err
+			}
+			if !g.Live(s.now()) {
+				refusal = fault.E(fault.Forbidden, "grant %s is revoked or expired", grantID)
+				return nil
+			}
+			now := g.Budget().Position(g.Spent)
+			next := g.Spent.Plus(add)
+			pos := g.Budget().Position(next)
+			if !pos.Fits {
+				refusal = exhausted(g, now, pos, c)
+				return nil
+			}
+			deltaSpent := accountant.Up(pos.DeltaSpent, accountant.DeltaScale)
+			res, err := tx.ExecContext(ctx, `UPDATE grants SET epsilon_sum_u = $1, delta_sum_u = $2, rho_u = $3, delta_partition_u = $4,
+				epsilon_spent_u = $5, delta_spent_u = $6, epsilon_spent = $7, delta_spent = $8
+				WHERE id = $9 AND revoked_at IS NULL AND expires_at > $10
+				AND epsilon_sum_u = $11 AND delta_sum_u = $12 AND rho_u = $13 AND delta_partition_u = $14`,
+				next.EpsilonSum, next.DeltaSum, next.Rho, next.DeltaPartition, pos.EpsilonUnits, deltaSpent, pos.EpsilonSpent, pos.DeltaSpent,
+				grantID, ts(s.now()), g.Spent.EpsilonSum, g.Spent.DeltaSum, g.Spent.Rho, g.Spent.DeltaPartition)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				if err == nil {
+					err = errMoved
+				}
+				return err
+			}
+			g.Spent = next
+			g.setSpent(pos.EpsilonUnits, deltaSpent)
+			if rec == nil {
+				return nil
+			}
+			return recordQuery(ctx, tx, *rec)
+		})
+		if !errors.Is(err, errMoved) {
+			break
 		}
-		if n, err = res.RowsAffected(); err != nil || n == 0 || rec == nil {
-			return err
-		}
-		return recordQuery(ctx, tx, *rec)
-	})
+	}
 	if err != nil {
+		if fault.KindOf(err) != fault.Internal {
+			return Balance{}, err
+		}
 		return Balance{}, fmt.Errorf("reserve budget on %s: %w", grantID, err)
 	}
-	g, err := s.Grant(ctx, grantID)
-	if err != nil {
-		return Balance{}, err
-	}
-	if n == 0 {
-		if !g.Live(s.now()) {
-			return Balance{}, fault.E(fault.Forbidden, "grant %s is revoked or expired", grantID)
-		}
-		if g.DeltaSpent+delta > g.DeltaTotal+slack*1e-6 {
-			return Balance{}, fault.E(fault.BudgetExhausted, "grant %s has delta %.3g left and the query needs %.3g; use delta 0 and public group keys, or request more budget",
-				grantID, g.DeltaTotal-g.DeltaSpent, delta)
-		}
-		return Balance{}, fault.E(fault.BudgetExhausted, "grant %s has epsilon %.4g left and the query needs %.4g; ask for a smaller epsilon or request more budget",
-			grantID, g.EpsilonTotal-g.EpsilonSpent, epsilon)
+	if refusal != nil {
+		return Balance{}, refusal
 	}
 	return balanceOf(g), nil
 }
+
+// exhausted is the refusal of a charge c that the grant g, standing at
+// now, cannot pay: pos is where it would stand.
+func exhausted(g Grant, now, pos accountant.Position, c accountant.Charge) error {
+	if pos.Short == "delta" {
+		return fault.E(fault.BudgetExhausted, "grant %s has delta %s left and the query needs %s; ask for a smaller delta (delta 0: Laplace), or request more budget",
+			g.ID, figure(max(0, g.DeltaTotal-g.DeltaSum)), figure(c.Delta))
+	}
+	left := accountant.Up(g.EpsilonTotal, accountant.EpsilonScale) - now.EpsilonUnits
+	return fault.E(fault.BudgetExhausted, "grant %s has epsilon %s left and the query needs %s; ask for a smaller epsilon or request more budget",
+		g.ID, figure(accountant.Figure(max(0, left), accountant.EpsilonScale)), figure(accountant.Figure(pos.EpsilonUnits-now.EpsilonUnits, accountant.EpsilonScale)))
+}
+
+func figure(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }
 
 // FinishQueryTx sets, inside tx, the outcome of a history line written by
 // ReserveFor and, when it released one, the answer it received.
@@ -357,34 +447,45 @@ func (s *Store) FinishQueryTx(ctx context.Context, tx *sql.Tx, id, outcome, answ
 	return nil
 }
 
+// FailQuery records on a history line written by ReserveFor the code of
+// the refusal that stopped the query after its charge: the line keeps its
+// charge and the outcome ChargedNotReleased.
+func (s *Store) FailQuery(ctx context.Context, id, code string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE queries SET refusal = $1 WHERE id = $2`, code, id); err != nil {
+		return fmt.Errorf("record refusal of query %s: %w", id, err)
+	}
+	return nil
+}
+
 // FinishQuery is FinishQueryTx in a transaction of its own.
 func (s *Store) FinishQuery(ctx context.Context, id, outcome string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return s.FinishQueryTx(ctx, tx, id, outcome, "") })
 }
 
+// balanceOf is g's budget, every figure from exact integer units (0.3,
+// not 0.30000000000000004).
 func balanceOf(g Grant) Balance {
+	left := func(total, spent, scale float64) float64 {
+		return accountant.Figure(max(0, accountant.Up(total, scale)-accountant.Up(spent, scale)), scale)
+	}
 	return Balance{
-		EpsilonSpent: tidy(g.EpsilonSpent), EpsilonRemaining: tidy(max(0, g.EpsilonTotal-g.EpsilonSpent)),
-		DeltaSpent: tidy(g.DeltaSpent), DeltaRemaining: tidy(max(0, g.DeltaTotal-g.DeltaSpent)),
+		EpsilonSpent: g.EpsilonSpent, EpsilonRemaining: left(g.EpsilonTotal, g.EpsilonSpent, accountant.EpsilonScale),
+		DeltaSpent: g.DeltaSpent, DeltaRemaining: left(g.DeltaTotal, g.DeltaSpent, accountant.DeltaScale),
+		EpsilonSum: g.EpsilonSum, RhoSpent: g.RhoSpent, Accounting: g.Accounting, EpsilonSpentBy: g.EpsilonSpentBy,
 	}
-}
-
-// tidy rounds a budget figure to 12 significant digits, so that sums of
-// decimal epsilons read as they were asked (0.3, not 0.30000000000000004).
-// The ledger keeps the exact sums; only what is shown is rounded.
-func tidy(x float64) float64 {
-	if x == 0 || math.IsInf(x, 0) || math.IsNaN(x) {
-		return x
-	}
-	v, err := strconv.ParseFloat(strconv.FormatFloat(x, 'g', 12, 64), 64)
-	if err != nil {
-		return x
-	}
-	return v
 }
 
 // BalanceOf is a grant's current budget.
 func BalanceOf(g Grant) Balance { return balanceOf(g) }
+
+// BalanceAfter is where g would stand after charging c (what a dry run
+// shows): nothing is reserved.
+func BalanceAfter(g Grant, c accountant.Charge) Balance {
+	g.Spent = g.Spent.Plus(c.Units())
+	pos := g.Budget().Position(g.Spent)
+	g.setSpent(pos.EpsilonUnits, accountant.Up(pos.DeltaSpent, accountant.DeltaScale))
+	return balanceOf(g)
+}
 
 // Answer returns the stored answer to an identical earlier query on a grant.
 func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, error) {
@@ -442,20 +543,30 @@ func (s *Store) RecordQueryTx(ctx context.Context, tx *sql.Tx, r QueryRecord) er
 
 // QueryRecord is one line of a grant's query history.
 type QueryRecord struct {
-	ID         string    `json:"query_id"`
-	GrantID    string    `json:"grant_id"`
-	Researcher string    `json:"researcher"`
-	Datasets   []string  `json:"datasets"`
-	SQL        string    `json:"sql"`
-	Epsilon    float64   `json:"epsilon"`
-	Delta      float64   `json:"delta"`
-	Outcome    string    `json:"outcome"`
-	Cached     bool      `json:"cached"`
-	Time       time.Time `json:"time"`
+	ID         string   `json:"query_id"`
+	GrantID    string   `json:"grant_id"`
+	Researcher string   `json:"researcher"`
+	Datasets   []string `json:"datasets"`
+	SQL        string   `json:"sql"`
+	// Epsilon and Delta are the line's charge under basic composition
+	// (the history's epsilons add up to the grant's epsilon_sum), Rho its
+	// zCDP cost and DeltaPartition the delta of its k rule.
+	Epsilon        float64   `json:"epsilon"`
+	Delta          float64   `json:"delta"`
+	Rho            float64   `json:"rho"`
+	DeltaPartition float64   `json:"delta_partition"`
+	Outcome        string    `json:"outcome"`
+	Cached         bool      `json:"cached"`
+	Time           time.Time `json:"time"`
 	// AnswerID is the query whose stored answer this line received: its
 	// own ID for a fresh release, an earlier one's for a repeat, "" when
 	// nothing was released.
 	AnswerID string `json:"answer_id,omitempty"`
+	// Refusal is the code of the refusal that stopped a query charged and
+	// not released (Outcome ChargedNotReleased); "" otherwise.
+	Refusal string `json:"refusal,omitempty"`
+	// Units is the stored charge in integer units (read back only).
+	Units accountant.Spent `json:"-"`
 }
 
 // RecordQuery appends a line to the query history, with whatever inTx adds
@@ -477,9 +588,16 @@ func recordQuery(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
 	if r.AnswerID != "" {
 		answer = sql.NullString{String: r.AnswerID, Valid: true}
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO queries (id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at, answer_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		r.ID, r.GrantID, r.Researcher, jsonText(r.Datasets), r.SQL, r.Epsilon, r.Delta, r.Outcome, r.Cached, ts(r.Time), answer)
+	var u accountant.Spent
+	if r.Epsilon > 0 || r.Delta > 0 {
+		u = r.Charge().Units()
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO queries (id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at, answer_id,
+		epsilon_u, delta_u, rho_u, delta_partition_u)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		r.ID, r.GrantID, r.Researcher, jsonText(r.Datasets), r.SQL, accountant.Figure(u.EpsilonSum, accountant.EpsilonScale),
+		accountant.Figure(u.DeltaSum, accountant.DeltaScale), r.Outcome, r.Cached, ts(r.Time), answer,
+		u.EpsilonSum, u.DeltaSum, u.Rho, u.DeltaPartition)
 	if err != nil {
 		return fmt.Errorf("record query %s: %w", r.ID, err)
 	}
@@ -489,14 +607,19 @@ func recordQuery(ctx context.Context, tx *sql.Tx, r QueryRecord) error {
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.now() }
 
-const queryCols = `id, grant_id, researcher, datasets, sql_text, epsilon, delta, outcome, cached, created_at, coalesce(answer_id, '')`
+const queryCols = `id, grant_id, researcher, datasets, sql_text, epsilon_u, delta_u, rho_u, delta_partition_u, outcome, cached, created_at, coalesce(answer_id, ''), coalesce(refusal, '')`
 
 func scanQuery(row interface{ Scan(...any) error }) (QueryRecord, error) {
 	var r QueryRecord
 	var ds, at string
-	if err := row.Scan(&r.ID, &r.GrantID, &r.Researcher, &ds, &r.SQL, &r.Epsilon, &r.Delta, &r.Outcome, &r.Cached, &at, &r.AnswerID); err != nil {
+	if err := row.Scan(&r.ID, &r.GrantID, &r.Researcher, &ds, &r.SQL, &r.Units.EpsilonSum, &r.Units.DeltaSum, &r.Units.Rho, &r.Units.DeltaPartition,
+		&r.Outcome, &r.Cached, &at, &r.AnswerID, &r.Refusal); err != nil {
 		return QueryRecord{}, err
 	}
+	r.Epsilon = accountant.Figure(r.Units.EpsilonSum, accountant.EpsilonScale)
+	r.Delta = accountant.Figure(r.Units.DeltaSum, accountant.DeltaScale)
+	r.Rho = accountant.Figure(r.Units.Rho, accountant.RhoScale)
+	r.DeltaPartition = accountant.Figure(r.Units.DeltaPartition, accountant.DeltaScale)
 	if err := json.Unmarshal([]byte(ds), &r.Datasets); err != nil {
 		return QueryRecord{}, fmt.Errorf("decode query %s: %w", r.ID, err)
 	}

@@ -133,6 +133,36 @@ var migrations = []string{
 	// before this column are filled in where the answer is their own.
 	`ALTER TABLE queries ADD COLUMN answer_id TEXT`,
 	`UPDATE queries SET answer_id = id WHERE id IN (SELECT query_id FROM answers)`,
+	// Budgets in exact integer units (package accountant): epsilon in
+	// 1e-6, rho in 1e-12, delta in 1e-15. A grant keeps the plain sums of
+	// epsilon and delta, the sum of rho and of the k rule's deltas, and
+	// the epsilon and delta of the guarantee charged; each history line
+	// its share. Spends made before are converted conservatively: a line
+	// or a grant known only by (epsilon, delta) is charged rho =
+	// epsilon^2/2 (pure epsilon-DP implies it), all of its delta beside.
+	`ALTER TABLE grants ADD COLUMN epsilon_sum_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE grants ADD COLUMN delta_sum_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE grants ADD COLUMN rho_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE grants ADD COLUMN delta_partition_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE grants ADD COLUMN epsilon_spent_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE grants ADD COLUMN delta_spent_u BIGINT NOT NULL DEFAULT 0`,
+	`UPDATE grants SET epsilon_sum_u = CAST(ROUND(epsilon_spent * 1000000) AS BIGINT),
+		delta_sum_u = CAST(ROUND(delta_spent * 1000000000000000) AS BIGINT),
+		rho_u = CASE WHEN epsilon_spent > 0 THEN CAST(ROUND(epsilon_spent * epsilon_spent * 500000000000) AS BIGINT) + 1 ELSE 0 END,
+		delta_partition_u = CAST(ROUND(delta_spent * 1000000000000000) AS BIGINT),
+		epsilon_spent_u = CAST(ROUND(epsilon_spent * 1000000) AS BIGINT),
+		delta_spent_u = CAST(ROUND(delta_spent * 1000000000000000) AS BIGINT)`,
+	`ALTER TABLE queries ADD COLUMN epsilon_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE queries ADD COLUMN delta_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE queries ADD COLUMN rho_u BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE queries ADD COLUMN delta_partition_u BIGINT NOT NULL DEFAULT 0`,
+	`UPDATE queries SET epsilon_u = CAST(ROUND(epsilon * 1000000) AS BIGINT),
+		delta_u = CAST(ROUND(delta * 1000000000000000) AS BIGINT),
+		rho_u = CASE WHEN epsilon > 0 THEN CAST(ROUND(epsilon * epsilon * 500000000000) AS BIGINT) + 1 ELSE 0 END,
+		delta_partition_u = CAST(ROUND(delta * 1000000000000000) AS BIGINT)`,
+	// A query charged and stopped before its answer was released keeps
+	// the outcome charged_not_released and names the refusal's code here.
+	`ALTER TABLE queries ADD COLUMN refusal TEXT`,
 }
 
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.meta.Tx(ctx, fn) }

@@ -1,6 +1,10 @@
 package catalog
 
-import "time"
+import (
+	"time"
+
+	"github.com/hospital/gateway/accountant"
+)
 
 // Dataset is a registered dataset: its Article 6 description and its policy.
 type Dataset struct {
@@ -107,20 +111,35 @@ type AccessRequest struct {
 
 // Grant is a live permission with its privacy budget.
 type Grant struct {
-	ID             string     `json:"grant_id"`
-	RequestID      string     `json:"request_id"`
-	Researcher     string     `json:"researcher"`
-	Datasets       []string   `json:"datasets"`
-	Columns        []string   `json:"columns,omitempty"`
-	Purpose        string     `json:"purpose"`
-	EpsilonTotal   float64    `json:"epsilon_total"`
-	EpsilonSpent   float64    `json:"epsilon_spent"`
-	DeltaTotal     float64    `json:"delta_total"`
-	DeltaSpent     float64    `json:"delta_spent"`
-	DefaultEpsilon float64    `json:"default_epsilon"`
-	ExpiresAt      time.Time  `json:"expires_at"`
-	RevokedAt      *time.Time `json:"revoked_at,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
+	ID           string   `json:"grant_id"`
+	RequestID    string   `json:"request_id"`
+	Researcher   string   `json:"researcher"`
+	Datasets     []string `json:"datasets"`
+	Columns      []string `json:"columns,omitempty"`
+	Purpose      string   `json:"purpose"`
+	EpsilonTotal float64  `json:"epsilon_total"`
+	// EpsilonSpent and DeltaSpent are what the accountant charges: the
+	// better of basic composition and zCDP (see package accountant),
+	// named by EpsilonSpentBy ("sum" or "zcdp").
+	EpsilonSpent   float64 `json:"epsilon_spent"`
+	DeltaTotal     float64 `json:"delta_total"`
+	DeltaSpent     float64 `json:"delta_spent"`
+	EpsilonSpentBy string  `json:"epsilon_spent_by"`
+	// EpsilonSum and DeltaSum are the plain sums of the queries' epsilons
+	// and deltas (what the history adds up to), RhoSpent the sum of their
+	// zCDP costs and DeltaPartitionSpent of their k rules' deltas.
+	EpsilonSum          float64 `json:"epsilon_sum"`
+	DeltaSum            float64 `json:"delta_sum"`
+	RhoSpent            float64 `json:"rho_spent"`
+	DeltaPartitionSpent float64 `json:"delta_partition_spent"`
+	// Accounting is the accountant's name: "zcdp".
+	Accounting string `json:"accounting"`
+	// Spent holds the sums in integer units.
+	Spent          accountant.Spent `json:"-"`
+	DefaultEpsilon float64          `json:"default_epsilon"`
+	ExpiresAt      time.Time        `json:"expires_at"`
+	RevokedAt      *time.Time       `json:"revoked_at,omitempty"`
+	CreatedAt      time.Time        `json:"created_at"`
 }
 
 // Dataset returns the grant's single dataset, or "" when it covers several.
@@ -129,6 +148,11 @@ func (g Grant) Dataset() string {
 		return g.Datasets[0]
 	}
 	return ""
+}
+
+// Budget is what the grant may spend, as stated.
+func (g Grant) Budget() accountant.Budget {
+	return accountant.Budget{Epsilon: g.EpsilonTotal, Delta: g.DeltaTotal}
 }
 
 // Live reports whether the grant may be used at now.

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hospital/gateway/accountant"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/demo/synth"
 	"github.com/hospital/gateway/policy"
+	"github.com/hospital/gateway/privacy"
 )
 
 // Dataset is the demo dataset's name.
@@ -99,7 +101,9 @@ func Seed(ctx context.Context, store *catalog.Store, d catalog.Dataset, opts Opt
 		opts.Epsilon = 3.0
 	}
 	if opts.Delta == 0 {
-		opts.Delta = 1e-5
+		// What the k rules of a core grant's expected queries need (see
+		// release.DefaultDelta): 2e-5.
+		opts.Delta = accountant.DeltaFor(privacy.DefaultLimits.PartitionDelta, policy.DefaultGradeRules()[policy.Core].Expected())
 	}
 	if record == nil {
 		record = func(context.Context, string, string, map[string]any) {}

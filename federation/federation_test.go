@@ -105,7 +105,9 @@ func TestEncryptedEqualsPlaintext(t *testing.T) {
 			}
 		}
 		for _, n := range a.Federation.Nodes {
-			if n.Cost.Epsilon != 0.5 || n.Budget.EpsilonSpent < 0.5 {
+			// The plain sum of what the node was charged; the
+			// accountant's epsilon_spent is less for Gaussian queries.
+			if n.Cost.Epsilon != 0.5 || n.Budget.EpsilonSum < 0.5 || n.Budget.EpsilonSpent <= 0 || n.Budget.EpsilonSpent > n.Budget.EpsilonSum {
 				t.Errorf("%s: node %s spent %+v, balance %+v", agg, n.Node, n.Cost, n.Budget)
 			}
 		}

@@ -19,6 +19,21 @@ type GradeRule struct {
 	// ExactAllowed permits exact, small-cell-suppressed aggregates without
 	// noise (meant for general data only).
 	ExactAllowed bool `yaml:"exact_allowed" json:"exact_allowed"`
+	// ExpectedQueries is how many queries a grant on data of the grade is
+	// expected to ask: an access request that names no delta gets the
+	// delta their k rules need (accountant.DeltaFor). Default 1000.
+	ExpectedQueries int `yaml:"expected_queries" json:"expected_queries"`
+}
+
+// DefaultExpectedQueries is a grade's expected_queries when it sets none.
+const DefaultExpectedQueries = 1000
+
+// Expected is the rule's expected number of queries per grant.
+func (r GradeRule) Expected() int {
+	if r.ExpectedQueries <= 0 {
+		return DefaultExpectedQueries
+	}
+	return r.ExpectedQueries
 }
 
 // GradeRules are the rules of each grade; see grades.yaml at the root of
@@ -28,9 +43,9 @@ type GradeRules map[Grade]GradeRule
 // DefaultGradeRules mirror grades.yaml.
 func DefaultGradeRules() GradeRules {
 	return GradeRules{
-		Core:      {MaxEpsilon: 1.0, MinK: 10},
-		Important: {MaxEpsilon: 2.0, MinK: 5},
-		General:   {MaxEpsilon: 5.0, MinK: 3, ExactAllowed: true},
+		Core:      {MaxEpsilon: 1.0, MinK: 10, ExpectedQueries: DefaultExpectedQueries},
+		Important: {MaxEpsilon: 2.0, MinK: 5, ExpectedQueries: DefaultExpectedQueries},
+		General:   {MaxEpsilon: 5.0, MinK: 3, ExactAllowed: true, ExpectedQueries: DefaultExpectedQueries},
 	}
 }
 
@@ -54,6 +69,9 @@ func LoadGradeRules(path string) (GradeRules, error) {
 		}
 		if rule.ExactAllowed && g != General {
 			return nil, fmt.Errorf("grade rules %s: exact answers may only be allowed for general data", path)
+		}
+		if rule.ExpectedQueries < 0 {
+			return nil, fmt.Errorf("grade rules %s: %s has a negative expected_queries", path, g)
 		}
 	}
 	return r, nil

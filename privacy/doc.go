@@ -6,12 +6,20 @@
 // Each grant is (epsilon, delta)-differentially private at the user level:
 // the unit is the patient (the column of role unit), and two datasets are
 // neighbours when one has all the rows of one patient more than the other,
-// in every table. The epsilon and delta of every answered query are charged
-// to the grant before its data is read (catalog.Store.Reserve), and queries
-// compose sequentially: the grant's total is the sum over its queries. A
-// repeated question returns the stored answer at no cost, which is
-// post-processing of the first. Queries refused before the reservation read
-// no data and cost nothing; a query stopped after it keeps its charge.
+// in every table. What every answered query costs is charged to the grant
+// before its data is read (catalog.Store.ReserveFor): its epsilon and
+// delta, and its zCDP cost rho, the sum over its noised quantities
+// (Plan.Quantities, Plan.Charge: e^2/2 for a Laplace quantity of epsilon
+// e, L2^2/(2 sigma^2) for a Gaussian one), with the delta of its noisy k
+// rule beside. Queries compose sequentially, and the grant holds both the
+// basic composition of their (epsilon, delta) and the zCDP composition of
+// their rho, converted back to (epsilon, delta) with a share of the
+// grant's delta (package accountant); it is charged the smaller epsilon.
+// While the bound is chosen from data, rho is charged at the largest of
+// the bounds it may choose. A repeated question returns the stored answer
+// at no cost, which is post-processing of the first. Queries refused
+// before the reservation read no data and cost nothing; a query stopped
+// after it keeps its charge.
 //
 // # How one answer is made
 //

@@ -52,8 +52,9 @@ import (
 
 // FederatedDelta is the delta a federated query spends when the researcher
 // names none: far below one over the number of patients of any hospital, as
-// a Gaussian release wants, and small enough that a grant's delta (1e-5 in
-// the demo) pays for a hundred federated queries.
+// a Gaussian release wants, and small enough that a grant's delta (2e-5 in
+// the demo) pays for two hundred federated queries by the plain sum of
+// deltas; the zCDP account (package accountant) needs none of it.
 const FederatedDelta = 1e-7
 
 // Aggregation says how the nodes' shares are added up.
@@ -284,6 +285,8 @@ func (p *FederatedPlan) Combine(sum []float64) (*Answer, error) {
 		Columns: map[string]ColumnReport{}, MaxGroupsPerPatient: p.groupsPerUnit, MaxRowsPerGroup: p.rowsPerGroup,
 		MaxRowsPerPatient: p.rowBound, SpecialGroups: q.Special,
 	}
+	report.Rho = p.Charge().Rho
+	report.DeltaPartition, report.DeltaGaussian = deltaSplit(p.Quantities())
 	sim := newSimulator()
 	rows := [][]any{} // an array even when every group is suppressed
 	for gi, key := range dom {

@@ -46,6 +46,12 @@ type Report struct {
 	// Contribution is how the contribution bound was set (absent when
 	// every table read has one row per patient).
 	Contribution *Contribution `json:"contribution,omitempty"`
+	// Rho is the query's zCDP cost, and DeltaPartition and DeltaGaussian
+	// how its delta splits between the k rule's threshold (partition
+	// selection) and the Gaussian noise (see zcdp.go).
+	Rho            float64 `json:"rho"`
+	DeltaPartition float64 `json:"delta_partition"`
+	DeltaGaussian  float64 `json:"delta_gaussian"`
 }
 
 // Answer is a protected answer.
@@ -299,6 +305,7 @@ func (p *Plan) report() Report {
 		c := p.contribution
 		report.Contribution = &c
 	}
+	report.withCharge(p)
 	return report
 }
 

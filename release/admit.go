@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hospital/gateway/accountant"
 	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/fault"
 	"github.com/hospital/gateway/policy"
@@ -217,4 +218,38 @@ func sources(d catalog.Dataset, cols map[string]bool) []sandbox.Source {
 		out = append(out, sandbox.Source{Dataset: d.Name, Grade: d.Grade, Table: t, Policy: d.Policy, Columns: cols})
 	}
 	return out
+}
+
+// DefaultDelta is the delta of an access request for datasets that names
+// none: what the noisy k rules of the expected number of queries need
+// (the highest grade's expected_queries, each query spending the
+// partition delta), beside the share the accountant keeps to convert zCDP
+// back to (epsilon, delta) (accountant.DeltaFor).
+func (s *Service) DefaultDelta(ctx context.Context, datasets []string) (float64, error) {
+	var grades []policy.Grade
+	for _, name := range datasets {
+		d, err := s.cfg.Store.Dataset(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		grades = append(grades, d.Grade)
+	}
+	return DefaultDelta(s.cfg.GradeRules, s.cfg.Limits, grades...), nil
+}
+
+// DefaultDelta is the default delta of a grant on data of the grades
+// under rules and limits (see Service.DefaultDelta).
+func DefaultDelta(rules policy.GradeRules, limits privacy.Limits, grades ...policy.Grade) float64 {
+	if rules == nil {
+		rules = policy.DefaultGradeRules()
+	}
+	pd := limits.PartitionDelta
+	if pd <= 0 {
+		pd = privacy.DefaultLimits.PartitionDelta
+	}
+	g := policy.Core
+	if len(grades) > 0 {
+		g = policy.Highest(grades...)
+	}
+	return accountant.DeltaFor(pd, rules[g].Expected())
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hospital/gateway/accountant"
 	"github.com/hospital/gateway/alerts"
 	"github.com/hospital/gateway/audit"
 	"github.com/hospital/gateway/catalog"
@@ -77,7 +78,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return nil, fault.In("release.prepare", err)
 	}
 	defer func() { prep.Close() }()
-	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
+	rec := record(p, adm, catalog.NewID("qry"), plan.Charge(), "ok")
 	bal, err := s.reserve(ctx, adm.grant, rec, req.Exact)
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
@@ -100,7 +101,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return nil, fmt.Errorf("encode answer: %w", err)
 	}
 	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": rec.ID, "grant_id": adm.grant.ID, "sql": req.SQL,
-		"epsilon": plan.Cost.Epsilon, "delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind,
+		"epsilon": rec.Epsilon, "delta": rec.Delta, "rho": rec.Rho, "org": p.Org.ID, "org_kind": p.Org.Kind,
 		"groups": len(ans.Rows), "suppressed": ans.Privacy.SuppressedGroups})
 	stored, err := s.commit(ctx, commitment{measured: measured, rec: rec, reserved: !req.Exact, entry: entry, key: key, body: body})
 	if err != nil {
@@ -115,7 +116,10 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 // from the plan alone: it reads no data, releases nothing and spends
 // nothing. It is audited like every request.
 func (s *Service) dryRun(ctx context.Context, p catalog.Person, req Request, adm *admission, plan *privacy.Plan) (*Result, error) {
-	body, err := json.Marshal(estimate{DryRun: true, Cost: plan.Cost, Privacy: plan.Expected()})
+	c := plan.Charge()
+	cost := estimatedCost{Epsilon: c.Epsilon, Delta: c.Delta, Rho: c.Rho}
+	cost.DeltaPartition, cost.DeltaGaussian = plan.DeltaSplit()
+	body, err := json.Marshal(estimate{DryRun: true, Cost: cost, Privacy: plan.Expected(), BudgetAfter: catalog.BalanceAfter(adm.grant, c)})
 	if err != nil {
 		return nil, fmt.Errorf("encode estimate: %w", err)
 	}
@@ -185,7 +189,7 @@ func (s *Service) repeat(ctx context.Context, p catalog.Person, req Request, adm
 	if err != nil {
 		return nil, err
 	}
-	rec := record(p, adm, catalog.NewID("qry"), privacy.Cost{}, "ok")
+	rec := record(p, adm, catalog.NewID("qry"), accountant.Charge{}, "ok")
 	rec.Cached, rec.AnswerID = true, res.Answer.QueryID
 	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": res.Answer.QueryID, "grant_id": adm.grant.ID, "sql": req.SQL, "cached": true})
 	if _, err := s.commit(ctx, commitment{rec: rec, entry: entry}); err != nil {
@@ -365,13 +369,16 @@ func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warn
 }
 
 // recordFailure sets the history line of a query that failed after its
-// data was read: charged and not released, with the refusal's code.
+// data was read: charged and not released (the outcome the reservation
+// wrote stays), with the refusal's code. An exact answer, which charges
+// nothing, gets a line with the code as its outcome.
 func (s *Service) recordFailure(ctx context.Context, rec catalog.QueryRecord, reserved bool, err error) {
-	rec.Outcome = fault.KindOf(err).Code()
+	code := fault.KindOf(err).Code()
 	var rerr error
 	if reserved {
-		rerr = s.cfg.Store.FinishQuery(context.WithoutCancel(ctx), rec.ID, rec.Outcome)
+		rerr = s.cfg.Store.FailQuery(context.WithoutCancel(ctx), rec.ID, code)
 	} else {
+		rec.Outcome = code
 		rerr = s.cfg.Store.RecordQuery(context.WithoutCancel(ctx), rec, nil)
 	}
 	if rerr != nil {
@@ -379,10 +386,11 @@ func (s *Service) recordFailure(ctx context.Context, rec catalog.QueryRecord, re
 	}
 }
 
-func record(p catalog.Person, adm *admission, id string, cost privacy.Cost, outcome string) catalog.QueryRecord {
+// record is a history line charging c (see privacy.Plan.Charge).
+func record(p catalog.Person, adm *admission, id string, c accountant.Charge, outcome string) catalog.QueryRecord {
 	return catalog.QueryRecord{
 		ID: id, GrantID: adm.grant.ID, Researcher: p.ID, Datasets: adm.q.Datasets, SQL: adm.q.SQL,
-		Epsilon: cost.Epsilon, Delta: cost.Delta, Outcome: outcome, Time: time.Now().UTC(),
+		Epsilon: c.Epsilon, Delta: c.Delta, Rho: c.Rho, DeltaPartition: c.DeltaPartition, Outcome: outcome, Time: time.Now().UTC(),
 	}
 }
 

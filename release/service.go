@@ -111,11 +111,24 @@ type Result struct {
 	Datasets []string
 }
 
-// estimate is what a dry run answers.
+// estimate is what a dry run answers: the cost, how its delta splits
+// between the k rule's threshold (partition selection) and the Gaussian
+// noise, its zCDP rho, the expected noise, and where the grant would
+// stand after it (budget_after: the accountant's charge is not the
+// query's epsilon added to the last).
 type estimate struct {
-	DryRun  bool           `json:"dry_run"`
-	Cost    privacy.Cost   `json:"cost"`
-	Privacy privacy.Report `json:"privacy"`
+	DryRun      bool            `json:"dry_run"`
+	Cost        estimatedCost   `json:"cost"`
+	Privacy     privacy.Report  `json:"privacy"`
+	BudgetAfter catalog.Balance `json:"budget_after"`
+}
+
+type estimatedCost struct {
+	Epsilon        float64 `json:"epsilon"`
+	Delta          float64 `json:"delta"`
+	DeltaPartition float64 `json:"delta_partition"`
+	DeltaGaussian  float64 `json:"delta_gaussian"`
+	Rho            float64 `json:"rho"`
 }
 
 // JSON is the response body: Body with the budget and the cached flag,

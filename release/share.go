@@ -94,7 +94,7 @@ func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery
 		return nil, err
 	}
 	defer prep.Close()
-	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
+	rec := record(p, adm, catalog.NewID("qry"), plan.Charge(), "ok")
 	bal, err := s.reserve(ctx, adm.grant, rec, false)
 	if err != nil {
 		return nil, err

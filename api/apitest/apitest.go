@@ -42,7 +42,7 @@ import (
 type Options struct {
 	Patients int     // demo patients (default 2000)
 	Epsilon  float64 // each researcher's budget (default 3)
-	Delta    float64 // each researcher's delta (default 1e-5)
+	Delta    float64 // each researcher's delta (default the demo's, 2e-5)
 	// Metadata is the store DSN; default an SQLite file in a temp dir.
 	Metadata string
 	Threads  int

@@ -108,7 +108,7 @@ func TestBackupRestore(t *testing.T) {
 	var bud struct {
 		Budgets []struct {
 			GrantID string  `json:"grant_id"`
-			Spent   float64 `json:"epsilon_spent"`
+			Spent   float64 `json:"epsilon_sum"` // the plain sum, which the history adds up to
 		} `json:"budgets"`
 	}
 	json.NewDecoder(resp.Body).Decode(&bud)
@@ -129,7 +129,7 @@ func TestBackupRestore(t *testing.T) {
 	for _, l := range lines {
 		sum += l.(map[string]any)["epsilon"].(float64)
 	}
-	if len(lines) < 2 || fmt.Sprintf("%.6f", sum) != fmt.Sprintf("%.6f", bud.Budgets[0].Spent) {
+	if len(lines) < 2 || fmt.Sprintf("%.6f", sum) != fmt.Sprintf("%.6f", bud.Budgets[0].Spent) || hist["epsilon_sum"] != bud.Budgets[0].Spent {
 		t.Errorf("restored history (%d lines) adds up to %g, the restored budget says %g", len(lines), sum, bud.Budgets[0].Spent)
 	}
 }

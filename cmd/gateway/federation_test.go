@@ -121,8 +121,8 @@ func TestFederationCommands(t *testing.T) {
 		t.Fatalf("coordinator from config: %d %+v", status, a.Error)
 	}
 	for _, n := range a.Federation.Nodes {
-		if n.Budget.EpsilonSpent < 1.5-1e-9 {
-			t.Errorf("%s: spent %g after three queries of 0.5", n.Node, n.Budget.EpsilonSpent)
+		if n.Budget.EpsilonSum < 1.5-1e-9 || n.Budget.EpsilonSpent > n.Budget.EpsilonSum {
+			t.Errorf("%s: spent %g (sum %g) after three queries of 0.5", n.Node, n.Budget.EpsilonSpent, n.Budget.EpsilonSum)
 		}
 	}
 	if status, a := askCoordinator(t, "http://"+coord, "not-a-token", `{"sql": "SELECT 1"}`); status != 401 {
