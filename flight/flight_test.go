@@ -172,7 +172,7 @@ func (g *gateway) fetchErr(ctx context.Context, info *arrowflight.FlightInfo) er
 func TestPreparedStatement(t *testing.T) {
 	g := start(t)
 	ctx := g.as("researcher_internal")
-	stmt, err := g.client.Prepare(ctx, "SELECT department, count(*) AS n FROM encounters GROUP BY department")
+	stmt, err := g.client.Prepare(ctx, "SELECT sex, count(*) AS n FROM patients GROUP BY sex")
 	if err != nil {
 		t.Fatal(err)
 	}

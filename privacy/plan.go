@@ -91,7 +91,7 @@ type Limits struct {
 
 // DefaultLimits are the limits used when a field of Limits is zero. A
 // delta of 1e-8 per query is far below one over any hospital's patient
-// count, and lets a grant's delta of 1e-5 pay for a thousand queries.
+// count; the grade's expected_queries sets how many a grant's delta pays for.
 var DefaultLimits = Limits{MaxGroups: 10000, MaxEpsilon: 1.0, PartitionDelta: 1e-8}
 
 func (l Limits) withDefaults() Limits {
