@@ -117,6 +117,15 @@ func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
 	return float64(l0) * linf / eps
 }
 
+// levelScale is the noise scale of one level of a quantile's tree, at its
+// share of epsilon and (Gaussian) of delta.
+func (p *Plan) levelScale(l0 int64, linf, eps float64) float64 {
+	if p.Mechanism == Gaussian {
+		return noise.SigmaForGaussian(l0, linf, eps, p.deltaEach/treeLevels)
+	}
+	return p.scaleAt(l0, linf, eps)
+}
+
 func (m mech) float(x float64, l0 int64, linf, eps float64) float64 {
 	if m.exact {
 		return x
@@ -339,7 +348,7 @@ func (p *Plan) Expected() Report {
 			linf := float64(C) * math.Max(math.Abs(a.Min), math.Abs(a.Max))
 			cr = ColumnReport{p.scale(G, linf), m.ci(0, G, linf, p.epsEach)}
 		case sandbox.Quantile:
-			cr = ColumnReport{NoiseScale: p.scaleAt(G, float64(C), p.epsEach/treeLevels)}
+			cr = ColumnReport{NoiseScale: p.levelScale(G, float64(C), p.epsEach/treeLevels)}
 		default:
 			cr = ColumnReport{NoiseScale: p.scale(G, float64(C)*half)}
 		}
@@ -491,13 +500,16 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		if r != nil && c.hk >= 0 && c.hv >= 0 {
 			leaves = toLeaves(r[c.hk], r[c.hv])
 		}
-		levelEps := eps / treeLevels
-		t := newTree(leaves, func(x float64) float64 { return m.float(x, G, float64(C), levelEps) })
+		// Each level of the tree takes a third of the quantity's epsilon
+		// and, under Gaussian noise, of its delta.
+		levelEps, lm := eps/treeLevels, m
+		lm.delta = m.delta / treeLevels
+		t := newTree(leaves, func(x float64) float64 { return lm.float(x, G, float64(C), levelEps) })
 		v := t.quantile(a)
-		sc := p.scaleAt(G, float64(C), levelEps)
-		ci := sim.halfWidth(func(draw func(l0 int64, linf float64) float64) float64 {
-			return t.resampled(func() float64 { return draw(G, float64(C)) * float64(treeLevels) }).quantile(a)
-		}, p)
+		sc := p.levelScale(G, float64(C), levelEps)
+		ci := sim.spread(func() float64 {
+			return t.resampled(func() float64 { return sim.draw(p.Mechanism == Gaussian, sc) }).quantile(a)
+		})
 		return v, ColumnReport{sc, ci}, nil
 	}
 	return nil, ColumnReport{}, nil

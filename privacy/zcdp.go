@@ -90,7 +90,12 @@ func (p *Plan) Quantities() []Quantity {
 			}
 		case sandbox.Quantile:
 			for l := 0; l < treeLevels; l++ {
-				qs = append(qs, value(fmt.Sprintf("__hv%d/level%d", j, l+1), G, c, p.epsEach/treeLevels))
+				name := fmt.Sprintf("__hv%d/level%d", j, l+1)
+				if gauss {
+					qs = append(qs, gaussianQuantity(name, G, c, p.epsEach/treeLevels, f, p.deltaEach/treeLevels))
+				} else {
+					qs = append(qs, laplace(name, p.epsEach/treeLevels))
+				}
 			}
 		}
 		if j == p.kAgg {
