@@ -195,7 +195,7 @@ func (e *Engine) Prepare(ctx context.Context, sqlText string) (*Prepared, error)
 	stmt, err := e.db.PrepareContext(ctx, sqlText)
 	if err != nil {
 		var de *duckdb.Error
-		if errors.As(err, &de) {
+		if errors.As(err, &de) && ctx.Err() == nil {
 			return nil, fault.Wrap(fault.QueryRejected, err, "the query is not valid over these tables: %s", firstLine(de.Msg))
 		}
 		return nil, classify(ctx, err)

@@ -141,7 +141,11 @@
 //     charged_not_released, or the refusal's code).
 //   - Refusals for the caller's own load (too_many_queries, rate_limited,
 //     a full Flight SQL ticket table) and for the gateway's health
-//     (unavailable): independent of the data.
+//     (unavailable): independent of the data. A time limit that runs out
+//     before the reservation (query_timeout, nothing spent) depends on the
+//     load: the turn at an Article 11 measure, a ranking under way (whose
+//     time is that of the registered table's size), binding; no step
+//     before the reservation reads rows.
 //   - Quota refusals: whether a release to another legal entity would
 //     reach the Article 11 line depends on which patients earlier releases
 //     touched; the rule is the regulation's own and is exact by law. The
