@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/quota"
 )
@@ -69,6 +70,11 @@ func loadConfig(path string) (options, []float64, error) {
 	}
 	o := options{Addr: fc.Addr, Dir: rel(fc.Dir), Keys: rel(fc.Keys), Metadata: metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
 	o.ProcessMemoryLimit = fc.ProcessMemory
+	if fc.ProcessMemory != "" {
+		if _, err := engine.ParseBytes(fc.ProcessMemory); err != nil {
+			return options{}, nil, fmt.Errorf("config %s: process_memory_limit: %w", path, err)
+		}
+	}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
 	o.TLSCert, o.TLSKey, o.MetricsAddr, o.FlightAddr = rel(fc.TLSCert), rel(fc.TLSKey), fc.MetricsAddr, fc.FlightAddr
 	for _, d := range fc.ImportDirs {
