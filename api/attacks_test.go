@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +172,35 @@ func TestRunLimitIsOneRefusal(t *testing.T) {
 	}
 	if spent := spentOf(t, env, "researcher_internal"); spent != 0.1 {
 		t.Errorf("%v spent, want 0.1", spent)
+	}
+}
+
+// TestProcessMemoryLimit: a query the sandbox accepts but whose
+// expression state grows the process past its memory limit (600 nested
+// string functions hold a vector of long strings each, about 500 MB on two
+// threads) is stopped with the one run-time refusal and keeps its charge,
+// and the gateway answers the next query.
+func TestProcessMemoryLimit(t *testing.T) {
+	statm, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	pages, _ := strconv.ParseInt(strings.Fields(string(statm))[1], 10, 64)
+	limit := pages*int64(os.Getpagesize()) + 400<<20
+	env := apitest.New(t, apitest.Options{Patients: 2000, Threads: 2, ProcessMemoryLimit: strconv.FormatInt(limit, 10)})
+	e := "e.department || '" + strings.Repeat("x", 250) + "'"
+	for range 300 {
+		e = "lower(upper(" + e + "))"
+	}
+	status, _, refusal := query(t, env, "researcher_internal", "SELECT count(*) AS n FROM encounters e WHERE length("+e+") > 7", 0.1)
+	if status != http.StatusUnprocessableEntity || refusal.Error.Code != "resource_limit" {
+		t.Fatalf("a query past the process memory limit: %d %+v, want resource_limit", status, refusal)
+	}
+	if spent := spentOf(t, env, "researcher_internal"); spent != 0.1 {
+		t.Errorf("%v spent, want 0.1", spent)
+	}
+	if status, _, e := query(t, env, "researcher_internal", "SELECT count(*) AS n FROM patients", 0.1); status != 200 {
+		t.Fatalf("the query after: %d %+v", status, e)
 	}
 }
 

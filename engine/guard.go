@@ -36,7 +36,9 @@ const guardEvery = 50 * time.Millisecond
 // allocator gives it back, and the queries still running are not to blame
 // for that. DuckDB stops a query between two vectors of rows (2048), not
 // inside one; what one vector may allocate is bounded by the sandbox (no
-// string-growing function over another, constants of 256 characters).
+// string-growing function over another, constants of 256 characters, 1000
+// expression nodes: some 500 MB a thread at most, each node holding a
+// vector of strings).
 type guard struct {
 	limit int64
 	// at is where the guard acts: below the limit by what a query may grow

@@ -47,6 +47,9 @@ type Options struct {
 	Metadata string
 	Threads  int
 	Timeout  time.Duration
+	// ProcessMemoryLimit is the engine's process memory limit (default
+	// the engine's).
+	ProcessMemoryLimit string
 	Alerts   alerts.Config
 	// Bare leaves out the audit log, the quota tracker and the detectors,
 	// to measure what they cost.
@@ -172,7 +175,7 @@ func New(tb testing.TB, o Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	eng, err := engine.Open(ctx, engine.Config{MemoryLimit: "4GB", Threads: o.Threads})
+	eng, err := engine.Open(ctx, engine.Config{MemoryLimit: "4GB", Threads: o.Threads, ProcessMemoryLimit: o.ProcessMemoryLimit})
 	if err != nil {
 		tb.Fatal(err)
 	}
