@@ -43,7 +43,9 @@ type Config struct {
 	// ProcessMemoryLimit caps the whole process's resident memory, e.g.
 	// "6GB": past it, running queries are stopped with resource_limit (see
 	// guard.go). The default is MemoryLimit plus a quarter plus 512 MiB,
-	// room for the Go side and for DuckDB's own overhead.
+	// room for the Go side and for DuckDB's own overhead. The memory
+	// measured is the whole process's: where one process holds several
+	// engines (tests, a federation demo), each stops its own queries.
 	ProcessMemoryLimit string
 }
 
