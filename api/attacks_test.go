@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,24 +142,97 @@ func TestAttacksOnTheGuarantee(t *testing.T) {
 	})
 }
 
+// slowQuery takes DuckDB tens of seconds over the test hospital's
+// encounters, within the sandbox's rules, at a fraction of a second per
+// vector of 2048 rows (DuckDB stops a query between two vectors).
+func slowQuery() string {
+	e := "e.department || '" + strings.Repeat("x", 250) + "'"
+	for range 80 {
+		e = "lower(upper(" + e + "))"
+	}
+	return "SELECT count(*) AS n FROM encounters e WHERE length(" + e + ") > 7"
+}
+
 // TestRunLimitIsOneRefusal: a query stopped while it runs gets one code and
-// one text whatever stopped it, and keeps its budget spent.
+// one text whatever stopped it, keeps its budget spent, and its time limit
+// fires within a second of the configured value.
 func TestRunLimitIsOneRefusal(t *testing.T) {
-	env := apitest.New(t, apitest.Options{Patients: 1000, Timeout: time.Nanosecond})
-	status, _, e := query(t, env, "researcher_internal", "SELECT count(*) AS n FROM patients", 0.1)
+	const limit = 2 * time.Second
+	env := apitest.New(t, apitest.Options{Patients: 20000, Timeout: limit})
+	start := time.Now()
+	status, _, e := query(t, env, "researcher_internal", slowQuery(), 0.1)
+	took := time.Since(start)
 	if status != http.StatusUnprocessableEntity || e.Error.Code != "resource_limit" ||
 		e.Error.Message != "the query was stopped by the sandbox's run-time limits (time or memory); its budget is spent; narrow it, filter it or group on coarser keys" {
 		t.Fatalf("got %d %+v, want the one resource_limit refusal", status, e)
 	}
-	var b struct {
-		Budgets []map[string]any `json:"budgets"`
+	t.Logf("a %v limit answered after %v", limit, took.Round(time.Millisecond))
+	if took < limit || took > limit+time.Second {
+		t.Errorf("a %v limit answered after %v, not within a second of it", limit, took)
 	}
-	if _, err := env.Do("GET", "/v1/budgets", "researcher_internal", nil, &b); err != nil {
+	if spent := spentOf(t, env, "researcher_internal"); spent != 0.1 {
+		t.Errorf("%v spent, want 0.1", spent)
+	}
+}
+
+// TestProcessMemoryLimit: a query the sandbox accepts but whose
+// expression state grows the process past its memory limit (600 nested
+// string functions hold a vector of long strings each, about 500 MB on two
+// threads) is stopped with the one run-time refusal and keeps its charge,
+// and the gateway answers the next query.
+func TestProcessMemoryLimit(t *testing.T) {
+	statm, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	pages, _ := strconv.ParseInt(strings.Fields(string(statm))[1], 10, 64)
+	limit := pages*int64(os.Getpagesize()) + 400<<20
+	env := apitest.New(t, apitest.Options{Patients: 2000, Threads: 2, ProcessMemoryLimit: strconv.FormatInt(limit, 10)})
+	e := "e.department || '" + strings.Repeat("x", 250) + "'"
+	for range 300 {
+		e = "lower(upper(" + e + "))"
+	}
+	status, _, refusal := query(t, env, "researcher_internal", "SELECT count(*) AS n FROM encounters e WHERE length("+e+") > 7", 0.1)
+	if status != http.StatusUnprocessableEntity || refusal.Error.Code != "resource_limit" {
+		t.Fatalf("a query past the process memory limit: %d %+v, want resource_limit", status, refusal)
+	}
+	if spent := spentOf(t, env, "researcher_internal"); spent != 0.1 {
+		t.Errorf("%v spent, want 0.1", spent)
+	}
+	if status, _, e := query(t, env, "researcher_internal", "SELECT count(*) AS n FROM patients", 0.1); status != 200 {
+		t.Fatalf("the query after: %d %+v", status, e)
+	}
+}
+
+// TestTimeoutBeforeDataCostsNothing: a limit that runs out before the
+// budget is reserved (admission, the Article 11 turn, binding) refuses
+// with query_timeout and spends nothing.
+func TestTimeoutBeforeDataCostsNothing(t *testing.T) {
+	env := apitest.New(t, apitest.Options{Patients: 1000, Timeout: time.Nanosecond})
+	status, _, e := query(t, env, "researcher_internal", "SELECT count(*) AS n FROM patients", 0.1)
+	if status != http.StatusRequestTimeout || e.Error.Code != "query_timeout" || !strings.Contains(e.Error.Message, "nothing was spent") {
+		t.Fatalf("got %d %+v, want query_timeout", status, e)
+	}
+	if spent := spentOf(t, env, "researcher_internal"); spent != 0 {
+		t.Errorf("%v spent, want 0", spent)
+	}
+}
+
+// spentOf is the epsilon who's one grant has spent.
+func spentOf(t *testing.T, env *apitest.Env, who string) float64 {
+	t.Helper()
+	var b struct {
+		Budgets []struct {
+			Spent float64 `json:"epsilon_spent"`
+		} `json:"budgets"`
+	}
+	if _, err := env.Do("GET", "/v1/budgets", who, nil, &b); err != nil {
 		t.Fatal(err)
 	}
-	if len(b.Budgets) != 1 || b.Budgets[0]["epsilon_spent"] != 0.1 {
-		t.Errorf("budgets %v, want 0.1 spent", b.Budgets)
+	if len(b.Budgets) != 1 {
+		t.Fatalf("budgets %+v, want one", b.Budgets)
 	}
+	return b.Budgets[0].Spent
 }
 
 // TestQuotaRefusalsStateNoFigures: the external researcher's Article 11

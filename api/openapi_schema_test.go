@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"testing"
 	"time"
@@ -119,6 +120,43 @@ func TestOpenAPIResponsesMatch(t *testing.T) {
 		if err := s.Value.VisitJSON(s.Value.Example, opts...); err != nil {
 			t.Errorf("the example of %s does not fit its schema: %v", name, err)
 		}
+	}
+
+	// Every JSON request body is typed too; apitest.Env.Do checks each body
+	// the gateway accepts against it.
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if op.RequestBody == nil || op.RequestBody.Value == nil {
+				continue
+			}
+			mt := op.RequestBody.Value.Content.Get("application/json")
+			if mt == nil {
+				continue
+			}
+			if mt.Schema == nil || mt.Schema.Ref == "" && len(mt.Schema.Value.Properties) == 0 {
+				t.Errorf("the request body of %s %s is documented as a bare object", method, path)
+			}
+		}
+	}
+	// That check has teeth: a request schema that misses a field the
+	// handler takes, or types one wrongly, refuses a body the gateway
+	// accepts.
+	body := []byte(`{"sql": "SELECT count(*) FROM patients", "epsilon": 0.1, "exact": false, "contribution_bound": 3}`)
+	request := doc.Components.Schemas["QueryRequest"].Value
+	if err := apitest.CheckSchema(request, body); err != nil {
+		t.Errorf("a query request does not fit QueryRequest: %v", err)
+	}
+	noExact := *request
+	noExact.Properties = maps.Clone(request.Properties)
+	delete(noExact.Properties, "exact")
+	if err := apitest.CheckSchema(&noExact, body); err == nil {
+		t.Errorf("a request schema without exact passed a body with it")
+	}
+	stringEpsilon := *request
+	stringEpsilon.Properties = maps.Clone(request.Properties)
+	stringEpsilon.Properties["epsilon"] = openapi3.NewSchemaRef("", openapi3.NewStringSchema())
+	if err := apitest.CheckSchema(&stringEpsilon, body); err == nil {
+		t.Errorf("a request schema with a string epsilon passed a number")
 	}
 
 	// The check has teeth: a budget line with a wrong type is refused.

@@ -15,6 +15,8 @@ func (e *Engine) RankCounts(ctx context.Context, dataset, table string, upTo int
 	if upTo < 1 || upTo >= MaxRank {
 		return nil, fmt.Errorf("rank counts of %s.%s: %d is outside 1 .. %d", dataset, table, upTo, MaxRank-1)
 	}
+	ctx, done := e.guard.track(ctx)
+	defer done()
 	rows, err := e.db.QueryContext(ctx, fmt.Sprintf("SELECT %s::BIGINT, count(*) FROM %s.%s WHERE %s <= %d GROUP BY ALL",
 		ident(RankColumn), ident(dataset), ident(table), ident(RankColumn), upTo))
 	if err != nil {
@@ -32,7 +34,7 @@ func (e *Engine) RankCounts(ctx context.Context, dataset, table string, upTo int
 		}
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, fmt.Errorf("rank counts of %s.%s: %w", dataset, table, err)
+		return nil, fmt.Errorf("rank counts of %s.%s: %w", dataset, table, classify(ctx, err))
 	}
 	return out, nil
 }

@@ -40,12 +40,21 @@ type Config struct {
 	MemoryLimit string
 	// Threads caps DuckDB's worker threads.
 	Threads int
+	// ProcessMemoryLimit caps the whole process's resident memory, e.g.
+	// "6GB": past it, running queries are stopped with resource_limit (see
+	// guard.go). The default is MemoryLimit plus a quarter plus 512 MiB,
+	// room for the Go side and for DuckDB's own overhead. The memory
+	// measured is the whole process's: where one process holds several
+	// engines (tests, a federation demo), each stops its own queries.
+	ProcessMemoryLimit string
 }
 
 // Engine is the sandboxed DuckDB database.
 type Engine struct {
 	db        *sql.DB
 	connector *duckdb.Connector
+
+	guard *guard
 
 	mu     sync.Mutex
 	tables tables
@@ -71,6 +80,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		"SET allow_community_extensions = false",
 		fmt.Sprintf("SET memory_limit = '%s'", strings.ReplaceAll(cfg.MemoryLimit, "'", "")),
 		fmt.Sprintf("SET threads = %d", cfg.Threads),
+		// Memory a query frees goes back to the system in the background,
+		// not only when the next query allocates, so that the process
+		// guard sees it fall.
+		"SET allocator_background_threads = true",
 		"SET temp_directory = ''",
 		"SET enable_external_access = false",
 		"SET lock_configuration = true",
@@ -83,11 +96,44 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	db.SetMaxIdleConns(cfg.Threads * 4)
-	return &Engine{db: db, connector: connector, tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}, nil
+	limit, err := processLimit(ctx, db, cfg.ProcessMemoryLimit)
+	if err != nil {
+		db.Close()
+		connector.Close()
+		return nil, err
+	}
+	return &Engine{db: db, connector: connector, guard: newGuard(limit, processRSS),
+		tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}, nil
 }
+
+// processLimit is the process memory limit in bytes: set, or DuckDB's
+// memory limit (as DuckDB applied it) plus a quarter plus 512 MiB.
+func processLimit(ctx context.Context, db *sql.DB, set string) (int64, error) {
+	if set != "" {
+		n, err := ParseBytes(set)
+		if err != nil {
+			return 0, fmt.Errorf("process_memory_limit: %w", err)
+		}
+		return n, nil
+	}
+	var duck string
+	if err := db.QueryRowContext(ctx, "SELECT current_setting('memory_limit')").Scan(&duck); err != nil {
+		return 0, fmt.Errorf("read duckdb memory limit: %w", err)
+	}
+	n, err := ParseBytes(duck)
+	if err != nil {
+		return 0, fmt.Errorf("read duckdb memory limit: %w", err)
+	}
+	return n + n/4 + 512<<20, nil
+}
+
+// ProcessMemoryLimit is the resident memory, in bytes, past which running
+// queries are stopped.
+func (e *Engine) ProcessMemoryLimit() int64 { return e.guard.limit }
 
 // Close releases the database and all data in it.
 func (e *Engine) Close() error {
+	e.guard.close()
 	err := e.db.Close()
 	return errors.Join(err, e.connector.Close())
 }
@@ -128,6 +174,8 @@ type Result struct {
 // fails with resource_limit so that the caller never sees a silently cut
 // answer. A context deadline interrupts DuckDB and fails with query_timeout.
 func (e *Engine) Query(ctx context.Context, sqlText string, maxRows int) (*Result, error) {
+	ctx, done := e.guard.track(ctx)
+	defer done()
 	rows, err := e.db.QueryContext(ctx, sqlText)
 	if err != nil {
 		return nil, classify(ctx, err)
@@ -137,6 +185,7 @@ func (e *Engine) Query(ctx context.Context, sqlText string, maxRows int) (*Resul
 
 // Prepared is a statement that DuckDB has bound and planned.
 type Prepared struct {
+	e    *Engine
 	stmt *sql.Stmt
 }
 
@@ -148,16 +197,18 @@ func (e *Engine) Prepare(ctx context.Context, sqlText string) (*Prepared, error)
 	stmt, err := e.db.PrepareContext(ctx, sqlText)
 	if err != nil {
 		var de *duckdb.Error
-		if errors.As(err, &de) {
+		if errors.As(err, &de) && ctx.Err() == nil {
 			return nil, fault.Wrap(fault.QueryRejected, err, "the query is not valid over these tables: %s", firstLine(de.Msg))
 		}
 		return nil, classify(ctx, err)
 	}
-	return &Prepared{stmt: stmt}, nil
+	return &Prepared{e: e, stmt: stmt}, nil
 }
 
 // Query runs the statement as Engine.Query runs SQL.
 func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
+	ctx, done := p.e.guard.track(ctx)
+	defer done()
 	rows, err := p.stmt.QueryContext(ctx)
 	if err != nil {
 		return nil, classify(ctx, err)
@@ -209,6 +260,9 @@ func read(ctx context.Context, rows *sql.Rows, maxRows int) (*Result, error) {
 
 // classify maps DuckDB failures to the gateway's error kinds.
 func classify(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errProcessMemory) {
+		return fault.Wrap(fault.ResourceLimit, err, "the query was stopped because the gateway reached its process memory limit; narrow it")
+	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
 		return fault.Wrap(fault.Timeout, err, "the query ran past its time limit; narrow it or ask for a smaller grouping")
 	}

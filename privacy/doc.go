@@ -174,12 +174,28 @@
 //     code (resource_limit) and one text whatever the cause, and keeps the
 //     charge: the refusal says only that the query was stopped, which the
 //     researcher's own SQL largely determines.
+//   - A stop by the process memory guard (engine, guard.go) is one of
+//     those: same code, same text. Whether it fires depends on the whole
+//     process's memory, which holds other researchers' running queries, so
+//     on their SQL and, through the sizes of what they read, on data. It
+//     is acceptable because it comes after the reservation (the stopped
+//     query is charged, so a stop cannot be retried for free to probe),
+//     it tells one bit per charged query (stopped or not), as the time
+//     limit under load does, and one patient moves that memory by the
+//     bytes of their own bounded rows (strings of at most 256 characters,
+//     no string-growing function over another, groups capped before any
+//     data is read) against a limit of gigabytes, so the bit is decided by
+//     the load and the queries' shapes, not by a patient.
 //   - Budget figures: sums of the researcher's own charges, and the history
 //     lines of their own queries (a charge that released nothing reads
 //     charged_not_released, or the refusal's code).
 //   - Refusals for the caller's own load (too_many_queries, rate_limited,
 //     a full Flight SQL ticket table) and for the gateway's health
-//     (unavailable): independent of the data.
+//     (unavailable): independent of the data. A time limit that runs out
+//     before the reservation (query_timeout, nothing spent) depends on the
+//     load: the turn at an Article 11 measure, a ranking under way (whose
+//     time is that of the registered table's size), binding; no step
+//     before the reservation reads rows.
 //   - Quota refusals: whether a release to another legal entity would
 //     reach the Article 11 line depends on which patients earlier releases
 //     touched; the rule is the regulation's own and is exact by law. The

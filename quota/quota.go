@@ -152,7 +152,7 @@ func (t *Tracker) turn(ctx context.Context, dataset string) (chan struct{}, erro
 	case ch <- struct{}{}:
 		return ch, nil
 	case <-ctx.Done():
-		return nil, fault.Wrap(fault.Unavailable, ctx.Err(), "waited too long for the Article 11 measure of %s; retry", dataset)
+		return nil, fault.Wrap(fault.Timeout, ctx.Err(), "the query ran past its time limit waiting for its turn at the Article 11 measure of %s (other releases from it were being measured); nothing was spent; retry", dataset)
 	}
 }
 

@@ -49,9 +49,16 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return nil, err
 	}
 	defer s.running.release(p.ID)
-	adm, err := s.admit(ctx, p, req.SQL, req.GrantID, tr)
+	// One wall-clock limit covers the request up to its release:
+	// admission (and a ranking it waits for), the Article 11 turn,
+	// binding, bounding, the run and the noise. The reservation and the
+	// commit, which record what is spent and released, run outside it, so
+	// that their outcome is always known.
+	timed, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	adm, err := s.admit(timed, p, req.SQL, req.GrantID, tr)
 	if err != nil {
-		return nil, fault.In("release.admit", err)
+		return nil, fault.In("release.admit", beforeData(timed, err))
 	}
 	plan, want, err := s.plan(adm, req)
 	if err != nil {
@@ -65,17 +72,14 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return res, fault.In("release.repeat", err)
 	}
 
-	// One wall-clock limit covers what the query makes DuckDB do.
-	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
-	defer cancel()
-	measured, err := s.checkQuota(ctx, p, adm, plan)
+	measured, err := s.checkQuota(timed, p, adm, plan)
 	if err != nil {
-		return nil, fault.In("release.quota", err)
+		return nil, fault.In("release.quota", beforeData(timed, err))
 	}
 	defer measured.Done()
-	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	prep, err := s.cfg.Engine.Prepare(timed, plan.SQL)
 	if err != nil {
-		return nil, fault.In("release.prepare", err)
+		return nil, fault.In("release.prepare", beforeData(timed, err))
 	}
 	defer func() { prep.Close() }()
 	rec := record(p, adm, catalog.NewID("qry"), plan.Charge(), "ok")
@@ -83,16 +87,16 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
 	}
-	if err := s.bound(runCtx, plan, &prep); err != nil {
+	if err := s.bound(timed, plan, &prep); err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.bound", err)
 	}
-	out, err := run(runCtx, prep, plan, measured)
+	out, err := run(timed, prep, plan, measured)
 	if err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.run", err)
 	}
-	ans, err := s.protect(plan, out, rec.ID, adm)
+	ans, err := s.protect(timed, plan, out, rec.ID, adm)
 	if err != nil {
 		return nil, fault.In("release.protect", err)
 	}
@@ -226,6 +230,19 @@ func (s *Service) reserve(ctx context.Context, g catalog.Grant, rec catalog.Quer
 	return s.cfg.Store.ReserveFor(ctx, rec)
 }
 
+// beforeData is err from a step before the reservation: past the time
+// limit, whatever failed is query_timeout, which costs nothing and, like
+// the step, depends on the load and the SQL, not on data read.
+func beforeData(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	if k := fault.KindOf(err); k != fault.Internal && k != fault.Timeout {
+		return err // a refusal decided before the limit ran out
+	}
+	return fault.Wrap(fault.Timeout, err, "the query ran past its time limit before it read any data (waiting for its turn or for the gateway); nothing was spent; retry")
+}
+
 // runLimitMessage is the one text of a query stopped while it ran.
 const runLimitMessage = "the query was stopped by the sandbox's run-time limits (time or memory); its budget is spent; narrow it, filter it or group on coarser keys"
 
@@ -279,11 +296,16 @@ func run(ctx context.Context, prep *engine.Prepared, plan *privacy.Plan, measure
 	return out, nil
 }
 
-// protect noises the result into the answer and signs it.
-func (s *Service) protect(plan *privacy.Plan, out *engine.Result, queryID string, adm *admission) (Answer, error) {
+// protect noises the result into the answer and signs it. The noise is
+// drawn within the time limit too: past it, the answer is not released
+// and the run-time refusal is given.
+func (s *Service) protect(ctx context.Context, plan *privacy.Plan, out *engine.Result, queryID string, adm *admission) (Answer, error) {
 	pa, err := plan.Release(out)
 	if err != nil {
 		return Answer{}, err
+	}
+	if ctx.Err() != nil {
+		return Answer{}, fault.Wrap(fault.ResourceLimit, ctx.Err(), runLimitMessage)
 	}
 	ans := Answer{QueryID: queryID, GrantID: adm.grant.ID, Grade: adm.q.Grade, Answer: *pa}
 	if err := s.sign(&ans); err != nil {

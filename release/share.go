@@ -70,9 +70,12 @@ func (s *Service) Share(ctx context.Context, fq FederatedQuery) (*FederatedShare
 }
 
 func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery, tr *trace) (*FederatedShare, error) {
-	adm, err := s.admit(ctx, p, fq.SQL, fq.GrantID, tr)
+	// The time limit covers the steps as in answer.
+	timed, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	adm, err := s.admit(timed, p, fq.SQL, fq.GrantID, tr)
 	if err != nil {
-		return nil, err
+		return nil, beforeData(timed, err)
 	}
 	want := privacy.Cost{Epsilon: adm.grant.DefaultEpsilon, Delta: fq.Delta}
 	if fq.Epsilon != nil {
@@ -82,16 +85,14 @@ func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery
 	if err != nil {
 		return nil, err
 	}
-	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
-	defer cancel()
-	measured, err := s.checkQuota(ctx, p, adm, plan.Plan)
+	measured, err := s.checkQuota(timed, p, adm, plan.Plan)
 	if err != nil {
-		return nil, err
+		return nil, beforeData(timed, err)
 	}
 	defer measured.Done()
-	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	prep, err := s.cfg.Engine.Prepare(timed, plan.SQL)
 	if err != nil {
-		return nil, err
+		return nil, beforeData(timed, err)
 	}
 	defer prep.Close()
 	rec := record(p, adm, catalog.NewID("qry"), plan.Charge(), "ok")
@@ -99,7 +100,7 @@ func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery
 	if err != nil {
 		return nil, err
 	}
-	out, err := run(runCtx, prep, plan.Plan, measured)
+	out, err := run(timed, prep, plan.Plan, measured)
 	if err != nil {
 		s.recordFailure(ctx, rec, true, err)
 		return nil, err

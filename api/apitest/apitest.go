@@ -47,6 +47,9 @@ type Options struct {
 	Metadata string
 	Threads  int
 	Timeout  time.Duration
+	// ProcessMemoryLimit is the engine's process memory limit (default
+	// the engine's).
+	ProcessMemoryLimit string
 	Alerts   alerts.Config
 	// Bare leaves out the audit log, the quota tracker and the detectors,
 	// to measure what they cost.
@@ -87,6 +90,9 @@ type Env struct {
 	// Dir is the gateway's data directory; ImportDir, inside it, is the
 	// one import directory from which datasets may be registered by path.
 	Dir, ImportDir string
+
+	tb       testing.TB
+	requests *requestSchemas
 }
 
 // PostgresSchema creates a schema of its own in the PostgreSQL database at
@@ -169,7 +175,7 @@ func New(tb testing.TB, o Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	eng, err := engine.Open(ctx, engine.Config{MemoryLimit: "4GB", Threads: o.Threads})
+	eng, err := engine.Open(ctx, engine.Config{MemoryLimit: "4GB", Threads: o.Threads, ProcessMemoryLimit: o.ProcessMemoryLimit})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -235,21 +241,28 @@ func New(tb testing.TB, o Options) *Env {
 	srv := api.New(cfg)
 	hs := httptest.NewServer(srv.Handler())
 	tb.Cleanup(hs.Close)
+	requests, err := loadRequestSchemas(hs.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return &Env{URL: hs.URL, Tokens: tokens, Server: srv, Release: rel, Store: store, Meta: meta, Engine: eng, Audit: log, Quota: q, Alerts: al, AuditKey: signer,
 		Dir: dir, ImportDir: importDir,
-		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		tb:     tb, requests: requests}
 }
 
 // Do sends a request as person and decodes the JSON answer into out (when
-// not nil). It returns the HTTP status.
+// not nil). It returns the HTTP status. A body the gateway accepts must
+// fit the OpenAPI document's request schema, or the test fails.
 func (e *Env) Do(method, path, person string, body, out any) (int, error) {
 	var rd io.Reader
+	var sent []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return 0, err
 		}
-		rd = bytes.NewReader(b)
+		rd, sent = bytes.NewReader(b), b
 	}
 	req, err := http.NewRequest(method, e.URL+path, rd)
 	if err != nil {
@@ -269,6 +282,11 @@ func (e *Env) Do(method, path, person string, body, out any) (int, error) {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return resp.StatusCode, err
+	}
+	if sent != nil && resp.StatusCode/100 == 2 {
+		if err := e.requests.Check(req, sent); err != nil {
+			e.tb.Errorf("%v", err)
+		}
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {

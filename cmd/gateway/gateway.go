@@ -37,15 +37,18 @@ type options struct {
 	Addr string `yaml:"addr"`
 	Dir  string `yaml:"dir"`
 	// Keys is the key directory, outside Dir (default DIR-keys, beside it).
-	Keys         string        `yaml:"keys"`
-	Metadata     string        `yaml:"metadata"`
-	MemoryLimit  string        `yaml:"memory_limit"`
-	Threads      int           `yaml:"threads"`
-	QueryTimeout time.Duration `yaml:"query_timeout"`
-	MaxBody      int64         `yaml:"max_body_bytes"`
-	Limits       privacy.Limits
-	Alerts       alerts.Config
-	GradeRules   policy.GradeRules
+	Keys        string `yaml:"keys"`
+	Metadata    string `yaml:"metadata"`
+	MemoryLimit string `yaml:"memory_limit"`
+	// ProcessMemoryLimit caps the process's resident memory (default
+	// MemoryLimit plus a quarter plus 512 MiB); see engine.Config.
+	ProcessMemoryLimit string        `yaml:"process_memory_limit"`
+	Threads            int           `yaml:"threads"`
+	QueryTimeout       time.Duration `yaml:"query_timeout"`
+	MaxBody            int64         `yaml:"max_body_bytes"`
+	Limits             privacy.Limits
+	Alerts             alerts.Config
+	GradeRules         policy.GradeRules
 	// TLSCert and TLSKey, when set, serve the API over TLS (Art. 22(3)).
 	TLSCert, TLSKey string
 	// SignInterval is how often the audit head is signed while the
@@ -138,9 +141,10 @@ func openGateway(ctx context.Context, opts options, log *slog.Logger) (*gateway,
 	if g.alerts, err = alerts.New(ctx, meta, opts.Alerts); err != nil {
 		return fail(err)
 	}
-	if g.engine, err = engine.Open(ctx, engine.Config{MemoryLimit: opts.MemoryLimit, Threads: opts.Threads}); err != nil {
+	if g.engine, err = engine.Open(ctx, engine.Config{MemoryLimit: opts.MemoryLimit, Threads: opts.Threads, ProcessMemoryLimit: opts.ProcessMemoryLimit}); err != nil {
 		return fail(err)
 	}
+	log.Info("process memory limit", "bytes", g.engine.ProcessMemoryLimit())
 	g.startAuditSigning()
 	return g, nil
 }

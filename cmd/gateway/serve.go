@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hospital/gateway/audit"
+	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/quota"
 )
@@ -23,6 +24,7 @@ type fileConfig struct {
 	Dir           string    `yaml:"dir"`
 	Metadata      string    `yaml:"metadata"`
 	MemoryLimit   string    `yaml:"memory_limit"`
+	ProcessMemory string    `yaml:"process_memory_limit"`
 	Threads       int       `yaml:"threads"`
 	QueryTimeout  string    `yaml:"query_timeout"`
 	MaxBodyBytes  int64     `yaml:"max_body_bytes"`
@@ -67,6 +69,12 @@ func loadConfig(path string) (options, []float64, error) {
 		metadata = rel(strings.TrimPrefix(metadata, "sqlite:"))
 	}
 	o := options{Addr: fc.Addr, Dir: rel(fc.Dir), Keys: rel(fc.Keys), Metadata: metadata, MemoryLimit: fc.MemoryLimit, Threads: fc.Threads, MaxBody: fc.MaxBodyBytes}
+	o.ProcessMemoryLimit = fc.ProcessMemory
+	if fc.ProcessMemory != "" {
+		if _, err := engine.ParseBytes(fc.ProcessMemory); err != nil {
+			return options{}, nil, fmt.Errorf("config %s: process_memory_limit: %w", path, err)
+		}
+	}
 	o.Limits.MaxGroups, o.Limits.MaxEpsilon = fc.MaxGroups, fc.MaxEpsilon
 	o.TLSCert, o.TLSKey, o.MetricsAddr, o.FlightAddr = rel(fc.TLSCert), rel(fc.TLSKey), fc.MetricsAddr, fc.FlightAddr
 	for _, d := range fc.ImportDirs {

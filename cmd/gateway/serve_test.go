@@ -52,8 +52,9 @@ func TestServeConfig(t *testing.T) {
 	}
 }
 
-// TestConfigKeysAndSigning reads the key directory and the audit signing
-// periods from the YAML, and refuses a period that is not one.
+// TestConfigKeysAndSigning reads the key directory, the audit signing
+// periods and the process memory limit from the YAML, and refuses a
+// period or a size that is not one.
 func TestConfigKeysAndSigning(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
@@ -65,7 +66,11 @@ func TestConfigKeysAndSigning(t *testing.T) {
 	if o.Keys != "/mnt/gateway-keys" || o.SignInterval != 3*time.Second || o.CheckpointEvery != 30*time.Minute {
 		t.Fatalf("options %+v", o)
 	}
-	for _, bad := range []string{"audit:\n  sign_interval: soon\n", "audit:\n  checkpoint_every: -1h\n"} {
+	os.WriteFile(good, []byte("process_memory_limit: 6GB\n"), 0o600)
+	if o, _, err := loadConfig(good); err != nil || o.ProcessMemoryLimit != "6GB" {
+		t.Fatalf("process_memory_limit: %q %v", o.ProcessMemoryLimit, err)
+	}
+	for _, bad := range []string{"audit:\n  sign_interval: soon\n", "audit:\n  checkpoint_every: -1h\n", "process_memory_limit: plenty\n"} {
 		path := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(path, []byte(bad), 0o600)
 		if _, _, err := loadConfig(path); err == nil {
