@@ -36,6 +36,9 @@ func BenchmarkUtility(b *testing.B) {
 	env := apitest.New(b, apitest.Options{Patients: 100000, Epsilon: 100})
 	ctx := context.Background()
 	for _, eps := range []float64{0.1, 0.5, 0.99} { // 0.99: fresh costs may not pass the core cap of 1
+		// The last run of each shape's errors and coverage, pooled over
+		// the workload at the end.
+		pooled := map[string]*tally{}
 		for _, q := range utilityQueries {
 			b.Run(fmt.Sprintf("eps%.2f/%s", eps, q.name), func(b *testing.B) {
 				exact, err := env.Engine.Query(ctx, raw(q.sql), 100000)
@@ -88,6 +91,7 @@ func BenchmarkUtility(b *testing.B) {
 						}
 					}
 				}
+				pooled[q.name] = &tally{errs: slices.Clone(errs), held: held, cells: cells}
 				slices.Sort(errs)
 				slices.Sort(corrected)
 				if len(errs) > 0 {
@@ -100,7 +104,27 @@ func BenchmarkUtility(b *testing.B) {
 				b.ReportMetric(100*float64(lost)/float64(len(truth)*b.N), "groups-lost-%")
 			})
 		}
+		b.Run(fmt.Sprintf("eps%.2f/all shapes", eps), func(b *testing.B) {
+			var all []float64
+			held, cells := 0, 0
+			for _, t := range pooled {
+				all = append(all, t.errs...)
+				held, cells = held+t.held, cells+t.cells
+			}
+			slices.Sort(all)
+			if len(all) > 0 && cells > 0 {
+				b.ReportMetric(100*all[len(all)/2], "median-rel-err-%")
+				b.ReportMetric(100*float64(held)/float64(cells), "coverage-%")
+			}
+		})
 	}
+}
+
+// tally is one shape's released cells: relative errors and how many
+// intervals held the exact value.
+type tally struct {
+	errs        []float64
+	held, cells int
 }
 
 func toNumber(v any) float64 {

@@ -32,11 +32,15 @@ type trace struct {
 
 // Answer runs a researcher's question through every step (see the package
 // comment) and returns the protected answer. Every outcome is audited and
-// observed; a refusal says why with a stable code.
+// every query's outcome observed; a refusal says why with a stable code. A
+// dry run reads no data and releases nothing, so the abnormal-use
+// detectors do not count it: trying a query's cost is not probing.
 func (s *Service) Answer(ctx context.Context, p catalog.Person, req Request) (*Result, error) {
 	tr := &trace{}
 	res, err := s.answer(ctx, p, req, tr)
-	s.observe(ctx, p, tr, err)
+	if !req.DryRun {
+		s.observe(ctx, p, tr, err)
+	}
 	if err != nil {
 		s.auditRefusal(ctx, p, "query", req.TokenID, tr, err, map[string]any{"sql": req.SQL, "grant_id": req.GrantID, "message": fault.Message(err)})
 		return nil, err
