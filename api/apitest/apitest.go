@@ -50,7 +50,7 @@ type Options struct {
 	// ProcessMemoryLimit is the engine's process memory limit (default
 	// the engine's).
 	ProcessMemoryLimit string
-	Alerts   alerts.Config
+	Alerts             alerts.Config
 	// Bare leaves out the audit log, the quota tracker and the detectors,
 	// to measure what they cost.
 	Bare bool
