@@ -65,9 +65,19 @@
 // the per-group counts change by at most m in L1 and in L2, sums by m times
 // the largest absolute bound, and each level of a quantile's histogram tree
 // by m. Noise is calibrated to those (L0 1, Linf m). As this holds for every
-// key, it holds for the one drawn. Partition selection, COUNT(DISTINCT
-// patient), Gaussian noise over several groups per patient and filtered
-// queries keep per-group bounding.
+// key, it holds for the one drawn.
+//
+// A query that filters that table (sandbox.Query.Filtered) lets a
+// patient's rows through one by one, by a predicate on the row alone. A
+// patient with no row of rank m+1 has at most m rows in the table and keeps
+// every row the filter lets through; a patient with one (the heavy few)
+// keeps the first m of those rows in rank order (a window over their rows
+// only). Either way each patient keeps at most m rows, chosen from their
+// own rows by their own ranks, so the guarantee above holds with the same
+// sensitivities. The k rule then reads the distinct patients of each
+// group, whose L0 is min(m, the number of groups). Partition selection,
+// COUNT(DISTINCT patient), Gaussian noise over several groups per patient
+// and outer joins keep per-group bounding.
 //
 // # Choosing the bound, and what it cut
 //

@@ -258,7 +258,7 @@ func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan
 	// partition selection, whose threshold would grow with the groups a
 	// patient may touch, nor for COUNT(DISTINCT patient), which would too.
 	if m := p.groupsPerUnit * p.rowsPerGroup; q.RowRank && !p.selectGroups && !countsUnits &&
-		(p.Mechanism == Laplace || p.groupsPerUnit == 1) && m < engine.MaxRank {
+		(p.Mechanism == Laplace || p.groupsPerUnit == 1) && m+1 < engine.MaxRank {
 		p.rowBound = m
 	}
 	// The k rule is decided on a noisy patient count for every group,
@@ -283,9 +283,10 @@ func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan
 		p.psDelta = limits.PartitionDelta
 	}
 	p.thresholdL0 = p.groupsPerUnit
-	if q.PerUnitRows || p.rowBound > 0 {
+	if q.PerUnitRows || (p.rowBound > 0 && !q.Filtered) {
 		// One row per patient, or the count of patients whose rank-1 row
-		// is in the group: each patient is counted in one group only.
+		// is in the group: each patient is counted in one group only. A
+		// filtered query counts the distinct patients of each group.
 		p.thresholdL0 = 1
 	}
 	p.Cost = cost
@@ -384,7 +385,11 @@ func (p *Plan) unitBits() string {
 		return ""
 	}
 	filter := ""
-	if p.rowBound > 0 {
+	if p.rowBound > 0 && p.Query.Filtered {
+		if p.biasQuantities > 0 && p.rowsCut() {
+			filter = " FILTER (WHERE __keep)"
+		}
+	} else if p.rowBound > 0 {
 		// Every patient whose rows are aggregated has exactly one row of
 		// rank 1 among them: setting one bit per patient is enough.
 		filter = " FILTER (WHERE __rk = 1)"
@@ -448,6 +453,13 @@ func (p *Plan) sql(salt uint32) string {
 		b.WriteString(p.rowAggregate("__base", groups, "count(DISTINCT __pu)", false, nil))
 	case q.PerUnitRows:
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", true, nil))
+	case p.rowBound > 0 && q.Filtered:
+		b.WriteString(p.filteredRank())
+		keep := ""
+		if p.biasQuantities > 0 && p.rowsCut() {
+			keep = " FILTER (WHERE __keep)"
+		}
+		b.WriteString(p.rowAggregate("__bounded", groups, "count(DISTINCT __pu)"+keep, false, nil))
 	case p.rowBound > 0:
 		from, where, keep := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}, ""
 		if p.biasQuantities > 0 && p.rowsCut() {
@@ -499,6 +511,29 @@ func (p *Plan) sql(salt uint32) string {
 	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
 	return b.String()
 }
+
+// filteredRank bounds the rows of a query that filters its table of
+// several rows per patient (sandbox.Query.Filtered): a patient with at
+// most m rows in the table (no row of rank m+1) keeps every row the filter
+// lets through, as it is; a patient with more keeps the first m of those
+// rows in the order of their rank, and the rows after them up to the
+// maximum feed the bias estimates. Either way a patient keeps at most m
+// rows, chosen from their own rows by their own ranks, so the sensitivities
+// of the rank shape hold, and only the few heavy patients' rows are sorted.
+func (p *Plan) filteredRank() string {
+	r := p.Query.Rank
+	limit := p.rowBound
+	if p.biasQuantities > 0 && p.rowsCut() {
+		limit = p.boundMax
+	}
+	return fmt.Sprintf(", __heavy AS (SELECT %s AS __pu FROM %s.%s WHERE %s = %d)"+
+		", __bounded AS (SELECT *, true AS __keep FROM __base ANTI JOIN __heavy USING (__pu)"+
+		" UNION ALL BY NAME SELECT * EXCLUDE (__rn), __rn <= %d AS __keep FROM"+
+		" (SELECT *, row_number() OVER (PARTITION BY __pu ORDER BY __rk) AS __rn FROM __base SEMI JOIN __heavy USING (__pu)) WHERE __rn <= %d)",
+		ident(r.Unit), ident(r.Dataset), ident(r.Table), ident(engine.RankColumn), p.rowBound+1, p.rowBound, limit)
+}
+
+func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 func clampSQL(expr string, lo, hi float64) string {
 	return fmt.Sprintf("least(greatest(%s, %s), %s)", expr, num(lo), num(hi))

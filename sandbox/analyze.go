@@ -145,8 +145,8 @@ type Query struct {
 	// Columns are the columns the query reads, each once.
 	Columns []policy.Column
 	// Rank, when set, is the query's only table with several rows per
-	// patient, which no filter reads and no outer join touches: its rows
-	// may be bounded by rank (see UseRank).
+	// patient, which no outer join touches: its rows may be bounded by
+	// rank (see UseRank).
 	Rank       *RankRef
 	rankedBase string
 	// Counted, when set, is the query's only table with several rows per
@@ -156,11 +156,17 @@ type Query struct {
 	Counted *RankRef
 	// RowRank is true when Base also selects __rk, the hidden rank of the
 	// row among its patient's rows in the query's only table with several
-	// rows per patient, and no filter (WHERE or join condition) reads that
-	// table, and every join is inner. Then, for every patient, either none
-	// of their rows of that table reach Base or all of them do, each once,
-	// ranked 1, 2, ..., so privacy may bound each patient's rows by __rk.
+	// rows per patient, and every join is inner. Then each row of that
+	// table reaches Base at most once, and whether it does depends on the
+	// row alone: when no filter (WHERE or join condition) reads the table
+	// (Filtered false), either none of a patient's rows reach Base or all
+	// of them do, ranked 1, 2, ..., so privacy may bound each patient's
+	// rows by __rk; when one does, the rows that reach Base are some of
+	// the patient's, and privacy ranks those of patients with many rows
+	// again among themselves.
 	RowRank bool
+	// Filtered is true when a filter reads the table of Rank.
+	Filtered bool
 	// Policy is the most protective combination of the read datasets'
 	// policies (their contribution bounds and minimum group sizes).
 	Policy policy.Policy
@@ -246,6 +252,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	if r, ok := a.rankable(); ok {
 		u, _ := a.refs[r].src.Table.UnitColumn()
 		q.Rank = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
+		q.Filtered = a.filtered(r)
 		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"))
 		if q.rankedBase, err = deserialize(ctx, p, stmts[0], base); err != nil {
 			return nil, err

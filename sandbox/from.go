@@ -8,9 +8,10 @@ import (
 )
 
 // rankable returns the query's only table with several rows per patient
-// when no filter reads it and every join is inner, so that a patient's rows
-// of it reach the base query all or none, each once (the other tables have
-// one row per patient).
+// when every join is inner, so that each row of it reaches the base query
+// at most once and a patient's rows that do are a subset of their rows
+// decided row by row (all or none of them, when no filter reads the table:
+// see filtered). The other tables have one row per patient.
 func (a *analyzer) rankable() (int, bool) {
 	if a.outer {
 		return -1, false
@@ -28,12 +29,19 @@ func (a *analyzer) rankable() (int, bool) {
 	if multi < 0 {
 		return -1, false
 	}
+	return multi, true
+}
+
+// filtered reports whether a filter (WHERE or a join condition) reads the
+// table refs[i], so that its rows reach the base query one by one rather
+// than all or none per patient.
+func (a *analyzer) filtered(i int) bool {
 	for _, f := range a.filters {
-		if a.reads(f, multi) {
-			return -1, false
+		if a.reads(f, i) {
+			return true
 		}
 	}
-	return multi, true
+	return false
 }
 
 // multiRow is the index of the only table with several rows per patient,

@@ -63,21 +63,22 @@ func TestRankColumnIsHidden(t *testing.T) {
 }
 
 // TestRowRank checks when the base query carries the rank: only with one
-// table of several rows per patient, inner joins and no filter on it.
+// table of several rows per patient and inner joins, and whether a filter
+// reads that table.
 func TestRowRank(t *testing.T) {
 	e := rankedEngine(t)
 	cases := []struct {
-		name, sql string
-		want      bool
+		name, sql      string
+		want, filtered bool
 	}{
-		{"one table", "SELECT department, count(*) FROM encounters GROUP BY department", true},
-		{"join, per-patient filter", "SELECT p.sex, sum(e.cost_yuan) FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE p.age > 30 GROUP BY p.sex", true},
-		{"join using", "SELECT sex, count(*) FROM encounters JOIN patients USING (patient_id) GROUP BY sex", true},
-		{"filter on the table", "SELECT department, count(*) FROM encounters WHERE cost_yuan > 5 GROUP BY department", false},
-		{"filter in the join", "SELECT p.sex, count(*) FROM encounters e JOIN patients p ON e.patient_id = p.patient_id AND e.cost_yuan > 5 GROUP BY p.sex", false},
-		{"filter mixing tables", "SELECT p.sex, count(*) FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE p.age > 30 OR e.department = 'A' GROUP BY p.sex", false},
-		{"outer join", "SELECT p.sex, count(e.cost_yuan) FROM patients p LEFT JOIN encounters e ON e.patient_id = p.patient_id GROUP BY p.sex", false},
-		{"one row per patient", "SELECT sex, count(*) FROM patients GROUP BY sex", false},
+		{"one table", "SELECT department, count(*) FROM encounters GROUP BY department", true, false},
+		{"join, per-patient filter", "SELECT p.sex, sum(e.cost_yuan) FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE p.age > 30 GROUP BY p.sex", true, false},
+		{"join using", "SELECT sex, count(*) FROM encounters JOIN patients USING (patient_id) GROUP BY sex", true, false},
+		{"filter on the table", "SELECT department, count(*) FROM encounters WHERE cost_yuan > 5 GROUP BY department", true, true},
+		{"filter in the join", "SELECT p.sex, count(*) FROM encounters e JOIN patients p ON e.patient_id = p.patient_id AND e.cost_yuan > 5 GROUP BY p.sex", true, true},
+		{"filter mixing tables", "SELECT p.sex, count(*) FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE p.age > 30 OR e.department = 'A' GROUP BY p.sex", true, true},
+		{"outer join", "SELECT p.sex, count(e.cost_yuan) FROM patients p LEFT JOIN encounters e ON e.patient_id = p.patient_id GROUP BY p.sex", false, false},
+		{"one row per patient", "SELECT sex, count(*) FROM patients GROUP BY sex", false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,8 +88,8 @@ func TestRowRank(t *testing.T) {
 			}
 			// The analysis is pure: it names the table to rank, and the
 			// caller switches to the rank once the engine has ranked it.
-			if q.RowRank || (q.Rank != nil) != tc.want {
-				t.Fatalf("analysis: RowRank %v, Rank %v; want no rank used and Rank %v", q.RowRank, q.Rank, tc.want)
+			if q.RowRank || (q.Rank != nil) != tc.want || q.Filtered != tc.filtered {
+				t.Fatalf("analysis: RowRank %v, Rank %v, Filtered %v; want no rank used, Rank %v, Filtered %v", q.RowRank, q.Rank, q.Filtered, tc.want, tc.filtered)
 			}
 			q.UseRank()
 			if q.RowRank != tc.want || strings.Contains(q.Base, "__rk") != tc.want {
