@@ -31,6 +31,7 @@ import (
 	duckdb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 // Config sets the sandbox limits every query runs under.
@@ -327,7 +328,7 @@ func duckType(t arrow.DataType) (string, error) {
 func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema *arrow.Schema) error {
 	var cols []string
 	for _, f := range schema.Fields() {
-		if strings.EqualFold(f.Name, RankColumn) {
+		if policy.Reserved(f.Name) { // the hidden columns of RankRows
 			return fmt.Errorf("table %s: column name %s is reserved for the gateway; rename the column", table, f.Name)
 		}
 		t, err := duckType(f.Type)

@@ -128,7 +128,7 @@ func (m *Manifest) checkDescription() error {
 func checkSchema(t policy.Table, names []string) error {
 	have := map[string]bool{}
 	for _, n := range names {
-		if strings.EqualFold(n, engine.RankColumn) {
+		if policy.Reserved(n) {
 			return fault.E(fault.Invalid, "table %s: column name %s is reserved for the gateway; rename the column", t.Name, n)
 		}
 		have[strings.ToLower(n)] = true

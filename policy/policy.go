@@ -344,3 +344,14 @@ func (p Policy) Looser(old Policy) []string {
 // leaves the engine: table files at rest are written from the source files,
 // not from DuckDB. CreateTable refuses a table with a column of that name.
 const RankColumn = "__rank"
+
+// RowsColumn is the second hidden column of a ranked table: the number of
+// rows of the row's privacy unit (capped like the rank), so that a plan can
+// tell from a row alone whether its patient has more rows than a bound.
+// It is hidden like RankColumn.
+const RowsColumn = "__rows"
+
+// Reserved reports whether a column name is one of the hidden columns.
+func Reserved(name string) bool {
+	return strings.EqualFold(name, RankColumn) || strings.EqualFold(name, RowsColumn)
+}

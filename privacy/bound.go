@@ -161,11 +161,6 @@ func boundLadder(max int64) []int64 {
 func (p *Plan) setBound(m int64) {
 	if p.contribution.PerPatient {
 		p.rowBound = m
-		if p.Query.Filtered {
-			// The distinct patients of each group decide the k rule: a
-			// patient's m rows can fall in m groups, or all of them.
-			p.thresholdL0 = min(m, max(p.domain, 1))
-		}
 	} else {
 		p.rowsPerGroup = m
 	}

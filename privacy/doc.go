@@ -74,8 +74,10 @@
 // keeps the first m of those rows in rank order (a window over their rows
 // only). Either way each patient keeps at most m rows, chosen from their
 // own rows by their own ranks, so the guarantee above holds with the same
-// sensitivities. The k rule then reads the distinct patients of each
-// group, whose L0 is min(m, the number of groups). Partition selection,
+// sensitivities. The k rule's noisy count reads the patients whose rank-1
+// row the filter lets through (each in one group, L0 1: an undercount,
+// which only errs towards suppressing), its exact test the distinct
+// patients of the group. Partition selection,
 // COUNT(DISTINCT patient), Gaussian noise over several groups per patient
 // and outer joins keep per-group bounding.
 //

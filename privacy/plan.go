@@ -283,10 +283,9 @@ func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan
 		p.psDelta = limits.PartitionDelta
 	}
 	p.thresholdL0 = p.groupsPerUnit
-	if q.PerUnitRows || (p.rowBound > 0 && !q.Filtered) {
+	if q.PerUnitRows || p.rowBound > 0 {
 		// One row per patient, or the count of patients whose rank-1 row
-		// is in the group: each patient is counted in one group only. A
-		// filtered query counts the distinct patients of each group.
+		// is in the group: each patient is counted in one group only.
 		p.thresholdL0 = 1
 	}
 	p.Cost = cost
@@ -459,7 +458,16 @@ func (p *Plan) sql(salt uint32) string {
 		if p.biasQuantities > 0 && p.rowsCut() {
 			keep = " FILTER (WHERE __keep)"
 		}
-		b.WriteString(p.rowAggregate("__bounded", groups, "count(DISTINCT __pu)"+keep, false, nil))
+		// The noisy k count reads the patients whose rank-1 row the filter
+		// lets through (__ku: one group each, fewer than the group's
+		// patients, so the rule only errs towards suppressing), the exact
+		// one the group's distinct patients, exact below k.
+		p.kUsers = true
+		users := "count(DISTINCT __pu)" + keep
+		if n := int64(max(p.K, 1)) * p.rowBound; n*p.domain <= maxSmallestIDs {
+			users = fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
+		}
+		b.WriteString(p.rowAggregate("__bounded", groups, users, false, nil))
 	case p.rowBound > 0:
 		from, where, keep := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}, ""
 		if p.biasQuantities > 0 && p.rowsCut() {
@@ -514,23 +522,33 @@ func (p *Plan) sql(salt uint32) string {
 
 // filteredRank bounds the rows of a query that filters its table of
 // several rows per patient (sandbox.Query.Filtered): a patient with at
-// most m rows in the table (no row of rank m+1) keeps every row the filter
-// lets through, as it is; a patient with more keeps the first m of those
-// rows in the order of their rank, and the rows after them up to the
-// maximum feed the bias estimates. Either way a patient keeps at most m
-// rows, chosen from their own rows by their own ranks, so the sensitivities
-// of the rank shape hold, and only the few heavy patients' rows are sorted.
+// most m rows in the table (__nr, their row count, at most m) keeps every
+// row the filter lets through, as it is; a patient with more keeps the
+// first m of those rows in the order of their rank, and the rows after
+// them up to the maximum feed the bias estimates. Either way a patient
+// keeps at most m rows, chosen from their own rows by their own ranks, so
+// the sensitivities of the rank shape hold, and only the few heavy
+// patients' rows are sorted.
 func (p *Plan) filteredRank() string {
-	r := p.Query.Rank
 	limit := p.rowBound
 	if p.biasQuantities > 0 && p.rowsCut() {
 		limit = p.boundMax
 	}
-	return fmt.Sprintf(", __heavy AS (SELECT %s AS __pu FROM %s.%s WHERE %s = %d)"+
-		", __bounded AS (SELECT *, true AS __keep FROM __base ANTI JOIN __heavy USING (__pu)"+
-		" UNION ALL BY NAME SELECT * EXCLUDE (__rn), __rn <= %d AS __keep FROM"+
-		" (SELECT *, row_number() OVER (PARTITION BY __pu ORDER BY __rk) AS __rn FROM __base SEMI JOIN __heavy USING (__pu)) WHERE __rn <= %d)",
-		ident(r.Unit), ident(r.Dataset), ident(r.Table), ident(engine.RankColumn), p.rowBound+1, p.rowBound, limit)
+	// The columns are named, not starred: DuckDB (1.5) mis-plans a star
+	// over a constant column in a union.
+	cols := []string{"__pu"}
+	for i := range p.Query.Groups {
+		cols = append(cols, fmt.Sprintf("__g%d", i))
+	}
+	for j := range p.Query.Aggs {
+		cols = append(cols, fmt.Sprintf("__a%d", j))
+	}
+	cols = append(cols, "__rk")
+	cl := strings.Join(cols, ", ")
+	return fmt.Sprintf(", __bounded AS (SELECT %s, true AS __keep FROM __base WHERE __nr <= %d"+
+		" UNION ALL SELECT %s, __rn <= %d AS __keep FROM"+
+		" (SELECT %s, row_number() OVER (PARTITION BY __pu ORDER BY __rk) AS __rn FROM __base WHERE __nr > %d) WHERE __rn <= %d)",
+		cl, p.rowBound, cl, p.rowBound, cl, p.rowBound, limit)
 }
 
 func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -229,5 +229,5 @@ func asInt(v any) int64 {
 // boundedByRank reports whether a plan's SQL keeps rows by their rank: all
 // rows up to a rank, or, filtered, the heavy patients' first rows.
 func boundedByRank(sql string) bool {
-	return strings.Contains(sql, "__rk <=") || strings.Contains(sql, "__heavy")
+	return strings.Contains(sql, "__rk <=") || strings.Contains(sql, "__nr <=")
 }

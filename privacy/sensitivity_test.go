@@ -172,7 +172,10 @@ func TestSensitivity(t *testing.T) {
 		}
 		full := groupsOf(t, e, plan.SQL)
 		for _, id := range probes {
-			without := strings.Replace(plan.SQL, "WITH __base AS (", fmt.Sprintf("WITH __base AS (SELECT * FROM (%s) WHERE __pu IS DISTINCT FROM %d), __unused AS (", q.Base, id), 1)
+			// The neighbour's base is materialized: DuckDB 1.5 mis-plans
+			// this wrapper around a self-join under the filtered rank
+			// shape's union (an internal error), and the plain plan runs.
+			without := strings.Replace(plan.SQL, "WITH __base AS (", fmt.Sprintf("WITH __base AS MATERIALIZED (SELECT * FROM (%s) WHERE __pu IS DISTINCT FROM %d), __unused AS (", q.Base, id), 1)
 			checkMoves(t, sql, plan, full, groupsOf(t, e, without))
 			checked++
 		}

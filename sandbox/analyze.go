@@ -253,7 +253,8 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 		u, _ := a.refs[r].src.Table.UnitColumn()
 		q.Rank = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
 		q.Filtered = a.filtered(r)
-		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"))
+		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"),
+			withAlias(columnRef(a.refs[r].alias, policy.RowsColumn), "__nr"))
 		if q.rankedBase, err = deserialize(ctx, p, stmts[0], base); err != nil {
 			return nil, err
 		}
