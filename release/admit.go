@@ -41,7 +41,7 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 	// the query is analysed once over all their datasets, and the columns
 	// it reads are then checked against the chosen grant's.
 	scope := scopeOf(live, datasets)
-	q, err := sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scope)
+	q, err := s.analyses.analyze(ctx, s.cfg.Engine, sqlText, live, scope)
 	if err != nil {
 		return nil, err
 	}

@@ -44,8 +44,9 @@ type Config struct {
 
 // Service runs releases.
 type Service struct {
-	cfg     Config
-	running *running
+	cfg      Config
+	running  *running
+	analyses *analyses
 }
 
 // New returns the use case over cfg.
@@ -62,7 +63,7 @@ func New(cfg Config) *Service {
 	if cfg.MaxConcurrentQueries <= 0 {
 		cfg.MaxConcurrentQueries = 4
 	}
-	return &Service{cfg: cfg, running: newRunning(cfg.MaxConcurrentQueries)}
+	return &Service{cfg: cfg, running: newRunning(cfg.MaxConcurrentQueries), analyses: newAnalyses(4096)}
 }
 
 // Request is a researcher's question.
