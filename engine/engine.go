@@ -46,6 +46,10 @@ type Config struct {
 type Engine struct {
 	db        *sql.DB
 	connector *duckdb.Connector
+	// serialize and deserialize are DuckDB's parser and printer, prepared
+	// once: every query goes through them, and preparing them anew cost
+	// more than running them.
+	serialize, deserialize *sql.Stmt
 
 	mu     sync.Mutex
 	tables tables
@@ -83,11 +87,24 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	db.SetMaxIdleConns(cfg.Threads * 4)
-	return &Engine{db: db, connector: connector, tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}, nil
+	e := &Engine{db: db, connector: connector, tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}
+	if e.serialize, err = db.PrepareContext(ctx, "SELECT json_serialize_sql($1::VARCHAR)::VARCHAR"); err == nil {
+		e.deserialize, err = db.PrepareContext(ctx, "SELECT json_deserialize_sql($1::JSON)")
+	}
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("prepare the parser: %w", err)
+	}
+	return e, nil
 }
 
 // Close releases the database and all data in it.
 func (e *Engine) Close() error {
+	for _, st := range []*sql.Stmt{e.serialize, e.deserialize} {
+		if st != nil {
+			st.Close()
+		}
+	}
 	err := e.db.Close()
 	return errors.Join(err, e.connector.Close())
 }
@@ -95,7 +112,7 @@ func (e *Engine) Close() error {
 // Serialize returns DuckDB's syntax tree of sql as JSON (json_serialize_sql).
 func (e *Engine) Serialize(ctx context.Context, sqlText string) ([]byte, error) {
 	var out string
-	if err := e.db.QueryRowContext(ctx, "SELECT json_serialize_sql($1::VARCHAR)::VARCHAR", sqlText).Scan(&out); err != nil {
+	if err := e.serialize.QueryRowContext(ctx, sqlText).Scan(&out); err != nil {
 		return nil, fmt.Errorf("serialize sql: %w", err)
 	}
 	return []byte(out), nil
@@ -104,7 +121,7 @@ func (e *Engine) Serialize(ctx context.Context, sqlText string) ([]byte, error) 
 // Deserialize turns a syntax tree back into SQL (json_deserialize_sql).
 func (e *Engine) Deserialize(ctx context.Context, tree []byte) (string, error) {
 	var out string
-	if err := e.db.QueryRowContext(ctx, "SELECT json_deserialize_sql($1::JSON)", string(tree)).Scan(&out); err != nil {
+	if err := e.deserialize.QueryRowContext(ctx, string(tree)).Scan(&out); err != nil {
 		return "", fmt.Errorf("deserialize sql: %w", err)
 	}
 	return out, nil
@@ -135,8 +152,11 @@ func (e *Engine) Query(ctx context.Context, sqlText string, maxRows int) (*Resul
 	return read(ctx, rows, maxRows)
 }
 
-// Prepared is a statement that DuckDB has bound and planned.
+// Prepared is a statement that DuckDB has bound and planned, on a
+// connection of its own, where it runs: on another connection DuckDB
+// would bind and plan it again.
 type Prepared struct {
+	conn *sql.Conn
 	stmt *sql.Stmt
 }
 
@@ -145,15 +165,20 @@ type Prepared struct {
 // depends on the SQL and the schemas alone, never on the data. Its errors
 // are query_rejected, with DuckDB's message.
 func (e *Engine) Prepare(ctx context.Context, sqlText string) (*Prepared, error) {
-	stmt, err := e.db.PrepareContext(ctx, sqlText)
+	conn, err := e.db.Conn(ctx)
 	if err != nil {
+		return nil, classify(ctx, err)
+	}
+	stmt, err := conn.PrepareContext(ctx, sqlText)
+	if err != nil {
+		conn.Close()
 		var de *duckdb.Error
 		if errors.As(err, &de) {
 			return nil, fault.Wrap(fault.QueryRejected, err, "the query is not valid over these tables: %s", firstLine(de.Msg))
 		}
 		return nil, classify(ctx, err)
 	}
-	return &Prepared{stmt: stmt}, nil
+	return &Prepared{conn: conn, stmt: stmt}, nil
 }
 
 // Query runs the statement as Engine.Query runs SQL.
@@ -165,8 +190,8 @@ func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
 	return read(ctx, rows, maxRows)
 }
 
-// Close releases the statement.
-func (p *Prepared) Close() error { return p.stmt.Close() }
+// Close releases the statement and its connection.
+func (p *Prepared) Close() error { return errors.Join(p.stmt.Close(), p.conn.Close()) }
 
 func read(ctx context.Context, rows *sql.Rows, maxRows int) (*Result, error) {
 	defer rows.Close()
