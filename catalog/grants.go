@@ -399,9 +399,14 @@ func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, 
 	return []byte(body), true, nil
 }
 
-// Begin starts a transaction of the store, in which a release writes its
-// answer (StoreAnswerTx), its history line (RecordQueryTx), and what the
-// quota and the audit log add, before one Commit.
+// Write runs fn in one write transaction of the store, in which a release
+// writes its answer (StoreAnswerTx), its history line (RecordQueryTx), and
+// what the quota and the audit log add, committed together when fn returns
+// nil; it returns once the commit is durable (see metadb.DB.Tx).
+func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.tx(ctx, fn) }
+
+// Begin starts a transaction of the caller's own, outside the group
+// commit (see metadb.DB.Begin); Write is the one releases use.
 func (s *Store) Begin(ctx context.Context) (*sql.Tx, error) { return s.meta.Begin(ctx) }
 
 // StoreAnswerTx stores a released answer for its grant and cache key and

@@ -43,6 +43,10 @@ type DB struct {
 	// so reads run beside the one writer (WAL); for PostgreSQL it is write.
 	read    *sql.DB
 	dialect Dialect
+	// group batches SQLite's write transactions into shared commits
+	// (see committer); nil for PostgreSQL, whose concurrent commits
+	// already share the log's flushes.
+	group *committer
 }
 
 // Open opens the database at dsn: a postgres:// or postgresql:// URL, or a
@@ -89,6 +93,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		d.Close()
 		return nil, fmt.Errorf("create migrations table: %w", err)
 	}
+	if d.dialect == SQLite {
+		d.group = newCommitter(d.write)
+	}
 	return d, nil
 }
 
@@ -102,7 +109,8 @@ func (d *DB) Writer() *sql.DB { return d.write }
 // Reader is the pool for reads that may run beside a writer.
 func (d *DB) Reader() *sql.DB { return d.read }
 
-// Begin starts a write transaction.
+// Begin starts a write transaction of the caller's own, outside the group
+// commit; Tx is the one to use where callers run side by side.
 func (d *DB) Begin(ctx context.Context) (*sql.Tx, error) {
 	tx, err := d.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -111,8 +119,15 @@ func (d *DB) Begin(ctx context.Context) (*sql.Tx, error) {
 	return tx, nil
 }
 
-// Tx runs fn in one write transaction, committed when fn returns nil.
+// Tx runs fn in one write transaction, committed when fn returns nil, and
+// returns once the commit is durable. With SQLite the transaction may
+// share its commit with other callers' (see committer): fn must then not
+// keep tx, commit or roll it back, and must return tx's errors (after one,
+// nothing fn wrote is kept).
 func (d *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if d.group != nil {
+		return d.group.do(ctx, fn)
+	}
 	tx, err := d.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -157,8 +172,11 @@ func (d *DB) Migrate(ctx context.Context, component string, stmts []string) erro
 	return nil
 }
 
-// Close closes the database.
+// Close closes the database, once the transactions being committed are.
 func (d *DB) Close() error {
+	if d.group != nil {
+		d.group.close()
+	}
 	if d.read != nil && d.read != d.write {
 		d.read.Close()
 	}

@@ -330,36 +330,33 @@ func (s *Service) commit(ctx context.Context, c commitment) ([]byte, error) {
 
 func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warning, error) {
 	st := s.cfg.Store
-	tx, err := st.Begin(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer tx.Rollback()
-	var warnings []quota.Warning
-	if c.measured != nil {
-		if warnings, err = c.measured.CommitTx(ctx, tx, c.rec.ID); err != nil {
-			return nil, nil, err
-		}
-	}
 	var stored []byte
-	if c.body != nil {
-		if stored, c.rec.AnswerID, err = st.StoreAnswerTx(ctx, tx, c.rec.GrantID, c.key, c.rec.ID, c.body); err != nil {
-			return nil, nil, err
+	var warnings []quota.Warning
+	err := st.Write(ctx, func(tx *sql.Tx) error {
+		rec := c.rec
+		var err error
+		if c.measured != nil {
+			if warnings, err = c.measured.CommitTx(ctx, tx, rec.ID); err != nil {
+				return err
+			}
 		}
-	}
-	if c.reserved {
-		err = st.FinishQueryTx(ctx, tx, c.rec.ID, c.rec.Outcome, c.rec.AnswerID)
-	} else {
-		err = st.RecordQueryTx(ctx, tx, c.rec)
-	}
+		if c.body != nil {
+			if stored, rec.AnswerID, err = st.StoreAnswerTx(ctx, tx, rec.GrantID, c.key, rec.ID, c.body); err != nil {
+				return err
+			}
+		}
+		if c.reserved {
+			err = st.FinishQueryTx(ctx, tx, rec.ID, rec.Outcome, rec.AnswerID)
+		} else {
+			err = st.RecordQueryTx(ctx, tx, rec)
+		}
+		if err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, c.entry)
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	if err := s.auditTx(ctx, tx, c.entry); err != nil {
-		return nil, nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, nil, fmt.Errorf("commit release: %w", err)
 	}
 	return stored, warnings, nil
 }
