@@ -303,8 +303,14 @@ const ChargedNotReleased = "charged_not_released"
 // does, and writes rec to the query history with the outcome
 // ChargedNotReleased in the same transaction, so that the history always
 // accounts for every spend: the release that follows updates the line
-// (FinishQueryTx, FinishQuery), and a query cut off by a crash or a
-// shutdown keeps it.
+// (FinishQueryTx in Write, FinishQuery), and a query cut off by a crash or
+// a shutdown keeps it.
+//
+// The reservation is committed at once, so that no concurrent query can
+// spend the same budget, but not waited on to reach the disk (see
+// metadb.DB.TxDeferred): the release's own commit, which comes before any
+// answer leaves, makes it durable. A crash of the machine in between can
+// lose it, with nothing released on it.
 func (s *Store) ReserveFor(ctx context.Context, rec QueryRecord) (Balance, error) {
 	rec.Outcome = ChargedNotReleased
 	return s.reserve(ctx, rec.GrantID, rec.Epsilon, rec.Delta, &rec)
@@ -313,7 +319,7 @@ func (s *Store) ReserveFor(ctx context.Context, rec QueryRecord) (Balance, error
 func (s *Store) reserve(ctx context.Context, grantID string, epsilon, delta float64, rec *QueryRecord) (Balance, error) {
 	now := ts(s.now())
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.reserveTx(rec)(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE grants SET epsilon_spent = epsilon_spent + $1, delta_spent = delta_spent + $2
 			WHERE id = $3 AND revoked_at IS NULL AND expires_at > $4
 			AND epsilon_spent + $1 <= epsilon_total + $5 AND delta_spent + $2 <= delta_total + $6`,
@@ -345,6 +351,15 @@ func (s *Store) reserve(ctx context.Context, grantID string, epsilon, delta floa
 			grantID, g.EpsilonTotal-g.EpsilonSpent, epsilon)
 	}
 	return balanceOf(g), nil
+}
+
+// reserveTx is how a reservation commits: deferred when the release that
+// follows commits it (ReserveFor), waited on otherwise (Reserve).
+func (s *Store) reserveTx(rec *QueryRecord) func(context.Context, func(*sql.Tx) error) error {
+	if rec != nil {
+		return s.meta.TxDeferred
+	}
+	return s.tx
 }
 
 // FinishQueryTx sets, inside tx, the outcome of a history line written by

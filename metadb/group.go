@@ -3,6 +3,7 @@ package metadb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
@@ -42,11 +43,13 @@ const maxBatch = 64
 
 // pending is one caller's transaction.
 type pending struct {
-	ctx  context.Context
-	fn   func(*sql.Tx) error
-	err  error
-	pan  any // a panic of fn, raised again in the caller
-	done chan struct{}
+	ctx context.Context
+	fn  func(*sql.Tx) error
+	// deferred: the caller need not wait for the disk (see TxDeferred).
+	deferred bool
+	err      error
+	pan      any // a panic of fn, raised again in the caller
+	done     chan struct{}
 }
 
 var errClosed = errors.New("the metadata store is closed")
@@ -58,8 +61,8 @@ func newCommitter(db *sql.DB) *committer {
 }
 
 // do runs fn in the next batch and returns when the batch has committed.
-func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error) error {
-	p := &pending{ctx: ctx, fn: fn, done: make(chan struct{})}
+func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error, deferred bool) error {
+	p := &pending{ctx: ctx, fn: fn, deferred: deferred, done: make(chan struct{})}
 	select {
 	case c.queue <- p:
 	case <-c.quit:
@@ -124,11 +127,39 @@ func (c *committer) commit(batch []*pending) {
 	if len(live) == 0 {
 		return
 	}
-	tx, err := c.db.BeginTx(context.Background(), nil)
-	if err != nil {
+	fail := func(err error) {
 		for _, p := range live {
-			p.err = fmt.Errorf("begin transaction: %w", err)
+			p.err = err
 		}
+	}
+	ctx := context.Background()
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		fail(fmt.Errorf("connect: %w", err))
+		return
+	}
+	defer conn.Close()
+	deferred := true
+	for _, p := range live {
+		deferred = deferred && p.deferred
+	}
+	if deferred {
+		// The connection's other users expect every commit synced:
+		// put synchronous back to FULL however the batch ends.
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+			fail(fmt.Errorf("defer the sync: %w", err))
+			return
+		}
+		defer func() {
+			if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
+				// Never leave the connection unsynced for others.
+				conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("begin transaction: %w", err))
 		return
 	}
 	if len(live) == 1 {

@@ -175,3 +175,36 @@ func TestTxAfterClose(t *testing.T) {
 		t.Errorf("Tx after Close: %v", err)
 	}
 }
+
+// TestTxDeferred: a deferred transaction commits like any other, alone or
+// batched with transactions that wait for the disk, and leaves the
+// connection syncing every commit for its other users.
+func TestTxDeferred(t *testing.T) {
+	d, path := open(t)
+	ctx := context.Background()
+	if err := d.TxDeferred(ctx, insert("alone", 1)); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tx := d.Tx
+			if i%2 == 0 {
+				tx = d.TxDeferred
+			}
+			if err := tx(ctx, insert(fmt.Sprint("k", i), i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := rows(t, path); len(got) != 21 {
+		t.Errorf("%d rows committed, want 21", len(got))
+	}
+	var sync int
+	if err := d.Writer().QueryRow("PRAGMA synchronous").Scan(&sync); err != nil || sync != 2 {
+		t.Errorf("synchronous is %d (%v) after deferred commits, want 2 (FULL)", sync, err)
+	}
+}

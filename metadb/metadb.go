@@ -126,11 +126,40 @@ func (d *DB) Begin(ctx context.Context) (*sql.Tx, error) {
 // nothing fn wrote is kept).
 func (d *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if d.group != nil {
-		return d.group.do(ctx, fn)
+		return d.group.do(ctx, fn, false)
 	}
+	return d.tx(ctx, fn, false)
+}
+
+// TxDeferred runs fn as Tx does, but returns once the transaction has
+// committed, without waiting for the disk to hold it: it is durable once
+// any later Tx has returned, or lost with it in a crash of the machine
+// before then. That is for a write that nothing may act on until the same
+// caller's later Tx, as a budget reservation, which no answer follows
+// before the release's commit.
+//
+// Why a later Tx covers it: both databases log commits in order (SQLite's
+// write-ahead log, PostgreSQL's WAL), and waiting for one commit to reach
+// the disk waits for the log up to it, every earlier commit included. With
+// SQLite the batch is committed with synchronous=NORMAL (WAL frames
+// written, not synced); with PostgreSQL with synchronous_commit off.
+func (d *DB) TxDeferred(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if d.group != nil {
+		return d.group.do(ctx, fn, true)
+	}
+	return d.tx(ctx, fn, true)
+}
+
+func (d *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error, deferred bool) error {
 	tx, err := d.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
+	}
+	if deferred && d.dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit TO OFF"); err != nil {
+			tx.Rollback()
+			return err
+		}
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
