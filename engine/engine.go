@@ -12,9 +12,11 @@
 // default) and DuckDB holds plaintext only in memory, with spilling to disk
 // turned off so that no plaintext ever reaches a temporary file.
 //
-// Tables with several rows per patient get, on first use, a hidden column
-// ranking each patient's rows at random (RankRows), so that the privacy
-// package can bound what one patient adds with a plain filter.
+// Tables with several rows per patient get, in the background once they
+// are loaded (RankTables), a hidden column ranking each patient's rows at
+// random (RankRows), so that the privacy package can bound what one
+// patient adds with a plain filter; until it exists, queries are planned
+// without it.
 package engine
 
 import (
@@ -53,6 +55,11 @@ type Engine struct {
 
 	mu     sync.Mutex
 	tables tables
+	// closing ends with Close, and with it the rankings running in
+	// background, which Close waits for.
+	closing    context.Context
+	stop       context.CancelFunc
+	background sync.WaitGroup
 }
 
 // Open starts an empty in-memory database with the sandbox settings applied
@@ -88,6 +95,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	db.SetMaxIdleConns(cfg.Threads * 4)
 	e := &Engine{db: db, connector: connector, tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}
+	e.closing, e.stop = context.WithCancel(context.Background())
 	if e.serialize, err = db.PrepareContext(ctx, "SELECT json_serialize_sql($1::VARCHAR)::VARCHAR"); err == nil {
 		e.deserialize, err = db.PrepareContext(ctx, "SELECT json_deserialize_sql($1::JSON)")
 	}
@@ -98,8 +106,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// Close releases the database and all data in it.
+// Close releases the database and all data in it, once the rankings in
+// the background have stopped.
 func (e *Engine) Close() error {
+	e.stop()
+	e.background.Wait()
 	for _, st := range []*sql.Stmt{e.serialize, e.deserialize} {
 		if st != nil {
 			st.Close()

@@ -82,7 +82,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
 	}
-	if err := s.bound(runCtx, plan, &prep); err != nil {
+	if err := s.bound(runCtx, plan, adm.counted, &prep); err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.bound", err)
 	}
@@ -235,12 +235,18 @@ const runLimitMessage = "the query was stopped by the sandbox's run-time limits 
 // bound chooses the plan's contribution bound, once its cost is reserved,
 // from the counts of rows per patient of the table it bounds (which only
 // the plan's noisy histogram reads), and prepares the plan's new SQL in
-// place of prep. A table that cannot be counted (its ranking failed) keeps
-// the maximum bound. A failure here comes after the charge and keeps it.
-func (s *Service) bound(ctx context.Context, plan *privacy.Plan, prep **engine.Prepared) error {
+// place of prep. A table that cannot be counted (not ranked when the query
+// was admitted, or its ranking failed) keeps the maximum bound. A failure
+// here comes after the charge and keeps it.
+func (s *Service) bound(ctx context.Context, plan *privacy.Plan, counted bool, prep **engine.Prepared) error {
 	ref, upTo, ok := plan.Bounded()
 	if !ok {
 		return nil
+	}
+	before := plan.SQL
+	if !counted {
+		plan.KeepMax()
+		return s.prepareAgain(ctx, plan, before, prep)
 	}
 	counts, err := s.cfg.Engine.RankCounts(ctx, ref.Dataset, ref.Table, upTo)
 	if err != nil {
@@ -248,10 +254,19 @@ func (s *Service) bound(ctx context.Context, plan *privacy.Plan, prep **engine.P
 			return fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
 		}
 		plan.KeepMax()
-		return nil
+		return s.prepareAgain(ctx, plan, before, prep)
 	}
 	if err := plan.Choose(counts); err != nil {
 		return err
+	}
+	return s.prepareAgain(ctx, plan, "", prep)
+}
+
+// prepareAgain prepares the plan's SQL in place of prep when it is no
+// longer before, what prep was prepared from.
+func (s *Service) prepareAgain(ctx context.Context, plan *privacy.Plan, before string, prep **engine.Prepared) error {
+	if plan.SQL == before {
+		return nil
 	}
 	next, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
 	if err != nil {
