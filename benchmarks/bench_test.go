@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hospital/gateway/api/apitest"
-	"github.com/hospital/gateway/demo"
 )
 
 // queries are the researcher questions of the benchmark: the shapes
@@ -59,18 +58,6 @@ func raw(sql string) string {
 	return r.Replace(sql)
 }
 
-// rank gives the encounters their hidden row rank (engine.RankRows), which
-// the gateway otherwise does on the first query that can use it: it is part
-// of loading the data, not of answering a query.
-func rank(b *testing.B, env *apitest.Env, size string) {
-	b.Helper()
-	start := time.Now()
-	if err := env.Engine.RankRows(context.Background(), demo.Dataset, "encounters", "patient_id"); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("%s: ranking the rows of each patient's encounters took %v", size, time.Since(start).Round(time.Millisecond))
-}
-
 // BenchmarkGatewayVsDuckDB times each query shape through the gateway,
 // end to end over HTTP, and on raw DuckDB over the same tables in the same
 // run, alternately, and reports the medians of both over the iterations
@@ -78,8 +65,10 @@ func rank(b *testing.B, env *apitest.Env, size string) {
 // makes single iterations noisy).
 func BenchmarkGatewayVsDuckDB(b *testing.B) {
 	for _, sz := range sizes() {
+		// New waits for the encounters' hidden row rank, which a gateway
+		// builds in the background as it loads them: it is part of
+		// loading the data, not of answering a query.
 		env := apitest.New(b, apitest.Options{Patients: sz.patients, Epsilon: 1000, Delta: 1e-4, Timeout: 10 * time.Minute})
-		rank(b, env, sz.name)
 		for _, q := range queries {
 			b.Run(sz.name+"/"+q.name, func(b *testing.B) {
 				ctx := context.Background()
@@ -200,8 +189,6 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func BenchmarkAuditAndQuotaOverhead(b *testing.B) {
 	full := apitest.New(b, apitest.Options{Patients: 250000, Epsilon: 100})
 	bare := apitest.New(b, apitest.Options{Patients: 250000, Epsilon: 100, Bare: true})
-	rank(b, full, "1M")
-	rank(b, bare, "1M")
 	if status, err := full.Do("POST", "/v1/quota/risk-assessments", "approver", map[string]any{"dataset": "demo_hospital", "threshold": 1.0, "reference": "bench"}, nil); err != nil || status != 200 {
 		b.Fatalf("risk assessment: %d %v", status, err)
 	}
