@@ -68,7 +68,7 @@ func BenchmarkGatewayVsDuckDB(b *testing.B) {
 		// New waits for the encounters' hidden row rank, which a gateway
 		// builds in the background as it loads them: it is part of
 		// loading the data, not of answering a query.
-		env := apitest.New(b, apitest.Options{Patients: sz.patients, Epsilon: 1000, Delta: 1e-4, Timeout: 10 * time.Minute})
+		env := apitest.New(b, apitest.Options{Patients: sz.patients, Epsilon: 100, Delta: 1e-4, Timeout: 10 * time.Minute})
 		for _, q := range queries {
 			b.Run(sz.name+"/"+q.name, func(b *testing.B) {
 				ctx := context.Background()
