@@ -27,7 +27,7 @@ var queries = []struct {
 	{"sum_avg_join", "SELECT p.province, sum(e.cost_yuan) AS cost, avg(e.length_of_stay_days) AS los FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.province"},
 	{"quantile", "SELECT p.sex, median(e.cost_yuan) AS median_cost FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.sex"},
 	{"filtered_avg", "SELECT department, avg(cost_yuan) AS cost FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
-	{"count_distinct", "SELECT department, count(DISTINCT patient_id) AS patients FROM encounters GROUP BY department"},
+	{"count_distinct", "SELECT department, count(DISTINCT patient_id) AS n FROM encounters GROUP BY department"},
 	{"patients_filtered", "SELECT count(*) AS n FROM patients WHERE age > 50"},
 	{"filtered_join", "SELECT p.province, count(*) AS n, avg(e.cost_yuan) AS cost FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE e.admit_date >= DATE '2023-01-01' AND p.age > 50 GROUP BY p.province"},
 	{"partition_selected", "SELECT diagnosis_icd10, count(*) AS n FROM encounters GROUP BY diagnosis_icd10"},
