@@ -17,7 +17,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
-	_ "modernc.org/sqlite"             // SQLite driver "sqlite"
+	"modernc.org/sqlite"
 )
 
 // Dialect is the SQL flavour of the database.
@@ -69,17 +69,15 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 			q.Add("_pragma", p)
 		}
 		q.Set("_txlock", "immediate")
-		d.write, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-		if err == nil {
-			// One writer at a time is SQLite's rule; one connection keeps
-			// writers queued in Go instead of spinning on SQLITE_BUSY.
-			d.write.SetMaxOpenConns(1)
-			q.Set("_txlock", "deferred")
-			d.read, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-			if err == nil {
-				d.read.SetMaxOpenConns(4)
-			}
-		}
+		// Both pools keep their connections' parsed statements (see
+		// connector).
+		d.write = sql.OpenDB(connector{dsn: "file:" + path + "?" + q.Encode(), drv: &sqlite.Driver{}})
+		// One writer at a time is SQLite's rule; one connection keeps
+		// writers queued in Go instead of spinning on SQLITE_BUSY.
+		d.write.SetMaxOpenConns(1)
+		q.Set("_txlock", "deferred")
+		d.read = sql.OpenDB(connector{dsn: "file:" + path + "?" + q.Encode(), drv: &sqlite.Driver{}})
+		d.read.SetMaxOpenConns(4)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata store: %w", err)
