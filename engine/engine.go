@@ -60,6 +60,8 @@ type Engine struct {
 	closing    context.Context
 	stop       context.CancelFunc
 	background sync.WaitGroup
+	// kept holds prepared statements for their owners' next use.
+	kept kept
 }
 
 // Open starts an empty in-memory database with the sandbox settings applied
@@ -111,6 +113,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 func (e *Engine) Close() error {
 	e.stop()
 	e.background.Wait()
+	e.kept.drop()
 	for _, st := range []*sql.Stmt{e.serialize, e.deserialize} {
 		if st != nil {
 			st.Close()
@@ -169,6 +172,10 @@ func (e *Engine) Query(ctx context.Context, sqlText string, maxRows int) (*Resul
 type Prepared struct {
 	conn *sql.Conn
 	stmt *sql.Stmt
+	// e is set when Close keeps the statement for its owner (PrepareFor).
+	e          *Engine
+	owner, sql string
+	gen        uint64
 }
 
 // Prepare binds sqlText against the loaded tables' schemas without reading
@@ -196,13 +203,26 @@ func (e *Engine) Prepare(ctx context.Context, sqlText string) (*Prepared, error)
 func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
 	rows, err := p.stmt.QueryContext(ctx)
 	if err != nil {
+		p.e = nil // a statement that failed is not kept
 		return nil, classify(ctx, err)
 	}
-	return read(ctx, rows, maxRows)
+	res, err := read(ctx, rows, maxRows)
+	if err != nil {
+		p.e = nil
+	}
+	return res, err
 }
 
-// Close releases the statement and its connection.
-func (p *Prepared) Close() error { return errors.Join(p.stmt.Close(), p.conn.Close()) }
+// Close releases the statement and its connection, or keeps them for the
+// owner's next use (PrepareFor).
+func (p *Prepared) Close() error {
+	if p.e != nil && p.e.kept.give(p) {
+		return nil
+	}
+	return p.release()
+}
+
+func (p *Prepared) release() error { return errors.Join(p.stmt.Close(), p.conn.Close()) }
 
 func read(ctx context.Context, rows *sql.Rows, maxRows int) (*Result, error) {
 	defer rows.Close()
@@ -323,6 +343,7 @@ func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema 
 		fmt.Sprintf("CREATE OR REPLACE TABLE %s.%s (%s)", ident(dataset), ident(table), strings.Join(cols, ", ")),
 	}
 	e.forget(tableKey(dataset, table), 0)
+	defer e.kept.drop()
 	for _, s := range stmts {
 		if _, err := e.db.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("create %s.%s: %w", dataset, table, err)
@@ -351,7 +372,9 @@ func (e *Engine) NewLoader(ctx context.Context, dataset, table string) (*Loader,
 		e.tables.loading[key]--
 		e.mu.Unlock()
 	}
-	if err := e.dropRank(ctx, dataset, table); err != nil {
+	err := e.dropRank(ctx, dataset, table)
+	e.kept.drop()
+	if err != nil {
 		done()
 		return nil, err
 	}
@@ -404,6 +427,7 @@ func (l *Loader) Close() error {
 	l.e.mu.Lock()
 	l.e.tables.loading[l.key]--
 	l.e.mu.Unlock()
+	l.e.kept.drop()
 	return err
 }
 

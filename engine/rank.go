@@ -137,6 +137,8 @@ func (e *Engine) ranking(dataset, table, unit string) (st *rankState, started bo
 		// The ranking is shared by every later query: it runs until it is
 		// done or the engine closes, whoever asked for it.
 		st.err = e.rank(e.closing, dataset, table, unit)
+		// The table was rewritten: plans bound before are not reused.
+		e.kept.drop()
 		close(st.done)
 	}()
 	return st, true, nil

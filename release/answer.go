@@ -72,7 +72,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return nil, fault.In("release.quota", err)
 	}
 	defer measured.Done()
-	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	prep, err := s.cfg.Engine.PrepareFor(ctx, adm.grant.ID, plan.SQL)
 	if err != nil {
 		return nil, fault.In("release.prepare", err)
 	}
@@ -82,7 +82,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
 	}
-	if err := s.bound(runCtx, plan, adm.counted, &prep); err != nil {
+	if err := s.bound(runCtx, plan, adm, &prep); err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.bound", err)
 	}
@@ -238,15 +238,15 @@ const runLimitMessage = "the query was stopped by the sandbox's run-time limits 
 // place of prep. A table that cannot be counted (not ranked when the query
 // was admitted, or its ranking failed) keeps the maximum bound. A failure
 // here comes after the charge and keeps it.
-func (s *Service) bound(ctx context.Context, plan *privacy.Plan, counted bool, prep **engine.Prepared) error {
+func (s *Service) bound(ctx context.Context, plan *privacy.Plan, adm *admission, prep **engine.Prepared) error {
 	ref, upTo, ok := plan.Bounded()
 	if !ok {
 		return nil
 	}
-	before := plan.SQL
-	if !counted {
+	before, owner := plan.SQL, adm.grant.ID
+	if !adm.counted {
 		plan.KeepMax()
-		return s.prepareAgain(ctx, plan, before, prep)
+		return s.prepareAgain(ctx, plan, owner, before, prep)
 	}
 	counts, err := s.cfg.Engine.RankCounts(ctx, ref.Dataset, ref.Table, upTo)
 	if err != nil {
@@ -254,21 +254,21 @@ func (s *Service) bound(ctx context.Context, plan *privacy.Plan, counted bool, p
 			return fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
 		}
 		plan.KeepMax()
-		return s.prepareAgain(ctx, plan, before, prep)
+		return s.prepareAgain(ctx, plan, owner, before, prep)
 	}
 	if err := plan.Choose(counts); err != nil {
 		return err
 	}
-	return s.prepareAgain(ctx, plan, "", prep)
+	return s.prepareAgain(ctx, plan, owner, "", prep)
 }
 
-// prepareAgain prepares the plan's SQL in place of prep when it is no
-// longer before, what prep was prepared from.
-func (s *Service) prepareAgain(ctx context.Context, plan *privacy.Plan, before string, prep **engine.Prepared) error {
+// prepareAgain prepares the plan's SQL for owner in place of prep when it
+// is no longer before, what prep was prepared from.
+func (s *Service) prepareAgain(ctx context.Context, plan *privacy.Plan, owner, before string, prep **engine.Prepared) error {
 	if plan.SQL == before {
 		return nil
 	}
-	next, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	next, err := s.cfg.Engine.PrepareFor(ctx, owner, plan.SQL)
 	if err != nil {
 		return fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
 	}

@@ -89,7 +89,7 @@ func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery
 		return nil, err
 	}
 	defer measured.Done()
-	prep, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	prep, err := s.cfg.Engine.PrepareFor(ctx, adm.grant.ID, plan.SQL)
 	if err != nil {
 		return nil, err
 	}
