@@ -62,7 +62,7 @@ func TestLoweringProtectionNeedsTwoPeople(t *testing.T) {
 		{"exact answers on", path + "/exact", map[string]any{"exact_answers": true, "reason": "r"}, true},
 		{"smaller k", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) { p["k"] = 5.0 })}, true},
 		{"more contribution per patient", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) {
-			p["contribution"].(map[string]any)["max_rows"] = 50.0
+			p["contribution"].(map[string]any)["max_rows"] = 100.0
 		})}, true},
 		{"wider bounds", path + "/policy", map[string]any{"reason": "r", "policy": policyOf(func(p map[string]any) {
 			cols := p["tables"].([]any)[1].(map[string]any)["columns"].([]any)
