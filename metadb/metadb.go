@@ -78,6 +78,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		q.Set("_txlock", "deferred")
 		d.read = sql.OpenDB(connector{dsn: "file:" + path + "?" + q.Encode(), drv: &sqlite.Driver{}})
 		d.read.SetMaxOpenConns(4)
+		// Kept open: a connection opened anew parses the schema and
+		// loses the statements it kept.
+		d.read.SetMaxIdleConns(4)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata store: %w", err)
