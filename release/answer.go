@@ -48,10 +48,12 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return nil, err
 	}
 	defer s.running.release(p.ID)
+	clock := newStepClock()
 	adm, err := s.admit(ctx, p, req.SQL, req.GrantID, tr)
 	if err != nil {
 		return nil, fault.In("release.admit", err)
 	}
+	clock.done("admit")
 	plan, want, err := s.plan(adm, req)
 	if err != nil {
 		return nil, fault.In("release.plan", err)
@@ -59,10 +61,12 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if req.DryRun {
 		return s.dryRun(ctx, p, req, adm, plan)
 	}
+	clock.done("plan")
 	key := answerKey(adm, want, req.Exact)
 	if res, err := s.repeat(ctx, p, req, adm, key); res != nil || err != nil {
 		return res, fault.In("release.repeat", err)
 	}
+	clock.done("repeat")
 
 	// One wall-clock limit covers what the query makes DuckDB do.
 	runCtx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
@@ -72,25 +76,30 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		return nil, fault.In("release.quota", err)
 	}
 	defer measured.Done()
+	clock.done("quota")
 	prep, err := s.cfg.Engine.PrepareFor(ctx, adm.grant.ID, plan.SQL)
 	if err != nil {
 		return nil, fault.In("release.prepare", err)
 	}
+	clock.done("prepare")
 	defer func() { prep.Close() }()
 	rec := record(p, adm, catalog.NewID("qry"), plan.Cost, "ok")
 	bal, err := s.reserve(ctx, adm.grant, rec, req.Exact)
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
 	}
+	clock.done("reserve")
 	if err := s.bound(runCtx, plan, adm, &prep); err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.bound", err)
 	}
+	clock.done("bound")
 	out, err := run(runCtx, prep, plan, measured)
 	if err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.run", err)
 	}
+	clock.done("run")
 	ans, err := s.protect(plan, out, rec.ID, adm)
 	if err != nil {
 		return nil, fault.In("release.protect", err)
@@ -99,6 +108,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if err != nil {
 		return nil, fmt.Errorf("encode answer: %w", err)
 	}
+	clock.done("protect")
 	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": rec.ID, "grant_id": adm.grant.ID, "sql": req.SQL,
 		"epsilon": plan.Cost.Epsilon, "delta": plan.Cost.Delta, "org": p.Org.ID, "org_kind": p.Org.Kind,
 		"groups": len(ans.Rows), "suppressed": ans.Privacy.SuppressedGroups})
@@ -107,8 +117,13 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.commit", err)
 	}
+	clock.done("commit")
 	tr.epsilon = plan.Cost.Epsilon
-	return decoded(stored, bal, false, adm.q.Datasets)
+	res, err := decoded(stored, bal, false, adm.q.Datasets)
+	if res != nil {
+		res.Steps = clock.steps
+	}
+	return res, err
 }
 
 // dryRun answers what the query would cost and how noisy it would be,
