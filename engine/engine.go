@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -201,13 +202,16 @@ func (e *Engine) Prepare(ctx context.Context, sqlText string) (*Prepared, error)
 
 // Query runs the statement as Engine.Query runs SQL.
 func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
+	start := time.Now()
 	rows, err := p.stmt.QueryContext(ctx)
 	if err != nil {
 		p.e = nil // a statement that failed is not kept
 		return nil, classify(ctx, err)
 	}
 	res, err := read(ctx, rows, maxRows)
-	if err != nil {
+	if err != nil || time.Since(start) > keepUnder {
+		// Nor one that ran long: what it saves is small beside its run,
+		// and DuckDB holds a kept statement's working memory.
 		p.e = nil
 	}
 	return res, err

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // kept holds prepared statements between uses, by owner and SQL, so that
@@ -21,6 +22,12 @@ type kept struct {
 }
 
 type keptKey struct{ owner, sql string }
+
+// keepUnder is the longest run after which a statement is kept: binding
+// and planning cost a fraction of a millisecond, which matters for small
+// queries only, while DuckDB holds memory for a kept statement of a large
+// one (the working memory of its last run) that later queries need.
+const keepUnder = 20 * time.Millisecond
 
 // maxKept bounds the statements kept, each holding a DuckDB connection
 // (tens of kilobytes); when full, one kept for another SQL makes room.
