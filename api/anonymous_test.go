@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,9 +12,12 @@ import (
 )
 
 // TestMetricsNeedAToken: /metrics answers admins (operators) and auditors
-// only.
+// only, and tells them where a release's time goes, step by step.
 func TestMetricsNeedAToken(t *testing.T) {
 	env := apitest.New(t, apitest.Options{Patients: 100})
+	if status, _, _ := query(t, env, "researcher_internal", "SELECT sex, count(*) AS n FROM patients GROUP BY sex", 0.5); status != 200 {
+		t.Fatalf("query: %d", status)
+	}
 	for _, tc := range []struct {
 		who    string
 		status int
@@ -26,9 +30,17 @@ func TestMetricsNeedAToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != tc.status {
 			t.Errorf("%q: %d, want %d", tc.who, resp.StatusCode, tc.status)
+		}
+		if tc.status == 200 {
+			for _, step := range []string{"admit", "prepare", "reserve", "run", "commit"} {
+				if !strings.Contains(string(body), `gateway_release_step_seconds_count{step="`+step+`"} 1`) {
+					t.Errorf("no time for the release step %s in the metrics", step)
+				}
+			}
 		}
 	}
 }

@@ -17,6 +17,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	epsilon  *prometheus.CounterVec
+	// steps say where a fresh release's time goes (release.Result.Steps).
+	steps *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
@@ -31,8 +33,12 @@ func newMetrics() *metrics {
 		epsilon: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_epsilon_spent_total", Help: "Privacy budget spent by released answers, by dataset.",
 		}, []string{"dataset"}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gateway_release_step_seconds", Help: "Time of each step of a fresh release (admit, plan, repeat, quota, prepare, reserve, bound, run, protect, commit).",
+			Buckets: []float64{0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30},
+		}, []string{"step"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.epsilon, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.requests, m.latency, m.epsilon, m.steps, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

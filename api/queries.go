@@ -33,6 +33,9 @@ func (s *Server) postQuery(c *gin.Context) {
 	if !res.Cached {
 		s.metrics.epsilon.WithLabelValues(strings.Join(res.Datasets, ",")).Add(res.Answer.Privacy.Epsilon)
 	}
+	for _, st := range res.Steps {
+		s.metrics.steps.WithLabelValues(st.Name).Observe(st.Took.Seconds())
+	}
 	if err := writeAnswer(c, media, res); err != nil {
 		s.fail(c, err)
 	}

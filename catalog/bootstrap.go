@@ -38,6 +38,7 @@ type Founders struct {
 // needs no confirmation. It refuses a store that already holds people.
 // inTx, when set, runs in the same transaction (the audit entries).
 func (s *Store) Bootstrap(ctx context.Context, org Org, admin, approver Founder, inTx func(*sql.Tx, Founders) error) (Founders, error) {
+	defer s.sessions.forget()
 	if org.ID == "" || admin.ID == "" || approver.ID == "" || admin.ID == approver.ID {
 		return Founders{}, fault.E(fault.Invalid, "give an organisation id and two different person ids, the admin's and the approver's")
 	}

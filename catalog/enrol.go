@@ -162,6 +162,7 @@ func (s *Store) Reenrol(ctx context.Context, id, by string, inTx func(*sql.Tx, P
 }
 
 func (s *Store) changePerson(ctx context.Context, id, kind, by string, target func(Person) ([]PersonRole, bool), inTx func(*sql.Tx, PersonOutcome) error) (PersonOutcome, error) {
+	defer s.sessions.forget()
 	var out PersonOutcome
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.lockPeople(ctx, tx); err != nil {
@@ -336,6 +337,7 @@ func (s *Store) PersonChanges(ctx context.Context, state ChangeState) ([]PersonC
 // enrolment. The approver must hold the approver role (the caller checks)
 // and be neither the person nor whoever proposed the change.
 func (s *Store) ConfirmChange(ctx context.Context, id, approver string, inTx func(*sql.Tx, Confirmation) error) (Confirmation, error) {
+	defer s.sessions.forget()
 	var out Confirmation
 	err := s.decide(ctx, id, approver, func(tx *sql.Tx, c *PersonChange) error {
 		if err := CheckRoles(c.Roles); err != nil {
@@ -439,6 +441,7 @@ type Enrolled struct {
 // enrolment returns its person's id with the error, so that it can be
 // recorded against them.
 func (s *Store) Redeem(ctx context.Context, secret, code string) (Enrolled, string, error) {
+	defer s.sessions.forget()
 	var out Enrolled
 	var who string
 	refused := fault.E(fault.Unauthenticated, "the enrolment secret or confirmation code is unknown, used, expired or not yet confirmed")

@@ -332,8 +332,14 @@ const ChargedNotReleased = "charged_not_released"
 // does, and writes rec to the query history with the outcome
 // ChargedNotReleased in the same transaction, so that the history always
 // accounts for every spend: the release that follows updates the line
-// (FinishQueryTx, FinishQuery), and a query cut off by a crash or a
-// shutdown keeps it.
+// (FinishQueryTx in Write, FinishQuery), and a query cut off by a crash or
+// a shutdown keeps it.
+//
+// The reservation is committed at once, so that no concurrent query can
+// spend the same budget, but not waited on to reach the disk (see
+// metadb.DB.TxDeferred): the release's own commit, which comes before any
+// answer leaves, makes it durable. A crash of the machine in between can
+// lose it, with nothing released on it.
 func (s *Store) ReserveFor(ctx context.Context, rec QueryRecord) (Balance, error) {
 	rec.Outcome = ChargedNotReleased
 	return s.reserve(ctx, rec.GrantID, rec.Charge(), &rec)
@@ -364,7 +370,7 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 	var err error
 	for try := 0; try < 5; try++ {
 		refusal = nil
-		err = s.tx(ctx, func(tx *sql.Tx) error {
+		err = s.reserveTx(rec)(ctx, func(tx *sql.Tx) error {
 			var err error
 			g, err = scanGrant(tx.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = $1`+lock, grantID))
 			if errors.Is(err, sql.ErrNoRows) {
@@ -437,6 +443,15 @@ func exhausted(g Grant, now, pos accountant.Position, c accountant.Charge) error
 
 func figure(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }
 
+// reserveTx is how a reservation commits: deferred when the release that
+// follows commits it (ReserveFor), waited on otherwise (Reserve).
+func (s *Store) reserveTx(rec *QueryRecord) func(context.Context, func(*sql.Tx) error) error {
+	if rec != nil {
+		return s.meta.TxDeferred
+	}
+	return s.tx
+}
+
 // FinishQueryTx sets, inside tx, the outcome of a history line written by
 // ReserveFor and, when it released one, the answer it received.
 func (s *Store) FinishQueryTx(ctx context.Context, tx *sql.Tx, id, outcome, answerID string) error {
@@ -500,9 +515,14 @@ func (s *Store) Answer(ctx context.Context, grantID, key string) ([]byte, bool, 
 	return []byte(body), true, nil
 }
 
-// Begin starts a transaction of the store, in which a release writes its
-// answer (StoreAnswerTx), its history line (RecordQueryTx), and what the
-// quota and the audit log add, before one Commit.
+// Write runs fn in one write transaction of the store, in which a release
+// writes its answer (StoreAnswerTx), its history line (RecordQueryTx), and
+// what the quota and the audit log add, committed together when fn returns
+// nil; it returns once the commit is durable (see metadb.DB.Tx).
+func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.tx(ctx, fn) }
+
+// Begin starts a transaction of the caller's own, outside the group
+// commit (see metadb.DB.Begin); Write is the one releases use.
 func (s *Store) Begin(ctx context.Context) (*sql.Tx, error) { return s.meta.Begin(ctx) }
 
 // StoreAnswerTx stores a released answer for its grant and cache key and

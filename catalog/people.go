@@ -91,6 +91,7 @@ func (s *Store) People(ctx context.Context) ([]Person, error) {
 // SetExportAssessment records (or withdraws) an approved cross-border
 // export assessment for an organisation (Art. 22(4)).
 func (s *Store) SetExportAssessment(ctx context.Context, org string, approved bool) error {
+	defer s.sessions.forget()
 	res, err := s.db.ExecContext(ctx, `UPDATE orgs SET export_assessment = $1 WHERE id = $2`, approved, org)
 	if err != nil {
 		return fmt.Errorf("record export assessment of %s: %w", org, err)
@@ -136,6 +137,7 @@ func (s *Store) Tokens(ctx context.Context, person string) ([]Token, error) {
 
 // RevokeToken revokes a token; it is refused from the next request on.
 func (s *Store) RevokeToken(ctx context.Context, id string) (Token, error) {
+	defer s.sessions.forget()
 	var t Token
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var created, revoked string

@@ -34,6 +34,9 @@ type Store struct {
 	db, read *sql.DB
 	dialect  Dialect
 	now      func() time.Time
+	// sessions remembers authenticated tokens (SQLite only; see
+	// sessions); nil disables it.
+	sessions *sessions
 }
 
 // Open opens the metadata database at dsn (see metadb.Open) and the
@@ -56,6 +59,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // applied. Closing the catalog leaves the database open.
 func New(ctx context.Context, meta *metadb.DB) (*Store, error) {
 	s := &Store{meta: meta, db: meta.Writer(), read: meta.Reader(), dialect: meta.Dialect(), now: func() time.Time { return time.Now().UTC() }}
+	if s.dialect == SQLite {
+		s.sessions = newSessions()
+	}
 	if err := meta.Migrate(ctx, "catalog", migrations); err != nil {
 		return nil, err
 	}
@@ -189,6 +195,7 @@ func jsonText(v any) string {
 
 // PutOrg creates or updates an organisation.
 func (s *Store) PutOrg(ctx context.Context, o Org) error {
+	defer s.sessions.forget()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO orgs (id, name, kind, export_assessment) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, export_assessment = excluded.export_assessment`,
 		o.ID, o.Name, string(o.Kind), o.ExportAssessment)
@@ -293,9 +300,17 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Person, error) 
 // deactivated), the person and token id are returned with the error, so
 // that the refusal can be recorded against them.
 func (s *Store) AuthenticateToken(ctx context.Context, token string) (Person, string, error) {
+	hash := HashToken(token)
+	var gen uint64
+	if s.sessions != nil {
+		if p, id, ok := s.sessions.get(hash, time.Now()); ok {
+			return p, id, nil
+		}
+		gen = s.sessions.generation()
+	}
 	var tokenID, revoked string
 	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+`, t.id, coalesce(t.revoked_at, '') FROM tokens t JOIN people p ON p.id = t.person_id
-		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1`, HashToken(token)), &tokenID, &revoked)
+		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1`, hash), &tokenID, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Person{}, "", fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
 	}
@@ -307,6 +322,9 @@ func (s *Store) AuthenticateToken(ctx context.Context, token string) (Person, st
 	}
 	if !p.Active {
 		return p, tokenID, fault.E(fault.Unauthenticated, "the account of %s is not active", p.ID)
+	}
+	if s.sessions != nil {
+		s.sessions.put(hash, p, tokenID, gen, time.Now())
 	}
 	return p, tokenID, nil
 }

@@ -520,3 +520,53 @@ func TestReserveForWritesTheLedger(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthenticationFollowsChanges: a token that authenticated and is then
+// revoked, or whose holder is deactivated, or whose organisation changes, is seen so at the very next authentication, even
+// though authentications are remembered.
+func TestAuthenticationFollowsChanges(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			ctx := context.Background()
+			if err := s.CreatePerson(ctx, catalog.Person{ID: "adm", Org: catalog.Org{ID: "h"}, Roles: []catalog.PersonRole{catalog.Admin}, Active: true}); err != nil {
+				t.Fatal(err)
+			}
+			issue := func() (string, string) {
+				t.Helper()
+				id, tok, err := s.IssueToken(ctx, "res", "laptop")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < 2; i++ { // the second is answered from memory
+					if p, err := s.Authenticate(ctx, tok); err != nil || !p.Has(catalog.Researcher) {
+						t.Fatalf("authenticate: %+v %v", p, err)
+					}
+				}
+				return id, tok
+			}
+			id, tok := issue()
+			if _, err := s.RevokeToken(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Authenticate(ctx, tok); !fault.Is(err, fault.Unauthenticated) {
+				t.Errorf("a revoked token: %v", err)
+			}
+
+			_, tok = issue()
+			if err := s.SetExportAssessment(ctx, "x", true); err != nil {
+				t.Fatal(err)
+			}
+			if p, err := s.Authenticate(ctx, tok); err != nil || !p.Org.ExportAssessment {
+				t.Errorf("after the organisation's export assessment: %+v %v", p.Org, err)
+			}
+			if _, err := s.ChangeActive(ctx, "res", false, "adm", nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Authenticate(ctx, tok); !fault.Is(err, fault.Unauthenticated) {
+				t.Errorf("a deactivated holder's token: %v", err)
+			}
+		})
+	}
+}

@@ -12,9 +12,11 @@
 // default) and DuckDB holds plaintext only in memory, with spilling to disk
 // turned off so that no plaintext ever reaches a temporary file.
 //
-// Tables with several rows per patient get, on first use, a hidden column
-// ranking each patient's rows at random (RankRows), so that the privacy
-// package can bound what one patient adds with a plain filter.
+// Tables with several rows per patient get, in the background once they
+// are loaded (RankTables), a hidden column ranking each patient's rows at
+// random (RankRows), so that the privacy package can bound what one
+// patient adds with a plain filter; until it exists, queries are planned
+// without it.
 package engine
 
 import (
@@ -25,6 +27,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -54,11 +57,22 @@ type Config struct {
 type Engine struct {
 	db        *sql.DB
 	connector *duckdb.Connector
+	// serialize and deserialize are DuckDB's parser and printer, prepared
+	// once: every query goes through them, and preparing them anew cost
+	// more than running them.
+	serialize, deserialize *sql.Stmt
 
 	guard *guard
 
 	mu     sync.Mutex
 	tables tables
+	// closing ends with Close, and with it the rankings running in
+	// background, which Close waits for.
+	closing    context.Context
+	stop       context.CancelFunc
+	background sync.WaitGroup
+	// kept holds prepared statements for their owners' next use.
+	kept kept
 }
 
 // Open starts an empty in-memory database with the sandbox settings applied
@@ -103,8 +117,17 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		connector.Close()
 		return nil, err
 	}
-	return &Engine{db: db, connector: connector, guard: newGuard(limit, processRSS),
-		tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}, nil
+	e := &Engine{db: db, connector: connector, guard: newGuard(limit, processRSS),
+		tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}
+	e.closing, e.stop = context.WithCancel(context.Background())
+	if e.serialize, err = db.PrepareContext(ctx, "SELECT json_serialize_sql($1::VARCHAR)::VARCHAR"); err == nil {
+		e.deserialize, err = db.PrepareContext(ctx, "SELECT json_deserialize_sql($1::JSON)")
+	}
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("prepare the parser: %w", err)
+	}
+	return e, nil
 }
 
 // processLimit is the process memory limit in bytes: set, or DuckDB's
@@ -132,8 +155,17 @@ func processLimit(ctx context.Context, db *sql.DB, set string) (int64, error) {
 // queries are stopped.
 func (e *Engine) ProcessMemoryLimit() int64 { return e.guard.limit }
 
-// Close releases the database and all data in it.
+// Close releases the database and all data in it, once the rankings in
+// the background have stopped.
 func (e *Engine) Close() error {
+	e.stop()
+	e.background.Wait()
+	e.kept.drop()
+	for _, st := range []*sql.Stmt{e.serialize, e.deserialize} {
+		if st != nil {
+			st.Close()
+		}
+	}
 	e.guard.close()
 	err := e.db.Close()
 	return errors.Join(err, e.connector.Close())
@@ -142,7 +174,7 @@ func (e *Engine) Close() error {
 // Serialize returns DuckDB's syntax tree of sql as JSON (json_serialize_sql).
 func (e *Engine) Serialize(ctx context.Context, sqlText string) ([]byte, error) {
 	var out string
-	if err := e.db.QueryRowContext(ctx, "SELECT json_serialize_sql($1::VARCHAR)::VARCHAR", sqlText).Scan(&out); err != nil {
+	if err := e.serialize.QueryRowContext(ctx, sqlText).Scan(&out); err != nil {
 		return nil, fmt.Errorf("serialize sql: %w", err)
 	}
 	return []byte(out), nil
@@ -151,7 +183,7 @@ func (e *Engine) Serialize(ctx context.Context, sqlText string) ([]byte, error) 
 // Deserialize turns a syntax tree back into SQL (json_deserialize_sql).
 func (e *Engine) Deserialize(ctx context.Context, tree []byte) (string, error) {
 	var out string
-	if err := e.db.QueryRowContext(ctx, "SELECT json_deserialize_sql($1::JSON)", string(tree)).Scan(&out); err != nil {
+	if err := e.deserialize.QueryRowContext(ctx, string(tree)).Scan(&out); err != nil {
 		return "", fmt.Errorf("deserialize sql: %w", err)
 	}
 	return out, nil
@@ -184,10 +216,19 @@ func (e *Engine) Query(ctx context.Context, sqlText string, maxRows int) (*Resul
 	return read(ctx, rows, maxRows)
 }
 
-// Prepared is a statement that DuckDB has bound and planned.
+// Prepared is a statement that DuckDB has bound and planned, on a
+// connection of its own, where it runs: on another connection DuckDB
+// would bind and plan it again.
 type Prepared struct {
-	e    *Engine
-	stmt *sql.Stmt
+	conn *sql.Conn
+	// guard stops the statement's run when the process nears its memory
+	// limit.
+	guard *guard
+	stmt  *sql.Stmt
+	// e is set when Close keeps the statement for its owner (PrepareFor).
+	e          *Engine
+	owner, sql string
+	gen        uint64
 }
 
 // Prepare binds sqlText against the loaded tables' schemas without reading
@@ -195,30 +236,51 @@ type Prepared struct {
 // depends on the SQL and the schemas alone, never on the data. Its errors
 // are query_rejected, with DuckDB's message.
 func (e *Engine) Prepare(ctx context.Context, sqlText string) (*Prepared, error) {
-	stmt, err := e.db.PrepareContext(ctx, sqlText)
+	conn, err := e.db.Conn(ctx)
 	if err != nil {
+		return nil, classify(ctx, err)
+	}
+	stmt, err := conn.PrepareContext(ctx, sqlText)
+	if err != nil {
+		conn.Close()
 		var de *duckdb.Error
 		if errors.As(err, &de) && ctx.Err() == nil {
 			return nil, fault.Wrap(fault.QueryRejected, err, "the query is not valid over these tables: %s", firstLine(de.Msg))
 		}
 		return nil, classify(ctx, err)
 	}
-	return &Prepared{e: e, stmt: stmt}, nil
+	return &Prepared{conn: conn, stmt: stmt, guard: e.guard}, nil
 }
 
 // Query runs the statement as Engine.Query runs SQL.
 func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
-	ctx, done := p.e.guard.track(ctx)
+	ctx, done := p.guard.track(ctx)
 	defer done()
+	start := time.Now()
 	rows, err := p.stmt.QueryContext(ctx)
 	if err != nil {
+		p.e = nil // a statement that failed is not kept
 		return nil, classify(ctx, err)
 	}
-	return read(ctx, rows, maxRows)
+	res, err := read(ctx, rows, maxRows)
+	if err != nil || time.Since(start) > keepUnder {
+		// Nor one that ran long: what it saves is small beside its run,
+		// and DuckDB holds a kept statement's working memory.
+		p.e = nil
+	}
+	return res, err
 }
 
-// Close releases the statement.
-func (p *Prepared) Close() error { return p.stmt.Close() }
+// Close releases the statement and its connection, or keeps them for the
+// owner's next use (PrepareFor).
+func (p *Prepared) Close() error {
+	if p.e != nil && p.e.kept.give(p) {
+		return nil
+	}
+	return p.release()
+}
+
+func (p *Prepared) release() error { return errors.Join(p.stmt.Close(), p.conn.Close()) }
 
 func read(ctx context.Context, rows *sql.Rows, maxRows int) (*Result, error) {
 	defer rows.Close()
@@ -342,6 +404,7 @@ func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema 
 		fmt.Sprintf("CREATE OR REPLACE TABLE %s.%s (%s)", ident(dataset), ident(table), strings.Join(cols, ", ")),
 	}
 	e.forget(tableKey(dataset, table), 0)
+	defer e.kept.drop()
 	for _, s := range stmts {
 		if _, err := e.db.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("create %s.%s: %w", dataset, table, err)
@@ -370,7 +433,9 @@ func (e *Engine) NewLoader(ctx context.Context, dataset, table string) (*Loader,
 		e.tables.loading[key]--
 		e.mu.Unlock()
 	}
-	if err := e.dropRank(ctx, dataset, table); err != nil {
+	err := e.dropRank(ctx, dataset, table)
+	e.kept.drop()
+	if err != nil {
 		done()
 		return nil, err
 	}
@@ -423,6 +488,7 @@ func (l *Loader) Close() error {
 	l.e.mu.Lock()
 	l.e.tables.loading[l.key]--
 	l.e.mu.Unlock()
+	l.e.kept.drop()
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/fault"
+	"github.com/hospital/gateway/policy"
 )
 
 func open(t *testing.T) *engine.Engine {
@@ -184,5 +185,44 @@ func TestRankRowsConcurrently(t *testing.T) {
 	}
 	if r.Rows[0][0] != r.Rows[0][1] || r.Rows[0][0] != int64(200) {
 		t.Fatalf("%v rows of rank 1 for %v units, want 200", r.Rows[0][0], r.Rows[0][1])
+	}
+}
+
+// TestRankTablesInBackground: a loaded table's ranks are built in the
+// background; until they exist, Ranked says so at once (without waiting)
+// and the table answers queries; then Ranked reports them and they are
+// there. Close stops a ranking in progress.
+func TestRankTablesInBackground(t *testing.T) {
+	e := open(t)
+	ctx := context.Background()
+	loadUnits(t, e, 30)
+	if e.Ranked("h", "t", "patient_id") {
+		t.Fatal("the table is ranked before anyone asked")
+	}
+	if _, err := e.Query(ctx, "SELECT count(*) FROM h.t", 1); err != nil {
+		t.Fatalf("the table does not answer while it is ranked: %v", err)
+	}
+	p := policy.Policy{Tables: []policy.Table{{Name: "t", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}}}}}
+	e.RankTables("h", p)
+	deadline := time.Now().Add(time.Minute)
+	for !e.Ranked("h", "t", "patient_id") {
+		if time.Now().After(deadline) {
+			t.Fatal("the ranking never finished")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := e.Query(ctx, "SELECT max(__rank) FROM h.t", 1); err != nil {
+		t.Fatalf("ranked, but no rank column: %v", err)
+	}
+
+	// A ranking cut off by Close ends with the engine.
+	other, err := engine.Open(ctx, engine.Config{MemoryLimit: "256MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadUnits(t, other, 300)
+	other.RankTables("h", p)
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

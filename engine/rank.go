@@ -69,39 +69,83 @@ func (e *Engine) forget(key string, loading int) {
 // its rows are numbered 1, 2, ... in an order given by a keyed hash of the
 // row's values under a 64-bit key from crypto/rand, which is used once and
 // not kept. A patient's ranks thus depend only on their own rows and the
-// key: adding or removing another patient changes none of them. The ranking is done once per load of the table (it costs a
-// rewrite of the table, about 3 s for 10M rows on two cores) and reused by
-// every query until the table is created or appended to again; concurrent
-// callers wait for the one ranking. It fails while rows are being appended.
+// key: adding or removing another patient changes none of them. The
+// ranking is done once per load of the table (it costs a rewrite of the
+// table, about 3 s for 10M rows on two cores) and reused by every query
+// until the table is created or appended to again; concurrent callers wait
+// for the one ranking, which runs in the background (see RankTables) and
+// goes on when they stop waiting. It fails while rows are being appended.
 //
 // Plans use it to bound each patient's rows with a plain filter instead of
 // a per-query window or per-patient aggregation (see privacy).
 func (e *Engine) RankRows(ctx context.Context, dataset, table, unit string) error {
+	st, _, err := e.ranking(dataset, table, unit)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-st.done:
+		return st.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Ranked reports whether dataset.table has its ranks now, without waiting:
+// when it has none and none is being built, it starts building them in the
+// background (as RankRows), for the queries that come later. A query that
+// finds the table unranked is planned without the ranks, more slowly, and
+// never waits for them.
+func (e *Engine) Ranked(dataset, table, unit string) bool {
+	st, started, err := e.ranking(dataset, table, unit)
+	if err != nil || started {
+		return false
+	}
+	select {
+	case <-st.done:
+		return st.err == nil
+	default:
+		return false
+	}
+}
+
+// RankTables starts ranking, in the background, every table of p with
+// several rows per unit: loading a dataset calls it, so that queries find
+// the ranks built, while the first ones, answered without them, wait for
+// nothing.
+func (e *Engine) RankTables(dataset string, p policy.Policy) {
+	for _, t := range p.Tables {
+		if u, ok := t.UnitColumn(); ok && !t.OneRowPerUnit {
+			e.ranking(dataset, t.Name, u.Name)
+		}
+	}
+}
+
+// ranking is the table's ranking, started now in the engine's background
+// (started) when there is none.
+func (e *Engine) ranking(dataset, table, unit string) (st *rankState, started bool, err error) {
 	key := tableKey(dataset, table)
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.tables.loading[key] > 0 {
-		e.mu.Unlock()
-		return errLoading
+		return nil, false, errLoading
 	}
-	st, ok := e.tables.ranks[key]
-	if ok {
-		e.mu.Unlock()
-		select {
-		case <-st.done:
-			return st.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if st, ok := e.tables.ranks[key]; ok {
+		return st, false, nil
 	}
 	st = &rankState{done: make(chan struct{})}
 	e.tables.ranks[key] = st
-	e.mu.Unlock()
-
-	// The ranking is shared by every later query: a caller that goes away
-	// must not leave it half done.
-	st.err = e.rank(context.WithoutCancel(ctx), dataset, table, unit)
-	close(st.done)
-	return st.err
+	e.background.Add(1)
+	go func() {
+		defer e.background.Done()
+		// The ranking is shared by every later query: it runs until it is
+		// done or the engine closes, whoever asked for it.
+		st.err = e.rank(e.closing, dataset, table, unit)
+		// The table was rewritten: plans bound before are not reused.
+		e.kept.drop()
+		close(st.done)
+	}()
+	return st, true, nil
 }
 
 func (e *Engine) rank(ctx context.Context, dataset, table, unit string) error {

@@ -285,6 +285,7 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 		u, _ := t.UnitColumn()
 		unitQueries = append(unitQueries, fmt.Sprintf(`SELECT "%s" AS u FROM "%s"."%s"`, u.Name, m.Name, t.Name))
 	}
+	r.Engine.RankTables(m.Name, m.Policy)
 	res, err := r.Engine.Query(ctx, "SELECT count(DISTINCT u) FROM ("+strings.Join(unitQueries, " UNION ALL ")+")", 1)
 	if err != nil {
 		return Registered{}, fmt.Errorf("count privacy units of %s: %w", m.Name, err)

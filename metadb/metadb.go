@@ -17,7 +17,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
-	_ "modernc.org/sqlite"             // SQLite driver "sqlite"
+	"modernc.org/sqlite"
 )
 
 // Dialect is the SQL flavour of the database.
@@ -43,6 +43,10 @@ type DB struct {
 	// so reads run beside the one writer (WAL); for PostgreSQL it is write.
 	read    *sql.DB
 	dialect Dialect
+	// group batches SQLite's write transactions into shared commits
+	// (see committer); nil for PostgreSQL, whose concurrent commits
+	// already share the log's flushes.
+	group *committer
 }
 
 // Open opens the database at dsn: a postgres:// or postgresql:// URL, or a
@@ -65,17 +69,18 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 			q.Add("_pragma", p)
 		}
 		q.Set("_txlock", "immediate")
-		d.write, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-		if err == nil {
-			// One writer at a time is SQLite's rule; one connection keeps
-			// writers queued in Go instead of spinning on SQLITE_BUSY.
-			d.write.SetMaxOpenConns(1)
-			q.Set("_txlock", "deferred")
-			d.read, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-			if err == nil {
-				d.read.SetMaxOpenConns(4)
-			}
-		}
+		// Both pools keep their connections' parsed statements (see
+		// connector).
+		d.write = sql.OpenDB(connector{dsn: "file:" + path + "?" + q.Encode(), drv: &sqlite.Driver{}})
+		// One writer at a time is SQLite's rule; one connection keeps
+		// writers queued in Go instead of spinning on SQLITE_BUSY.
+		d.write.SetMaxOpenConns(1)
+		q.Set("_txlock", "deferred")
+		d.read = sql.OpenDB(connector{dsn: "file:" + path + "?" + q.Encode(), drv: &sqlite.Driver{}})
+		d.read.SetMaxOpenConns(4)
+		// Kept open: a connection opened anew parses the schema and
+		// loses the statements it kept.
+		d.read.SetMaxIdleConns(4)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata store: %w", err)
@@ -88,6 +93,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		component TEXT NOT NULL, version BIGINT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))`); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("create migrations table: %w", err)
+	}
+	if d.dialect == SQLite {
+		d.group = newCommitter(d.write)
 	}
 	return d, nil
 }
@@ -102,7 +110,8 @@ func (d *DB) Writer() *sql.DB { return d.write }
 // Reader is the pool for reads that may run beside a writer.
 func (d *DB) Reader() *sql.DB { return d.read }
 
-// Begin starts a write transaction.
+// Begin starts a write transaction of the caller's own, outside the group
+// commit; Tx is the one to use where callers run side by side.
 func (d *DB) Begin(ctx context.Context) (*sql.Tx, error) {
 	tx, err := d.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -111,11 +120,47 @@ func (d *DB) Begin(ctx context.Context) (*sql.Tx, error) {
 	return tx, nil
 }
 
-// Tx runs fn in one write transaction, committed when fn returns nil.
+// Tx runs fn in one write transaction, committed when fn returns nil, and
+// returns once the commit is durable. With SQLite the transaction may
+// share its commit with other callers' (see committer): fn must then not
+// keep tx, commit or roll it back, and must return tx's errors (after one,
+// nothing fn wrote is kept).
 func (d *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if d.group != nil {
+		return d.group.do(ctx, fn, false)
+	}
+	return d.tx(ctx, fn, false)
+}
+
+// TxDeferred runs fn as Tx does, but returns once the transaction has
+// committed, without waiting for the disk to hold it: it is durable once
+// any later Tx has returned, or lost with it in a crash of the machine
+// before then. That is for a write that nothing may act on until the same
+// caller's later Tx, as a budget reservation, which no answer follows
+// before the release's commit.
+//
+// Why a later Tx covers it: both databases log commits in order (SQLite's
+// write-ahead log, PostgreSQL's WAL), and waiting for one commit to reach
+// the disk waits for the log up to it, every earlier commit included. With
+// SQLite the batch is committed with synchronous=NORMAL (WAL frames
+// written, not synced); with PostgreSQL with synchronous_commit off.
+func (d *DB) TxDeferred(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if d.group != nil {
+		return d.group.do(ctx, fn, true)
+	}
+	return d.tx(ctx, fn, true)
+}
+
+func (d *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error, deferred bool) error {
 	tx, err := d.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
+	}
+	if deferred && d.dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit TO OFF"); err != nil {
+			tx.Rollback()
+			return err
+		}
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
@@ -157,8 +202,11 @@ func (d *DB) Migrate(ctx context.Context, component string, stmts []string) erro
 	return nil
 }
 
-// Close closes the database.
+// Close closes the database, once the transactions being committed are.
 func (d *DB) Close() error {
+	if d.group != nil {
+		d.group.close()
+	}
 	if d.read != nil && d.read != d.write {
 		d.read.Close()
 	}

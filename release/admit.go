@@ -22,6 +22,10 @@ type admission struct {
 	used   []catalog.Dataset
 	rule   policy.GradeRule
 	limits privacy.Limits
+	// counted: the table whose rows per patient choose the contribution
+	// bound (q.Counted) was ranked when the query was admitted, so the
+	// counts can be read (see bound).
+	counted bool
 }
 
 // admit runs the checks every query passes before it is planned: a live
@@ -42,7 +46,7 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 	// the query is analysed once over all their datasets, and the columns
 	// it reads are then checked against the chosen grant's.
 	scope := scopeOf(live, datasets)
-	q, err := sandbox.Analyze(ctx, s.cfg.Engine, sqlText, scope)
+	q, err := s.analyses.analyze(ctx, s.cfg.Engine, sqlText, live, scope)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +72,7 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 	q.Policy = adm.rule.Apply(q.Policy)
 	adm.limits = s.cfg.Limits
 	adm.limits.MaxEpsilon = adm.rule.CapEpsilon(adm.limits.MaxEpsilon)
-	s.rank(ctx, q)
+	s.rank(q, adm)
 	return adm, nil
 }
 
@@ -167,21 +171,18 @@ func inColumns(q *sandbox.Query, g catalog.Grant) error {
 	return nil
 }
 
-// rank asks the engine to rank the rows of the table q could bound by
-// rank, and switches q to it. The rank only makes bounding cheaper: when
-// the engine cannot rank (the table is being loaded, the ranking failed),
-// the query is planned without it.
-func (s *Service) rank(ctx context.Context, q *sandbox.Query) {
-	if c := q.Counted; c != nil && (q.Rank == nil || *c != *q.Rank) {
-		// Ranked, the table's rows per patient can be counted to choose
-		// the contribution bound (see bound); a table that cannot be
-		// ranked keeps the policy's maximum.
-		_ = s.cfg.Engine.RankRows(ctx, c.Dataset, c.Table, c.Unit)
+// rank switches q to bounding by rank when the engine has ranked the
+// table q could bound by rank, and notes whether the table whose rows per
+// patient choose the bound is ranked. The rank only makes bounding
+// cheaper and the bound tighter: a query never waits for it. While the
+// engine is still ranking (it starts when a dataset is loaded, or here,
+// for a table it has not ranked), or when the ranking failed, the query
+// is planned without it, and keeps the policy's maximum bound.
+func (s *Service) rank(q *sandbox.Query, adm *admission) {
+	if c := q.Counted; c != nil {
+		adm.counted = s.cfg.Engine.Ranked(c.Dataset, c.Table, c.Unit)
 	}
-	if q.Rank == nil {
-		return
-	}
-	if err := s.cfg.Engine.RankRows(ctx, q.Rank.Dataset, q.Rank.Table, q.Rank.Unit); err == nil {
+	if r := q.Rank; r != nil && s.cfg.Engine.Ranked(r.Dataset, r.Table, r.Unit) {
 		q.UseRank()
 	}
 }

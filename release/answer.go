@@ -60,10 +60,12 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	// that their outcome is always known.
 	timed, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
+	clock := newStepClock()
 	adm, err := s.admit(timed, p, req.SQL, req.GrantID, tr)
 	if err != nil {
 		return nil, fault.In("release.admit", beforeData(timed, err))
 	}
+	clock.done("admit")
 	plan, want, err := s.plan(adm, req)
 	if err != nil {
 		return nil, fault.In("release.plan", err)
@@ -71,35 +73,42 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if req.DryRun {
 		return s.dryRun(ctx, p, req, adm, plan)
 	}
+	clock.done("plan")
 	key := answerKey(adm, want, req.Exact)
 	if res, err := s.repeat(ctx, p, req, adm, key); res != nil || err != nil {
 		return res, fault.In("release.repeat", err)
 	}
+	clock.done("repeat")
 
 	measured, err := s.checkQuota(timed, p, adm, plan)
 	if err != nil {
 		return nil, fault.In("release.quota", beforeData(timed, err))
 	}
 	defer measured.Done()
-	prep, err := s.cfg.Engine.Prepare(timed, plan.SQL)
+	clock.done("quota")
+	prep, err := s.cfg.Engine.PrepareFor(timed, adm.grant.ID, plan.SQL)
 	if err != nil {
 		return nil, fault.In("release.prepare", beforeData(timed, err))
 	}
+	clock.done("prepare")
 	defer func() { prep.Close() }()
 	rec := record(p, adm, catalog.NewID("qry"), plan.Charge(), "ok")
 	bal, err := s.reserve(ctx, adm.grant, rec, req.Exact)
 	if err != nil {
 		return nil, fault.In("release.reserve", err)
 	}
-	if err := s.bound(timed, plan, &prep); err != nil {
+	clock.done("reserve")
+	if err := s.bound(timed, plan, adm, &prep); err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.bound", err)
 	}
+	clock.done("bound")
 	out, err := run(timed, prep, plan, measured)
 	if err != nil {
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.run", err)
 	}
+	clock.done("run")
 	ans, err := s.protect(timed, plan, out, rec.ID, adm)
 	if err != nil {
 		return nil, fault.In("release.protect", err)
@@ -108,6 +117,7 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	if err != nil {
 		return nil, fmt.Errorf("encode answer: %w", err)
 	}
+	clock.done("protect")
 	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": rec.ID, "grant_id": adm.grant.ID, "sql": req.SQL,
 		"epsilon": rec.Epsilon, "delta": rec.Delta, "rho": rec.Rho, "org": p.Org.ID, "org_kind": p.Org.Kind,
 		"groups": len(ans.Rows), "suppressed": ans.Privacy.SuppressedGroups})
@@ -116,8 +126,13 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 		s.recordFailure(ctx, rec, !req.Exact, err)
 		return nil, fault.In("release.commit", err)
 	}
+	clock.done("commit")
 	tr.epsilon = plan.Cost.Epsilon
-	return decoded(stored, bal, false, adm.q.Datasets)
+	res, err := decoded(stored, bal, false, adm.q.Datasets)
+	if res != nil {
+		res.Steps = clock.steps
+	}
+	return res, err
 }
 
 // dryRun answers what the query would cost and how noisy it would be,
@@ -260,12 +275,18 @@ const runLimitMessage = "the query was stopped by the sandbox's run-time limits 
 // bound chooses the plan's contribution bound, once its cost is reserved,
 // from the counts of rows per patient of the table it bounds (which only
 // the plan's noisy histogram reads), and prepares the plan's new SQL in
-// place of prep. A table that cannot be counted (its ranking failed) keeps
-// the maximum bound. A failure here comes after the charge and keeps it.
-func (s *Service) bound(ctx context.Context, plan *privacy.Plan, prep **engine.Prepared) error {
+// place of prep. A table that cannot be counted (not ranked when the query
+// was admitted, or its ranking failed) keeps the maximum bound. A failure
+// here comes after the charge and keeps it.
+func (s *Service) bound(ctx context.Context, plan *privacy.Plan, adm *admission, prep **engine.Prepared) error {
 	ref, upTo, ok := plan.Bounded()
 	if !ok {
 		return nil
+	}
+	before, owner := plan.SQL, adm.grant.ID
+	if !adm.counted {
+		plan.KeepMax()
+		return s.prepareAgain(ctx, plan, owner, before, prep)
 	}
 	counts, err := s.cfg.Engine.RankCounts(ctx, ref.Dataset, ref.Table, upTo)
 	if err != nil {
@@ -273,12 +294,21 @@ func (s *Service) bound(ctx context.Context, plan *privacy.Plan, prep **engine.P
 			return fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
 		}
 		plan.KeepMax()
-		return nil
+		return s.prepareAgain(ctx, plan, owner, before, prep)
 	}
 	if err := plan.Choose(counts); err != nil {
 		return err
 	}
-	next, err := s.cfg.Engine.Prepare(ctx, plan.SQL)
+	return s.prepareAgain(ctx, plan, owner, "", prep)
+}
+
+// prepareAgain prepares the plan's SQL for owner in place of prep when it
+// is no longer before, what prep was prepared from.
+func (s *Service) prepareAgain(ctx context.Context, plan *privacy.Plan, owner, before string, prep **engine.Prepared) error {
+	if plan.SQL == before {
+		return nil
+	}
+	next, err := s.cfg.Engine.PrepareFor(ctx, owner, plan.SQL)
 	if err != nil {
 		return fault.Wrap(fault.ResourceLimit, err, runLimitMessage)
 	}
@@ -360,36 +390,33 @@ func (s *Service) commit(ctx context.Context, c commitment) ([]byte, error) {
 
 func (s *Service) write(ctx context.Context, c commitment) ([]byte, []quota.Warning, error) {
 	st := s.cfg.Store
-	tx, err := st.Begin(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer tx.Rollback()
-	var warnings []quota.Warning
-	if c.measured != nil {
-		if warnings, err = c.measured.CommitTx(ctx, tx, c.rec.ID); err != nil {
-			return nil, nil, err
-		}
-	}
 	var stored []byte
-	if c.body != nil {
-		if stored, c.rec.AnswerID, err = st.StoreAnswerTx(ctx, tx, c.rec.GrantID, c.key, c.rec.ID, c.body); err != nil {
-			return nil, nil, err
+	var warnings []quota.Warning
+	err := st.Write(ctx, func(tx *sql.Tx) error {
+		rec := c.rec
+		var err error
+		if c.measured != nil {
+			if warnings, err = c.measured.CommitTx(ctx, tx, rec.ID); err != nil {
+				return err
+			}
 		}
-	}
-	if c.reserved {
-		err = st.FinishQueryTx(ctx, tx, c.rec.ID, c.rec.Outcome, c.rec.AnswerID)
-	} else {
-		err = st.RecordQueryTx(ctx, tx, c.rec)
-	}
+		if c.body != nil {
+			if stored, rec.AnswerID, err = st.StoreAnswerTx(ctx, tx, rec.GrantID, c.key, rec.ID, c.body); err != nil {
+				return err
+			}
+		}
+		if c.reserved {
+			err = st.FinishQueryTx(ctx, tx, rec.ID, rec.Outcome, rec.AnswerID)
+		} else {
+			err = st.RecordQueryTx(ctx, tx, rec)
+		}
+		if err != nil {
+			return err
+		}
+		return s.auditTx(ctx, tx, c.entry)
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	if err := s.auditTx(ctx, tx, c.entry); err != nil {
-		return nil, nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, nil, fmt.Errorf("commit release: %w", err)
 	}
 	return stored, warnings, nil
 }

@@ -3,12 +3,14 @@
 // local answer and for a hospital's share of a federated query alike:
 //
 //	admit     a live grant, the analysis of the SQL against its scope
-//	          (once), the grade rules and the cross-border rule
+//	          (once, and kept for the grant), the grade rules, the
+//	          cross-border rule, and the ranks if the engine has them
 //	plan      contribution bounds and noise (privacy.NewPlan)
 //	cache     a repeated question gets the stored answer at no cost
 //	quota     the Article 11 check, before any budget is spent
 //	prepare   DuckDB binds the plan; errors here spend nothing
-//	reserve   the budget, before any data is read
+//	reserve   the budget, before any data is read (committed at once,
+//	          durable with the release's commit, before any answer)
 //	run       the bounded SQL (one refusal for whatever stops it)
 //	measure   the patients whose rows entered the answer
 //	protect   noise and the k rule (privacy.Plan.Release)

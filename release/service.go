@@ -44,8 +44,9 @@ type Config struct {
 
 // Service runs releases.
 type Service struct {
-	cfg     Config
-	running *running
+	cfg      Config
+	running  *running
+	analyses *analyses
 }
 
 // New returns the use case over cfg.
@@ -62,7 +63,7 @@ func New(cfg Config) *Service {
 	if cfg.MaxConcurrentQueries <= 0 {
 		cfg.MaxConcurrentQueries = 4
 	}
-	return &Service{cfg: cfg, running: newRunning(cfg.MaxConcurrentQueries)}
+	return &Service{cfg: cfg, running: newRunning(cfg.MaxConcurrentQueries), analyses: newAnalyses(4096)}
 }
 
 // Request is a researcher's question.
@@ -109,6 +110,30 @@ type Result struct {
 	DryRun bool
 	// Datasets are the datasets the query read, for metrics.
 	Datasets []string
+	// Steps are how long each step of a fresh release took, in order, for
+	// the operators' metrics; they are never sent with the answer.
+	Steps []Step
+}
+
+// Step is how long one step of a release took.
+type Step struct {
+	Name string
+	Took time.Duration
+}
+
+// stepClock times the steps of one release.
+type stepClock struct {
+	last  time.Time
+	steps []Step
+}
+
+func newStepClock() *stepClock { return &stepClock{last: time.Now(), steps: make([]Step, 0, 12)} }
+
+// done records that step has ended now.
+func (c *stepClock) done(step string) {
+	now := time.Now()
+	c.steps = append(c.steps, Step{step, now.Sub(c.last)})
+	c.last = now
 }
 
 // estimate is what a dry run answers: the cost, how its delta splits

@@ -90,7 +90,7 @@ func (s *Service) share(ctx context.Context, p catalog.Person, fq FederatedQuery
 		return nil, beforeData(timed, err)
 	}
 	defer measured.Done()
-	prep, err := s.cfg.Engine.Prepare(timed, plan.SQL)
+	prep, err := s.cfg.Engine.PrepareFor(timed, adm.grant.ID, plan.SQL)
 	if err != nil {
 		return nil, beforeData(timed, err)
 	}

@@ -66,6 +66,11 @@ type Options struct {
 	// Limits bound each query (default privacy.DefaultLimits); benchmarks
 	// of large answers raise MaxGroups.
 	Limits privacy.Limits
+	// Unranked leaves the tables with several rows per patient without
+	// their ranks, as a gateway that has just loaded them and is still
+	// ranking them; by default New waits for the ranks, so that every
+	// query of a test is planned the same way.
+	Unranked bool
 }
 
 // Env is a running gateway.
@@ -186,6 +191,15 @@ func New(tb testing.TB, o Options) *Env {
 	rows, err := LoadSeeded(ctx, eng, o.Patients, o.Seed)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if !o.Unranked {
+		for _, t := range demo.Policy().Tables {
+			if u, ok := t.UnitColumn(); ok && !t.OneRowPerUnit {
+				if err := eng.RankRows(ctx, demo.Dataset, t.Name, u.Name); err != nil {
+					tb.Fatal(err)
+				}
+			}
+		}
 	}
 	signer, err := sm2.GenerateKey(rand.Reader)
 	if err != nil {

@@ -221,6 +221,9 @@ func (g *gateway) loadDatasets(ctx context.Context) error {
 			}
 			rows += n
 		}
+		// Queries do not wait for the ranks: until they exist, the
+		// dataset is served by the plans that need none.
+		g.engine.RankTables(d.Name, d.Policy)
 		g.log.Info("dataset loaded", "dataset", d.Name, "grade", d.Grade, "rows", rows, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil

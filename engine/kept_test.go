@@ -1,0 +1,65 @@
+package engine
+
+import (
+	"context"
+	"testing"
+)
+
+// TestKeptStatements: a closed statement is reused by its owner for the
+// same SQL, and answers as a fresh one; never by another owner; never
+// across a change of the table, which drops what was kept.
+func TestKeptStatements(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(ctx, Config{MemoryLimit: "256MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.db.ExecContext(ctx, "CREATE SCHEMA h; CREATE TABLE h.t AS SELECT range AS v FROM range(10)"); err != nil {
+		t.Fatal(err)
+	}
+	const q = "SELECT count(*) FROM h.t"
+	count := func(p *Prepared) int64 {
+		t.Helper()
+		r, err := p.Query(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Rows[0][0].(int64)
+	}
+	a, err := e.PrepareFor(ctx, "grt_a", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(a); n != 10 {
+		t.Fatalf("count %d", n)
+	}
+	a.Close()
+	again, _ := e.PrepareFor(ctx, "grt_a", q)
+	if again != a || count(again) != 10 {
+		t.Error("the owner's second query of the same SQL was prepared afresh")
+	}
+	other, _ := e.PrepareFor(ctx, "grt_b", q)
+	if other == a {
+		t.Error("another owner was given the first owner's statement")
+	}
+	other.Close()
+	again.Close()
+	if _, err := e.db.ExecContext(ctx, "INSERT INTO h.t VALUES (10)"); err != nil {
+		t.Fatal(err)
+	}
+	// A change through the engine drops what was kept.
+	l, err := e.NewLoader(ctx, "h", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	after, _ := e.PrepareFor(ctx, "grt_a", q)
+	if after == a {
+		t.Error("a statement was kept across a change of its table")
+	}
+	if n := count(after); n != 11 {
+		t.Errorf("count after the change %d, want 11", n)
+	}
+	after.Close()
+}
