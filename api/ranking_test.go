@@ -16,7 +16,9 @@ import (
 // policy's maximum bound and the noise that goes with it, close to the
 // truth; once the ranks exist, queries use them and choose the bound.
 func TestFirstQueryDoesNotWaitForRanks(t *testing.T) {
-	env := apitest.New(t, apitest.Options{Patients: 2000, Epsilon: 100, Unranked: true})
+	// Enough patients that the per-group plan at the policy's maximum (a
+	// patient in up to 12 departments) releases every department.
+	env := apitest.New(t, apitest.Options{Patients: 20000, Epsilon: 100, Unranked: true})
 	ctx := context.Background()
 	const sql = "SELECT department, count(*) AS n FROM encounters GROUP BY department"
 	ask := func(eps float64) map[string]any {
@@ -33,7 +35,7 @@ func TestFirstQueryDoesNotWaitForRanks(t *testing.T) {
 		return c
 	}
 
-	first := ask(0.5)
+	first := ask(0.9)
 	c := contribution(first)
 	if c["chosen_by"] != "policy" || c["bound"] != c["max"] {
 		t.Errorf("first query, before the ranks: contribution %v, want the policy's maximum", c)
@@ -65,7 +67,7 @@ func TestFirstQueryDoesNotWaitForRanks(t *testing.T) {
 	if err := env.Engine.RankRows(ctx, demo.Dataset, "encounters", "patient_id"); err != nil {
 		t.Fatal(err)
 	}
-	if c := contribution(ask(0.51)); c["chosen_by"] != "dp_quantile" {
+	if c := contribution(ask(0.91)); c["chosen_by"] != "dp_quantile" {
 		t.Errorf("after the ranks: contribution %v, want the bound chosen from the ranked counts", c)
 	}
 }
