@@ -463,11 +463,7 @@ func (p *Plan) sql(salt uint32) string {
 		// patients, so the rule only errs towards suppressing), the exact
 		// one the group's distinct patients, exact below k.
 		p.kUsers = true
-		users := "count(DISTINCT __pu)" + keep
-		if n := int64(max(p.K, 1)) * p.rowBound; n*p.domain <= maxSmallestIDs {
-			users = fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
-		}
-		b.WriteString(p.rowAggregate("__bounded", groups, users, false, nil))
+		b.WriteString(p.rowAggregate("__bounded", groups, p.exactUsers(keep), false, nil))
 	case p.rowBound > 0:
 		from, where, keep := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}, ""
 		if p.biasQuantities > 0 && p.rowsCut() {
@@ -481,12 +477,7 @@ func (p *Plan) sql(salt uint32) string {
 		if p.groupsPerUnit > 1 {
 			p.kUsers = true
 			summable = false
-			// Exact below k, cheaper than a distinct count; the lists are
-			// kept per group, so their total size is capped.
-			users = "count(DISTINCT __pu)" + keep
-			if n := int64(max(p.K, 1)) * p.rowBound; n*p.domain <= maxSmallestIDs {
-				users = fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
-			}
+			users = p.exactUsers(keep)
 		}
 		b.WriteString(p.rowAggregate(from, groups, users, summable, where))
 	case !hasQuantile:
@@ -518,6 +509,19 @@ func (p *Plan) sql(salt uint32) string {
 	}
 	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
 	return b.String()
+}
+
+// exactUsers counts a group's distinct patients among its kept rows (keep
+// filters them), exactly below k, which is all the k rule's exact test
+// needs: the smallest K*m patient ids hold at least K distinct ones when
+// the group has K patients, since each patient has at most m rows. That
+// is cheaper than a distinct count; the lists are kept per group, so
+// their total size is capped.
+func (p *Plan) exactUsers(keep string) string {
+	if n := int64(max(p.K, 1)) * p.rowBound; n*p.domain <= maxSmallestIDs {
+		return fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
+	}
+	return "count(DISTINCT __pu)" + keep
 }
 
 // filteredRank bounds the rows of a query that filters its table of
