@@ -139,7 +139,11 @@
 // is then post-processing of the released value); otherwise it is a
 // quantity of its own and takes its share of epsilon. Bounded by rank with
 // several groups per patient, it counts the patients whose rank-1 row is in
-// the group, which changes in one group only. A federated answer decides the
+// the group, which changes in one group only; the exact count, though, can
+// move from k-1 to k in every group a patient's kept rows reach (at most
+// min(m, groups)), and each such group is then released only if the noise
+// alone lifts it over the threshold: the threshold is set for the delta
+// divided among those groups (Plan.kThreshold), so the union stays delta. A federated answer decides the
 // k rule on the pooled noisy patient count alone (no hospital sees another's
 // exact count): that is post-processing of DP values, so it stays DP, but a
 // group of fewer than k patients can appear there with the probability that

@@ -117,6 +117,26 @@ func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
 	return float64(l0) * linf / eps
 }
 
+// kThreshold is what a group's noisy patient count must reach for the
+// group to be released: the Laplace threshold of partition selection for
+// the plan's delta, shifted by k-1 (see the package comment). When the
+// noisy count is not the exact one (__ku, the patients whose rank-1 row
+// is in the group), one patient can move the exact count from k-1 to k in
+// every group their kept rows reach, min(m, groups) of them, and each such
+// group may then be released by the noise alone: the delta is split among
+// them.
+func (p *Plan) kThreshold() (float64, error) {
+	flips := int64(1)
+	if p.kUsers {
+		flips = max(1, min(p.rowBound, max(p.domain, 1)))
+	}
+	t, err := noise.Laplace().Threshold(p.thresholdL0, 1, p.epsEach, 0, p.psDelta/float64(flips))
+	if err != nil {
+		return 0, fmt.Errorf("k rule threshold: %w", err)
+	}
+	return t + float64(p.K-1), nil
+}
+
 // levelScale is the noise scale of one level of a quantile's tree, at its
 // share of epsilon and (Gaussian) of delta.
 func (p *Plan) levelScale(l0 int64, linf, eps float64) float64 {
@@ -205,11 +225,11 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 	threshold := 0.0
 	dp := p.Mechanism != None
 	if dp {
-		t, err := noise.Laplace().Threshold(p.thresholdL0, 1, p.epsEach, 0, p.psDelta)
+		t, err := p.kThreshold()
 		if err != nil {
-			return nil, fmt.Errorf("k rule threshold: %w", err)
+			return nil, err
 		}
-		threshold = t + float64(p.K-1)
+		threshold = t
 	}
 	kCol := usersCol
 	if p.kUsers {

@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 
+	"github.com/google/differential-privacy/go/v3/noise"
+
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/sandbox"
@@ -268,5 +270,37 @@ func TestMomentsAndQuantile(t *testing.T) {
 	tr := newTree(skew, func(x float64) float64 { return m.float(x, 1, 1, 1.0/30) })
 	if got := tr.quantile(q); got > 3 {
 		t.Errorf("median of data in [0, 1] came out at %g", got)
+	}
+}
+
+// TestKThresholdSplitsDelta: when the k rule's noisy count (patients by
+// their rank-1 row) is not the exact count, which one patient can move
+// across k in up to min(m, groups) groups, the threshold is set for the
+// delta divided among those groups; otherwise for the whole delta.
+func TestKThresholdSplitsDelta(t *testing.T) {
+	lap := noise.Laplace()
+	for _, tc := range []struct {
+		name   string
+		p      Plan
+		groups int64 // the groups the delta is split among
+	}{
+		{"rank-1 count, more rows than groups", Plan{kUsers: true, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 12},
+		{"rank-1 count, fewer rows than groups", Plan{kUsers: true, rowBound: 3, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 3},
+		{"the exact count itself", Plan{rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
+		{"per (patient, group)", Plan{domain: 12, thresholdL0: 4, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.p.kThreshold()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := lap.Threshold(tc.p.thresholdL0, 1, tc.p.epsEach, 0, tc.p.psDelta/float64(tc.groups))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want+float64(tc.p.K-1) {
+				t.Errorf("threshold %g, want %g", got, want+float64(tc.p.K-1))
+			}
+		})
 	}
 }
