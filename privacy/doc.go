@@ -77,9 +77,8 @@
 // sensitivities. The k rule's noisy count reads the patients whose rank-1
 // row the filter lets through (each in one group, L0 1: an undercount,
 // which only errs towards suppressing), its exact test the distinct
-// patients of the group. Partition selection,
-// COUNT(DISTINCT patient), Gaussian noise over several groups per patient
-// and outer joins keep per-group bounding.
+// patients of the group. COUNT(DISTINCT patient), Gaussian noise over
+// several groups per patient and outer joins keep per-group bounding.
 //
 // # Choosing the bound, and what it cut
 //
@@ -143,7 +142,11 @@
 // move from k-1 to k in every group a patient's kept rows reach (at most
 // min(m, groups)), and each such group is then released only if the noise
 // alone lifts it over the threshold: the threshold is set for the delta
-// divided among those groups (Plan.kThreshold), so the union stays delta. A federated answer decides the
+// divided among those groups (Plan.kThreshold), so the union stays delta.
+// The same holds with partition selection, where the candidates are the
+// groups present: a group that one patient brings into being has fewer
+// than k patients and is never released, so adding a patient moves the
+// exact test in at most min(m, groups) groups and the noisy count in one. A federated answer decides the
 // k rule on the pooled noisy patient count alone (no hospital sees another's
 // exact count): that is post-processing of DP values, so it stays DP, but a
 // group of fewer than k patients can appear there with the probability that

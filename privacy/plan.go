@@ -254,10 +254,11 @@ func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan
 	}
 	// Bounding by rank (see the package comment) keeps the sensitivities
 	// of counts, sums and histograms under Laplace noise and under
-	// Gaussian noise with one group per patient. It is not used for
-	// partition selection, whose threshold would grow with the groups a
-	// patient may touch, nor for COUNT(DISTINCT patient), which would too.
-	if m := p.groupsPerUnit * p.rowsPerGroup; q.RowRank && !p.selectGroups && !countsUnits &&
+	// Gaussian noise with one group per patient, with or without partition
+	// selection (the k rule's noisy count is one group's per patient). It
+	// is not used for COUNT(DISTINCT patient), whose noise would grow with
+	// the groups a patient may touch.
+	if m := p.groupsPerUnit * p.rowsPerGroup; q.RowRank && !countsUnits &&
 		(p.Mechanism == Laplace || p.groupsPerUnit == 1) && m+1 < engine.MaxRank {
 		p.rowBound = m
 	}
@@ -511,6 +512,15 @@ func (p *Plan) sql(salt uint32) string {
 	return b.String()
 }
 
+// groupsAtMost is how many groups the query can form: the public domain,
+// or the bound known before any data is read (sandbox.Query.GroupBound).
+func (p *Plan) groupsAtMost() int64 {
+	if p.domain > 0 {
+		return p.domain
+	}
+	return max(1, p.Query.GroupBound)
+}
+
 // exactUsers counts a group's distinct patients among its kept rows (keep
 // filters them), exactly below k, which is all the k rule's exact test
 // needs: the smallest K*m patient ids hold at least K distinct ones when
@@ -518,7 +528,7 @@ func (p *Plan) sql(salt uint32) string {
 // is cheaper than a distinct count; the lists are kept per group, so
 // their total size is capped.
 func (p *Plan) exactUsers(keep string) string {
-	if n := int64(max(p.K, 1)) * p.rowBound; n*p.domain <= maxSmallestIDs {
+	if n := int64(max(p.K, 1)) * p.rowBound; n*p.groupsAtMost() <= maxSmallestIDs {
 		return fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
 	}
 	return "count(DISTINCT __pu)" + keep

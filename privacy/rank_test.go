@@ -231,3 +231,27 @@ func asInt(v any) int64 {
 func boundedByRank(sql string) bool {
 	return strings.Contains(sql, "__rk <=") || strings.Contains(sql, "__nr <=")
 }
+
+// TestRankWithPartitionSelection: groups without a public list are bounded
+// by rank too, and the k rule still decides on the rank-1 count: the heavy
+// patient's groups that no one else has are never released.
+func TestRankWithPartitionSelection(t *testing.T) {
+	e := loadHospital(t)
+	plan := planFor(t, e, "SELECT dept, count(*) AS n FROM visits GROUP BY dept", visitsScope(), privacy.Cost{Epsilon: 1})
+	if !boundedByRank(plan.SQL) {
+		t.Fatalf("not bounded by rank:\n%s", plan.SQL)
+	}
+	res, _ := run(t, e, plan)
+	a, err := plan.Release(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Privacy.PartitionSelection {
+		t.Error("no partition selection reported")
+	}
+	// Only department A has other patients (the 100 light ones), far
+	// above the threshold.
+	if len(a.Rows) != 1 || a.Rows[0][0] != "A" {
+		t.Errorf("released %v, want department A alone", a.Rows)
+	}
+}

@@ -128,7 +128,7 @@ func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
 func (p *Plan) kThreshold() (float64, error) {
 	flips := int64(1)
 	if p.kUsers {
-		flips = max(1, min(p.rowBound, max(p.domain, 1)))
+		flips = max(1, min(p.rowBound, p.groupsAtMost()))
 	}
 	t, err := noise.Laplace().Threshold(p.thresholdL0, 1, p.epsEach, 0, p.psDelta/float64(flips))
 	if err != nil {
