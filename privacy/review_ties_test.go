@@ -1,8 +1,8 @@
 package privacy_test
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/hospital/gateway/engine"
