@@ -1,0 +1,68 @@
+package privacy_test
+
+// Review probe: a federated plan noises the pooled patient count __users
+// with Linf 1 (FederatedPlan.quantitiesPerGroup), but under the filtered
+// rank shape __users is exactUsers, the distinct patients among the K*m
+// smallest ids' rows: exact only below K. Above it one patient with a small
+// id and m rows pushes up to m rows of others out of the list, so the count
+// moves by up to m-1, not 1.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/hospital/gateway/engine"
+	"github.com/hospital/gateway/policy"
+	"github.com/hospital/gateway/privacy"
+	"github.com/hospital/gateway/sandbox"
+)
+
+func TestReviewFederatedUsersMovesByMMinus1(t *testing.T) {
+	ctx := context.Background()
+	e, err := engine.Open(ctx, engine.Config{MemoryLimit: "256MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	// Patient 1 (the smallest id) has 3 visits, patients 2..30 one each.
+	for _, s := range []string{
+		"CREATE SCHEMA s",
+		"CREATE TABLE s.visits AS SELECT range::BIGINT AS patient_id, 100 AS cost FROM range(1, 31) UNION ALL SELECT 1, 100 FROM range(2)",
+	} {
+		if _, err := e.Query(ctx, s, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.RankRows(ctx, "s", "visits", "patient_id"); err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := 0.0, 1000.0
+	pol := policy.Policy{
+		Tables: []policy.Table{{Name: "visits", Columns: []policy.Column{
+			{Name: "patient_id", Role: policy.Unit},
+			{Name: "cost", Role: policy.Attribute, Min: &lo, Max: &hi},
+		}}},
+		Contribution: policy.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 3, SpecialShare: 0.5,
+	}
+	scope := sandbox.Scope{Sources: []sandbox.Source{{Dataset: "s", Grade: policy.Core, Table: pol.Tables[0], Policy: pol}}}
+	sql := "SELECT count(*) AS n FROM visits v WHERE v.cost > 5"
+	q, err := sandbox.Analyze(ctx, e, sql, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rankIfAsked(t, e, q)
+	fp, err := privacy.NewFederatedPlan(q, privacy.Cost{Epsilon: 1, Delta: 1e-7}, privacy.Limits{}, 3, privacy.Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := groupsOf(t, e, fp.SQL)
+	without := strings.Replace(fp.SQL, "WITH __base AS (", fmt.Sprintf("WITH __base AS MATERIALIZED (SELECT * FROM (%s) WHERE __pu IS DISTINCT FROM 1), __unused AS (", q.Base), 1)
+	nb := groupsOf(t, e, without)
+	t.Logf("with patient 1: %v\nwithout: %v", full, nb)
+	if d := math.Abs(full[""]["__users"] - nb[""]["__users"]); d > 1 {
+		t.Errorf("the federated pooled patient count moves by %g for one patient (noised with Linf 1); the exact count has 30 patients, __users says %v", d, full[""]["__users"])
+	}
+}
