@@ -255,6 +255,9 @@ func (p Policy) Validate() error {
 			if c.Name == "" || strings.ContainsAny(c.Name, "\"\x00\n\r") {
 				return fmt.Errorf("table %s: column name %q is empty or holds a quote or control character", t.Name, c.Name)
 			}
+			if Reserved(c.Name) {
+				return fmt.Errorf("table %s: column name %s is reserved for the gateway's hidden columns; rename the column", t.Name, c.Name)
+			}
 			ck := strings.ToLower(c.Name)
 			if cols[ck] {
 				return fmt.Errorf("table %s: column %s is declared twice", t.Name, c.Name)

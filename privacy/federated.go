@@ -109,6 +109,10 @@ func NewFederatedPlan(q *sandbox.Query, want Cost, limits Limits, nodes int, agg
 	if err != nil {
 		return nil, err
 	}
+	// The pooled patient count is released (noised with sensitivity 1),
+	// so each node must count its patients exactly, not only below k.
+	p.releasesUsers = true
+	p.rebuild()
 	if p.selectGroups || p.Mechanism != Gaussian || (p.rowBound > 0 && p.groupsPerUnit > 1) {
 		return nil, fmt.Errorf("federated plan: unexpected partition selection, mechanism %s or rank bound with several groups per patient", p.Mechanism)
 	}

@@ -157,6 +157,7 @@ type Plan struct {
 	boundEps       float64 // spent on choosing the bound
 	valueEps       float64 // left for the values, the k rule and the bias estimates
 	deltaTotal     float64 // the Gaussian delta asked for
+	releasesUsers  bool    // the patient count is released itself (federated): it must be exact
 	biasQuantities int     // noised bias quantities per group
 	epsBias        float64 // Laplace epsilon of each bias quantity
 }
@@ -528,6 +529,9 @@ func (p *Plan) groupsAtMost() int64 {
 // is cheaper than a distinct count; the lists are kept per group, so
 // their total size is capped.
 func (p *Plan) exactUsers(keep string) string {
+	if p.releasesUsers {
+		return "count(DISTINCT __pu)" + keep
+	}
 	if n := int64(max(p.K, 1)) * p.rowBound; n*p.groupsAtMost() <= maxSmallestIDs {
 		return fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
 	}
@@ -540,7 +544,9 @@ func (p *Plan) exactUsers(keep string) string {
 // row the filter lets through, as it is; a patient with more keeps the
 // first m of those rows in the order of their rank, and the rows after
 // them up to the maximum feed the bias estimates. Either way a patient
-// keeps at most m rows, chosen from their own rows by their own ranks, so
+// keeps at most m rows, chosen from their own rows by their own ranks (rows
+// past MaxRank share it and are left out, so that no tie is broken by
+// DuckDB), so
 // the sensitivities of the rank shape hold, and only the few heavy
 // patients' rows are sorted.
 func (p *Plan) filteredRank() string {
@@ -561,8 +567,8 @@ func (p *Plan) filteredRank() string {
 	cl := strings.Join(cols, ", ")
 	return fmt.Sprintf(", __bounded AS (SELECT %s, true AS __keep FROM __base WHERE __nr <= %d"+
 		" UNION ALL SELECT %s, __rn <= %d AS __keep FROM"+
-		" (SELECT %s, row_number() OVER (PARTITION BY __pu ORDER BY __rk) AS __rn FROM __base WHERE __nr > %d) WHERE __rn <= %d)",
-		cl, p.rowBound, cl, p.rowBound, cl, p.rowBound, limit)
+		" (SELECT %s, row_number() OVER (PARTITION BY __pu ORDER BY __rk) AS __rn FROM __base WHERE __nr > %d AND __rk < %d) WHERE __rn <= %d)",
+		cl, p.rowBound, cl, p.rowBound, cl, p.rowBound, engine.MaxRank, limit)
 }
 
 func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

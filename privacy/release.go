@@ -122,12 +122,12 @@ func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
 // the plan's delta, shifted by k-1 (see the package comment). When the
 // noisy count is not the exact one (__ku, the patients whose rank-1 row
 // is in the group), one patient can move the exact count from k-1 to k in
-// every group their kept rows reach, min(m, groups) of them, and each such
-// group may then be released by the noise alone: the delta is split among
-// them.
+// every group their kept rows reach, min(m, groups) of them (one, when
+// every group key is a per-patient attribute), and each such group may
+// then be released by the noise alone: the delta is split among them.
 func (p *Plan) kThreshold() (float64, error) {
 	flips := int64(1)
-	if p.kUsers {
+	if p.kUsers && p.groupsPerUnit > 1 {
 		flips = max(1, min(p.rowBound, p.groupsAtMost()))
 	}
 	t, err := noise.Laplace().Threshold(p.thresholdL0, 1, p.epsEach, 0, p.psDelta/float64(flips))

@@ -284,8 +284,9 @@ func TestKThresholdSplitsDelta(t *testing.T) {
 		p      Plan
 		groups int64 // the groups the delta is split among
 	}{
-		{"rank-1 count, more rows than groups", Plan{kUsers: true, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 12},
-		{"rank-1 count, fewer rows than groups", Plan{kUsers: true, rowBound: 3, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 3},
+		{"rank-1 count, more rows than groups", Plan{kUsers: true, groupsPerUnit: 12, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 12},
+		{"rank-1 count, fewer rows than groups", Plan{kUsers: true, groupsPerUnit: 12, rowBound: 3, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 3},
+		{"rank-1 count, per-patient keys", Plan{kUsers: true, groupsPerUnit: 1, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
 		{"the exact count itself", Plan{rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
 		{"per (patient, group)", Plan{domain: 12, thresholdL0: 4, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
 	} {

@@ -214,6 +214,9 @@ func (a *analyzer) joinCondition(t node, first, mid int) error {
 	var rewritten []any
 	for _, c := range conjuncts {
 		if a.unitEquality(c, first, mid) {
+			if err := a.sameUnitType(c); err != nil {
+				return err
+			}
 			hasUnit = true
 			rewritten = append(rewritten, c)
 			continue
@@ -256,6 +259,39 @@ func (a *analyzer) unitEquality(c node, first, mid int) bool {
 	left := func(i int) bool { return i >= first && i < mid }
 	right := func(i int) bool { return i >= mid }
 	return (left(lr) && right(rr)) || (right(lr) && left(rr))
+}
+
+// sameUnitType refuses a unit equality between columns of different kinds
+// of type (a string and a number): DuckDB would cast one side, and several
+// strings ('7', '07', ' 7') would then join one patient's number, so that
+// one patient's rows could reach the aggregation more than once.
+func (a *analyzer) sameUnitType(c node) error {
+	l, r := obj(c, "left"), obj(c, "right")
+	lc, _, err1 := a.resolveStrict(strs(l, "column_names"))
+	rc, _, err2 := a.resolveStrict(strs(r, "column_names"))
+	if err1 != nil || err2 != nil {
+		return nil // unitEquality resolved both
+	}
+	if lk, rk := typeKind(lc.Type), typeKind(rc.Type); lk != "" && rk != "" && lk != rk {
+		return reject("the privacy units %s (%s) and %s (%s) have different types; ask the data steward to register them with the same type", lc.Name, lc.Type, rc.Name, rc.Type)
+	}
+	return nil
+}
+
+// typeKind is the kind of a declared column type for comparing units:
+// "integer", "string", another type's own name, or "" when undeclared.
+func typeKind(t string) string {
+	t = strings.ToUpper(strings.TrimSpace(t))
+	switch t {
+	case "":
+		return ""
+	case "TINYINT", "SMALLINT", "INTEGER", "INT", "INT2", "INT4", "INT8", "BIGINT", "HUGEINT",
+		"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT":
+		return "integer"
+	case "VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR":
+		return "string"
+	}
+	return t
 }
 
 // unitsEqual reports whether c equates two privacy-unit columns, whichever

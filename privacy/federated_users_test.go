@@ -1,11 +1,11 @@
 package privacy_test
 
-// Review probe: a federated plan noises the pooled patient count __users
-// with Linf 1 (FederatedPlan.quantitiesPerGroup), but under the filtered
-// rank shape __users is exactUsers, the distinct patients among the K*m
-// smallest ids' rows: exact only below K. Above it one patient with a small
-// id and m rows pushes up to m rows of others out of the list, so the count
-// moves by up to m-1, not 1.
+// A federated plan noises the pooled patient count __users with Linf 1
+// (FederatedPlan.quantitiesPerGroup). Under the filtered rank shape the
+// central plan's __users counts only the K*m smallest ids' rows (exact
+// below K, which is all its k rule needs): there one patient with a small
+// id and m rows could push others out of the list and move the count by up
+// to m-1. A federated plan counts its patients exactly.
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 	"github.com/hospital/gateway/sandbox"
 )
 
-func TestReviewFederatedUsersMovesByMMinus1(t *testing.T) {
+func TestFederatedPatientCountIsExact(t *testing.T) {
 	ctx := context.Background()
 	e, err := engine.Open(ctx, engine.Config{MemoryLimit: "256MB", Threads: 1})
 	if err != nil {
