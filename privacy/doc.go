@@ -46,7 +46,9 @@
 // Joins. The sandbox accepts a table only if its unit is equated with the
 // unit of a table already joined (sandbox.Analyze), for inner and outer
 // joins and USING alike, and at most one table with several rows per
-// patient. So every row of the join belongs to exactly one patient (with
+// patient, and only between units of the same kind of type (a string unit
+// equated with a number would let DuckDB cast several ids onto one
+// patient). So every row of the join belongs to exactly one patient (with
 // outer joins, the first unit that is not NULL), adding a patient adds
 // only their own rows, and the per-patient bounds above hold whatever the
 // join tree. The Article 11 measure counts that same patient per row.
