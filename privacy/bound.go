@@ -40,8 +40,13 @@ type Contribution struct {
 	Epsilon  float64 `json:"epsilon"`
 	// BiasEpsilon is what the per-cell bias estimates spent.
 	BiasEpsilon float64 `json:"bias_epsilon"`
+	// CutMax is the most rows per patient the bias estimates count: Max,
+	// or, when the bound is chosen from a histogram, the top of its
+	// highest bin that clearly holds patients (at least the bound).
+	CutMax int64 `json:"cut_max"`
 	// PatientsOverMax is the noisy count of patients with more rows than
-	// Max, from the same histogram (nil when no histogram was drawn).
+	// CutMax, from the same histogram (nil when no histogram was drawn):
+	// their rows beyond it are not in the bias estimates.
 	PatientsOverMax *int64 `json:"patients_over_max,omitempty"`
 }
 
@@ -92,6 +97,15 @@ func (p *Plan) Choose(ranks []int64) error {
 	}
 	over := math.Max(0, noisyFloat(lap, at(p.boundMax+1), 1, 1, p.boundEps))
 	hist = append(hist, bin{p.boundMax + 1, p.boundMax + 1, over})
+	// The bias estimates count rows up to the top of the bin after the
+	// highest whose noisy count is above one noise scale: their noise
+	// grows with that range, and beyond it there are few patients.
+	p.cutTop = 1
+	for i, b := range hist {
+		if b.n >= 1/p.boundEps {
+			p.cutTop = min(hist[min(i+1, len(hist)-1)].hi, p.boundMax)
+		}
+	}
 
 	cells := float64(max(1, min(p.domain, 1000)))
 	if p.domain == 0 {
@@ -115,7 +129,13 @@ func (p *Plan) Choose(ranks []int64) error {
 		}
 	}
 	p.setBound(best)
-	n := int64(math.Round(over))
+	beyond := 0.0
+	for _, b := range hist {
+		if b.lo > p.cutMax() {
+			beyond += b.n
+		}
+	}
+	n := int64(math.Round(beyond))
 	p.contribution.PatientsOverMax = &n
 	p.contribution.ChosenBy = "dp_quantile"
 	p.choosing = false
@@ -165,6 +185,7 @@ func (p *Plan) setBound(m int64) {
 		p.rowsPerGroup = m
 	}
 	p.contribution.Bound = m
+	p.contribution.CutMax = p.cutMax()
 	valueEps := p.valueEps
 	p.biasQuantities, p.epsBias = p.countBiasQuantities(), 0
 	if p.biasQuantities > 0 {
@@ -221,7 +242,19 @@ func (p *Plan) countBiasQuantities() int {
 
 // rowsCut reports whether the bound is below the policy's maximum, so that
 // rows between them are cut.
-func (p *Plan) rowsCut() bool { return p.contribution.Bound < p.boundMax }
+func (p *Plan) rowsCut() bool { return p.contribution.Bound < p.cutMax() }
+
+// cutMax is the most rows per patient (per group, in the per-group shape)
+// the bias estimates count: the policy's maximum, or the top of the
+// histogram's highest bin clearly holding patients (Choose), and never
+// below the bound.
+func (p *Plan) cutMax() int64 {
+	top := p.boundMax
+	if p.cutTop > 0 {
+		top = min(p.cutTop, p.boundMax)
+	}
+	return max(top, p.contribution.Bound)
+}
 
 // rowShape reports whether the plan aggregates rows directly (one row per
 // patient, or rows bounded by rank) rather than per (patient, group).
@@ -277,7 +310,7 @@ func valuesCut(a sandbox.Agg) bool {
 // up to the maximum beyond the bound each add a value of the domain; rows
 // kept each add at most the width clamping cuts from a value.
 func (p *Plan) biasSens(a sandbox.Agg) (dc, ds float64) {
-	cut := float64(p.boundMax - p.contribution.Bound)
+	cut := float64(p.cutMax() - p.contribution.Bound)
 	C := float64(p.contribution.Bound)
 	dlo, dhi := domainOf(a)
 	big := math.Max(math.Abs(dlo), math.Abs(dhi))
@@ -289,7 +322,7 @@ func (p *Plan) biasSens(a sandbox.Agg) (dc, ds float64) {
 		if !p.rowShape() && valuesCut(a) {
 			// A (patient, group)'s sum up to the maximum over the domain,
 			// less its clamped sum up to the bound.
-			M := float64(p.boundMax)
+			M := float64(p.cutMax())
 			return 0, math.Max(M*math.Max(dhi, 0)-C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)-M*math.Min(dlo, 0))
 		}
 		return 0, cut*big + C*clampCut

@@ -95,7 +95,10 @@
 // picks (the one minimising the histogram's estimate of rows cut per cell
 // plus twice the noise it brings, in the spirit of Amin et al. 2019) and
 // the noisy count of patients beyond the maximum are post-processing of the
-// histogram, and are reported in privacy.contribution.
+// histogram, and are reported in privacy.contribution, as is cut_max: the
+// bias estimates below count rows up to the top of the bin after the
+// highest whose noisy count passes one noise scale (their noise grows with
+// that range), and the patients beyond it are reported, not estimated.
 //
 // Below the maximum, and wherever clamping to min and max may cut values
 // of a column's declared domain (domain_min, domain_max), each cell also
@@ -109,7 +112,7 @@
 // and the per-cell interval are post-processing: the interval is the hull
 // of the value's 97.5% interval and the bias estimate's 97.5% interval, so
 // it holds the exact answer with probability at least 95% (union bound)
-// whenever no patient has more rows than the maximum (more groups than
+// whenever no patient has more rows than cut_max (more groups than
 // max_groups, in the per-(patient, group) shape) and the data is within its
 // domain (checked at registration). What is beyond that is not estimated,
 // since its sensitivity is unbounded: the rows of patients beyond the

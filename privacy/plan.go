@@ -152,6 +152,7 @@ type Plan struct {
 	// of the values and of each bias estimate.
 	contribution   Contribution
 	boundMax       int64
+	cutTop         int64 // when > 0, the bias estimates count rows up to it (see cutMax)
 	choosing       bool
 	noiseEps       float64 // the query's epsilon after the special-group share
 	boundEps       float64 // spent on choosing the bound
@@ -472,7 +473,7 @@ func (p *Plan) sql(salt uint32) string {
 			// Rows ranked above the bound, up to the maximum, are what the
 			// bound cuts: they feed the bias estimates only.
 			from = fmt.Sprintf("(SELECT *, __rk <= %d AS __keep FROM __base)", p.rowBound)
-			where = []string{fmt.Sprintf("__rk <= %d", p.boundMax)}
+			where = []string{fmt.Sprintf("__rk <= %d", p.cutMax())}
 			keep = " FILTER (WHERE __keep)"
 		}
 		users, summable := "count(*) FILTER (WHERE __rk = 1)", true
@@ -552,7 +553,7 @@ func (p *Plan) exactUsers(keep string) string {
 func (p *Plan) filteredRank() string {
 	limit := p.rowBound
 	if p.biasQuantities > 0 && p.rowsCut() {
-		limit = p.boundMax
+		limit = p.cutMax()
 	}
 	// The columns are named, not starred: DuckDB (1.5) mis-plans a star
 	// over a constant column in a union.
@@ -722,7 +723,7 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
 			if dc, _ := p.biasCols(a); dc && p.biasQuantities > 0 {
 				// The rows the bound cut, up to the maximum per group.
-				final = append(final, fmt.Sprintf("coalesce(sum(least(greatest(__pc%d - %d, 0), %d)), 0)::BIGINT AS __dc%d", j, p.rowsPerGroup, p.boundMax-p.rowsPerGroup, j))
+				final = append(final, fmt.Sprintf("coalesce(sum(least(greatest(__pc%d - %d, 0), %d)), 0)::BIGINT AS __dc%d", j, p.rowsPerGroup, p.cutMax()-p.rowsPerGroup, j))
 			}
 		case sandbox.CountUnits:
 			final = append(final, fmt.Sprintf("count(*) AS __c%d", j))
@@ -732,7 +733,7 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 			if _, ds := p.biasCols(a); ds && p.biasQuantities > 0 {
 				// The pair's sum up to the maximum (over the domain when
 				// clamping cuts), less its clamped sum up to the bound.
-				M := float64(p.boundMax)
+				M := float64(p.cutMax())
 				dlo, dhi := domainOf(a)
 				full := fmt.Sprintf("__ps%d", j)
 				if valuesCut(a) {

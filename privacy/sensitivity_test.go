@@ -152,9 +152,15 @@ func TestSensitivity(t *testing.T) {
 		rankIfAsked(t, e, q)
 		// Every third query asks for a bound below the policy's maximum,
 		// so that the columns of what the bound cut are checked too.
+		// Every third query after those has its bound chosen from the
+		// noisy histogram, which also sets how far the bias estimates
+		// count.
 		var opt privacy.Options
-		if i%3 == 0 {
+		switch i % 3 {
+		case 0:
 			opt.Bound = 1 + int64(i/3)%2
+		case 1:
+			opt.Choose = true
 		}
 		plan, err := privacy.NewPlanWith(q, costs[i%2], opt, privacy.Limits{})
 		if err != nil {
@@ -162,6 +168,15 @@ func TestSensitivity(t *testing.T) {
 				t.Fatalf("%s: %v", sql, err)
 			}
 			continue
+		}
+		if ref, upTo, ok := plan.Bounded(); ok {
+			counts, err := e.RankCounts(ctx, ref.Dataset, ref.Table, upTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := plan.Choose(counts); err != nil {
+				t.Fatal(err)
+			}
 		}
 		accepted++
 		for col := range plan.Sensitivities() {
