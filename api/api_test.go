@@ -198,10 +198,13 @@ func TestAggregatesAndJoins(t *testing.T) {
 	if st != 200 || len(m.Rows) != 1 {
 		t.Fatalf("moments: %d %+v %+v", st, me, m)
 	}
+	// Within a few years, or within the column's own 95% interval when
+	// the noise makes that wider (a miss then has a chance of 5%, not more).
 	for i, tol := range []float64{3, 1, 1} {
 		got, want := m.Rows[0][i].(float64), truth.Rows[0][i].(float64)
+		tol = math.Max(tol, 1.5*m.Privacy.Columns[m.Columns[i].Name].CI95)
 		if math.Abs(got-want) > tol {
-			t.Errorf("%s: protected %.2f, true %.2f", m.Columns[i].Name, got, want)
+			t.Errorf("%s: protected %.2f, true %.2f, allowed %.2f", m.Columns[i].Name, got, want, tol)
 		}
 	}
 }

@@ -160,8 +160,8 @@ func production(t *testing.T, metadata string) {
 			Spent float64 `json:"epsilon_spent"`
 		} `json:"budget"`
 	}
-	call("POST", "/v1/queries", researcher, map[string]any{"sql": "SELECT clinic, count(*) AS n FROM visits GROUP BY clinic", "epsilon": 0.5}, &a)
-	if len(a.Rows) != 3 || a.Budget.Spent != 0.5 {
+	call("POST", "/v1/queries", researcher, map[string]any{"sql": "SELECT clinic, count(*) AS n FROM visits GROUP BY clinic", "epsilon": 0.9}, &a)
+	if len(a.Rows) != 3 || a.Budget.Spent != 0.9 {
 		t.Fatalf("answer %+v", a)
 	}
 	var ds struct {
