@@ -558,7 +558,7 @@
         const start = hist.length ? new Date(hist[0].time).getTime() - 3600e3 : Date.now() - 86400e3;
         const end = Math.max(Date.now(), start + 3600e3);
         const points = [{ x: start, y: b.epsilon_total }];
-        for (const q of hist) { points.push({ x: new Date(q.time).getTime(), y: b.epsilon_total - q.epsilon_cumulative }); }
+        for (const q of hist) { points.push({ x: new Date(q.time).getTime(), y: b.epsilon_total - (q.epsilon_spent_after ?? q.epsilon_cumulative) }); }
         points.push({ x: end, y: b.epsilon_remaining });
         host.append(lineChart(points, start, end, Math.max(b.epsilon_total, 1e-9), [], (v) => num(v, 2),
           `${b.grant_id} · ${b.researcher} · ${t('remaining')} ${num(b.epsilon_remaining)} / ${num(b.epsilon_total)}`,
