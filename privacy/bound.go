@@ -209,13 +209,21 @@ func (p *Plan) epsilonFactor() float64 {
 	return p.Cost.Epsilon / p.noiseEps
 }
 
-// noiseL0Linf are the L0 and Linf the value noise of a count is calibrated
-// to at the current bound.
-func (p *Plan) noiseL0Linf() (int64, float64) {
+// bounds are the L0 and Linf the value noise of a count is calibrated to
+// at the current bound: bounded by rank, a patient adds at most rowBound
+// rows in all, so L1 and L2 of counts are both at most rowBound, which is
+// (1, rowBound); otherwise MaxGroups groups of the bound's rows each.
+func (p *Plan) bounds() (G, C int64) {
 	if p.rowBound > 0 {
-		return 1, float64(p.rowBound)
+		return 1, p.rowBound
 	}
-	return p.groupsPerUnit, float64(p.rowsPerGroup)
+	return p.groupsPerUnit, p.rowsPerGroup
+}
+
+// noiseL0Linf is bounds with the Linf as a float, as the noise takes it.
+func (p *Plan) noiseL0Linf() (int64, float64) {
+	g, c := p.bounds()
+	return g, float64(c)
 }
 
 // countBiasQuantities is the number of noised bias quantities per group

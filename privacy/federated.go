@@ -139,16 +139,6 @@ type quantity struct {
 	linf float64 // sensitivity per group
 }
 
-// bounds are the L0 and the Linf of counts that the noise is calibrated
-// to, as in Release: bounded by rank (only with one group per patient
-// here), a patient adds at most rowBound rows to their one group.
-func (p *FederatedPlan) bounds() (G, C int64) {
-	if p.rowBound > 0 {
-		return 1, p.rowBound
-	}
-	return p.groupsPerUnit, p.rowsPerGroup
-}
-
 // quantities lists, in layout order, the noised values of one group.
 func (p *FederatedPlan) quantitiesPerGroup() []quantity {
 	_, c := p.bounds()

@@ -26,10 +26,7 @@ type Sensitivity struct {
 // histogram (__hv), Linf bounds the sum over a group's leaves. The
 // sensitivity tester checks these against the data.
 func (p *Plan) Sensitivities() map[string]Sensitivity {
-	G, C := p.groupsPerUnit, p.rowsPerGroup
-	if p.rowBound > 0 {
-		G, C = 1, p.rowBound
-	}
+	G, C := p.bounds()
 	out := map[string]Sensitivity{}
 	if p.kUsers {
 		out["__ku"] = Sensitivity{1, 1}
@@ -572,7 +569,6 @@ func (p *Plan) filteredRank() string {
 		cl, p.rowBound, cl, p.rowBound, cl, p.rowBound, engine.MaxRank, limit)
 }
 
-func ident(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 func clampSQL(expr string, lo, hi float64) string {
 	return fmt.Sprintf("least(greatest(%s, %s), %s)", expr, num(lo), num(hi))

@@ -212,13 +212,8 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 	}
 
 	m := p.mech()
-	// G and C are the L0 and Linf the noise is calibrated to. Bounded by
-	// rank, a patient adds at most rowBound rows in all: L1 and L2 of
-	// counts are both at most rowBound, which is (1, rowBound).
-	G, C := p.groupsPerUnit, p.rowsPerGroup
-	if p.rowBound > 0 {
-		G, C = 1, p.rowBound
-	}
+	// G and C are the L0 and Linf the noise is calibrated to.
+	G, C := p.bounds()
 	// The k rule (see the package comment): a group is released when its
 	// exact patient count is at least k and a noisy patient count clears
 	// the threshold of partition selection shifted by k-1.
@@ -346,10 +341,7 @@ func (p *Plan) report() Report {
 func (p *Plan) Expected() Report {
 	report := p.report()
 	m := p.mech()
-	G, C := p.groupsPerUnit, p.rowsPerGroup
-	if p.rowBound > 0 {
-		G, C = 1, p.rowBound
-	}
+	G, C := p.bounds()
 	for _, o := range p.Query.Outputs {
 		if o.Agg < 0 {
 			continue
