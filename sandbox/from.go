@@ -213,8 +213,8 @@ func (a *analyzer) joinCondition(t node, first, mid int) error {
 	hasUnit := false
 	var rewritten []any
 	for _, c := range conjuncts {
-		if a.unitEquality(c, first, mid) {
-			if err := a.sameUnitType(c); err != nil {
+		if l, r, ok := a.unitEquality(c, first, mid); ok {
+			if err := sameUnitType(l, r); err != nil {
 				return err
 			}
 			hasUnit = true
@@ -242,36 +242,31 @@ func (a *analyzer) joinCondition(t node, first, mid int) error {
 }
 
 // unitEquality reports whether c equates the privacy unit of a table in
-// refs[first:mid] with that of a table in refs[mid:].
-func (a *analyzer) unitEquality(c node, first, mid int) bool {
+// refs[first:mid] with that of a table in refs[mid:], and if so the two
+// unit columns.
+func (a *analyzer) unitEquality(c node, first, mid int) (l, r policy.Column, ok bool) {
 	if str(c, "type") != "COMPARE_EQUAL" {
-		return false
+		return l, r, false
 	}
-	l, r := obj(c, "left"), obj(c, "right")
-	if str(l, "class") != "COLUMN_REF" || str(r, "class") != "COLUMN_REF" {
-		return false
+	ln, rn := obj(c, "left"), obj(c, "right")
+	if str(ln, "class") != "COLUMN_REF" || str(rn, "class") != "COLUMN_REF" {
+		return l, r, false
 	}
-	lc, lr, err1 := a.resolveStrict(strs(l, "column_names"))
-	rc, rr, err2 := a.resolveStrict(strs(r, "column_names"))
+	lc, lr, err1 := a.resolveStrict(strs(ln, "column_names"))
+	rc, rr, err2 := a.resolveStrict(strs(rn, "column_names"))
 	if err1 != nil || err2 != nil || lc.Role != policy.Unit || rc.Role != policy.Unit {
-		return false
+		return l, r, false
 	}
 	left := func(i int) bool { return i >= first && i < mid }
 	right := func(i int) bool { return i >= mid }
-	return (left(lr) && right(rr)) || (right(lr) && left(rr))
+	return lc, rc, (left(lr) && right(rr)) || (right(lr) && left(rr))
 }
 
 // sameUnitType refuses a unit equality between columns of different kinds
 // of type (a string and a number): DuckDB would cast one side, and several
 // strings ('7', '07', ' 7') would then join one patient's number, so that
 // one patient's rows could reach the aggregation more than once.
-func (a *analyzer) sameUnitType(c node) error {
-	l, r := obj(c, "left"), obj(c, "right")
-	lc, _, err1 := a.resolveStrict(strs(l, "column_names"))
-	rc, _, err2 := a.resolveStrict(strs(r, "column_names"))
-	if err1 != nil || err2 != nil {
-		return nil // unitEquality resolved both
-	}
+func sameUnitType(lc, rc policy.Column) error {
 	if lk, rk := typeKind(lc.Type), typeKind(rc.Type); lk != "" && rk != "" && lk != rk {
 		return reject("the privacy units %s (%s) and %s (%s) have different types; ask the data steward to register them with the same type", lc.Name, lc.Type, rc.Name, rc.Type)
 	}
