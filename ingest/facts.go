@@ -101,16 +101,17 @@ func (f *facts) add(rec arrow.RecordBatch) error {
 // inDomain checks that a numeric column holds only values of its declared
 // domain, which the bias estimates of answers rely on to cover the truth.
 func (f *facts) inDomain(name string, col arrow.Array, dom [2]float64) error {
-	value := func(r int) (float64, error) {
-		switch c := col.(type) {
-		case *array.Int32:
-			return float64(c.Value(r)), nil
-		case *array.Int64:
-			return float64(c.Value(r)), nil
-		case *array.Float64:
-			return c.Value(r), nil
-		}
-		return strconv.ParseFloat(col.ValueStr(r), 64)
+	// The column's accessor is chosen once, not for every row.
+	var value func(r int) (float64, error)
+	switch c := col.(type) {
+	case *array.Int32:
+		value = func(r int) (float64, error) { return float64(c.Value(r)), nil }
+	case *array.Int64:
+		value = func(r int) (float64, error) { return float64(c.Value(r)), nil }
+	case *array.Float64:
+		value = func(r int) (float64, error) { return c.Value(r), nil }
+	default:
+		value = func(r int) (float64, error) { return strconv.ParseFloat(col.ValueStr(r), 64) }
 	}
 	for r := 0; r < col.Len(); r++ {
 		if col.IsNull(r) {
