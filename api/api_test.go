@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"math/big"
 	"net/http"
 	"os"
 	"strings"
@@ -176,7 +175,7 @@ func TestAggregatesAndJoins(t *testing.T) {
 	}
 	keptBy := map[any]float64{}
 	for _, r := range kept.Rows {
-		keptBy[r[0]] = toFloat(r[1])
+		keptBy[r[0]] = number(r[1])
 	}
 	var d answer
 	if status, err := env.Do("POST", "/v1/queries", "researcher_internal", map[string]any{
@@ -446,17 +445,4 @@ func testQuotaMeasured(t *testing.T, metadata func(*testing.T) string) {
 	if status, _, e := query(t, env, "researcher", "SELECT count(*) FROM patients WHERE age >= 50", 0.1); status != 200 {
 		t.Fatalf("after assessment: %d %+v", status, e)
 	}
-}
-
-func toFloat(v any) float64 {
-	switch x := v.(type) {
-	case float64:
-		return x
-	case int64:
-		return float64(x)
-	case *big.Int:
-		f, _ := new(big.Float).SetInt(x).Float64()
-		return f
-	}
-	return math.NaN()
 }
