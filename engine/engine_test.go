@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -224,5 +225,36 @@ func TestRankTablesInBackground(t *testing.T) {
 	other.RankTables("h", p)
 	if err := other.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRankCountsFollowTheLoad: the rows of each rank (unit u has u rows,
+// so rank r has units-r+1 rows) come from the current load of the table,
+// kept for later calls, also for fewer ranks, and counted anew after a
+// reload.
+func TestRankCountsFollowTheLoad(t *testing.T) {
+	e := open(t)
+	ctx := context.Background()
+	want := func(units, upTo int) []int64 {
+		out := make([]int64, upTo)
+		for r := 1; r <= upTo; r++ {
+			out[r-1] = int64(max(0, units-r+1))
+		}
+		return out
+	}
+	for _, units := range []int{30, 20} {
+		loadUnits(t, e, units)
+		if err := e.RankRows(ctx, "h", "t", "patient_id"); err != nil {
+			t.Fatal(err)
+		}
+		for _, upTo := range []int{40, 40, 5} {
+			got, err := e.RankCounts(ctx, "h", "t", int64(upTo))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want(units, upTo)) {
+				t.Errorf("%d units, ranks up to %d: %v, want %v", units, upTo, got, want(units, upTo))
+			}
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/hospital/gateway/policy"
 )
@@ -30,6 +31,11 @@ var errLoading = errors.New("rows are being loaded into the table")
 type rankState struct {
 	done chan struct{}
 	err  error
+
+	// counts caches RankCounts for this ranking: the rows of each rank,
+	// for ranks 1 .. len(counts). A reload makes a new rankState.
+	mu     sync.Mutex
+	counts []int64
 }
 
 // tables tracks which tables are ranked and which are being loaded, so that
