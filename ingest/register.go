@@ -312,8 +312,10 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 	return out, nil
 }
 
-// fillTypes records, for each column of t whose type the manifest left
-// out, the type the engine loaded it as, so that researchers see it.
+// fillTypes records, for each column of t, the type the engine loaded it
+// as, whatever the manifest said: researchers see it, and the sandbox
+// decides from it which predicates cannot fail on any row (and so need no
+// TRY), so it must be the table's own.
 func (r *Registrar) fillTypes(ctx context.Context, dataset string, t *policy.Table) error {
 	res, err := r.Engine.Query(ctx, fmt.Sprintf(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = '%s' AND table_name = '%s'`,
 		strings.ReplaceAll(dataset, "'", "''"), strings.ReplaceAll(t.Name, "'", "''")), 10000)
@@ -327,8 +329,8 @@ func (r *Registrar) fillTypes(ctx context.Context, dataset string, t *policy.Tab
 		types[strings.ToLower(name)] = typ
 	}
 	for j, c := range t.Columns {
-		if c.Type == "" {
-			t.Columns[j].Type = types[strings.ToLower(c.Name)]
+		if typ := types[strings.ToLower(c.Name)]; typ != "" {
+			t.Columns[j].Type = typ
 		}
 	}
 	return nil

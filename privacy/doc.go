@@ -194,7 +194,12 @@
 //     result.
 //   - Errors while running: every researcher expression runs under DuckDB's
 //     TRY, and aggregated values are read with TRY_CAST, so no value can
-//     make a query fail. What still stops a query (time, memory) gives one
+//     make a query fail. The one exception is a WHERE conjunct that cannot
+//     fail on any row (a comparison, BETWEEN, IN list or IS NULL of a
+//     column with constants of its own kind, and AND, OR, NOT of those;
+//     sandbox.cannotFail, from the column types read from the loaded
+//     table): it is left bare so that DuckDB can push it into the scan or
+//     below a join; every other conjunct keeps its own TRY. What still stops a query (time, memory) gives one
 //     code (resource_limit) and one text whatever the cause, and keeps the
 //     charge: the refusal says only that the query was stopped, which the
 //     researcher's own SQL largely determines.

@@ -352,7 +352,7 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 			return nil, nil, err
 		}
 		a.filters = append(a.filters, w)
-		where = try(w)
+		where = a.guardWhere(w)
 	}
 
 	q := &Query{Limit: -1, PerUnitRows: true}
