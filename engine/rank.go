@@ -16,10 +16,6 @@ import (
 // policy.RankColumn).
 const RankColumn = policy.RankColumn
 
-// RowsColumn is the hidden column of each row's unit's row count (see
-// policy.RowsColumn).
-const RowsColumn = policy.RowsColumn
-
 // MaxRank is the largest rank stored; later rows of a unit share it. A plan
 // may bound rows by rank only below it.
 const MaxRank = 65535
@@ -186,31 +182,27 @@ func (e *Engine) rank(ctx context.Context, dataset, table, unit string) error {
 	// on their rows and the key only, never on other patients' rows or on
 	// where rows sit in the table (identical rows are interchangeable).
 	list := strings.Join(cols, ", ")
-	// The unit's row count rides along in the same window.
-	stmt := fmt.Sprintf("CREATE OR REPLACE TABLE %s AS SELECT %s, least(row_number() OVER (PARTITION BY %s ORDER BY hash(%s, %d::UBIGINT)), %d)::USMALLINT AS %s, "+
-		"least(count(*) OVER (PARTITION BY %s), %d)::USMALLINT AS %s FROM %s",
-		name, list, ident(unit), list, salt, MaxRank, ident(RankColumn), ident(unit), MaxRank, ident(RowsColumn), name)
+	stmt := fmt.Sprintf("CREATE OR REPLACE TABLE %s AS SELECT %s, least(row_number() OVER (PARTITION BY %s ORDER BY hash(%s, %d::UBIGINT)), %d)::USMALLINT AS %s FROM %s",
+		name, list, ident(unit), list, salt, MaxRank, ident(RankColumn), name)
 	if _, err := e.db.ExecContext(ctx, stmt); err != nil {
 		return fmt.Errorf("rank %s.%s: %w", dataset, table, classify(ctx, err))
 	}
 	return nil
 }
 
-// dropRank removes the hidden columns from a table about to be appended
+// dropRank removes the hidden column from a table about to be appended
 // to, whose rows must match the source's columns.
 func (e *Engine) dropRank(ctx context.Context, dataset, table string) error {
-	for _, col := range []string{RankColumn, RowsColumn} {
-		var existing int
-		if err := e.db.QueryRowContext(ctx, "SELECT count(*) FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2 AND column_name = $3",
-			dataset, table, col).Scan(&existing); err != nil {
-			return fmt.Errorf("check %s.%s: %w", dataset, table, err)
-		}
-		if existing == 0 {
-			continue
-		}
-		if _, err := e.db.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP COLUMN %s", ident(dataset), ident(table), ident(col))); err != nil {
-			return fmt.Errorf("drop the rank of %s.%s: %w", dataset, table, err)
-		}
+	var existing int
+	if err := e.db.QueryRowContext(ctx, "SELECT count(*) FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2 AND column_name = $3",
+		dataset, table, RankColumn).Scan(&existing); err != nil {
+		return fmt.Errorf("check %s.%s: %w", dataset, table, err)
+	}
+	if existing == 0 {
+		return nil
+	}
+	if _, err := e.db.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP COLUMN %s", ident(dataset), ident(table), ident(RankColumn))); err != nil {
+		return fmt.Errorf("drop the rank of %s.%s: %w", dataset, table, err)
 	}
 	return nil
 }

@@ -256,7 +256,7 @@ func (p Policy) Validate() error {
 				return fmt.Errorf("table %s: column name %q is empty or holds a quote or control character", t.Name, c.Name)
 			}
 			if Reserved(c.Name) {
-				return fmt.Errorf("table %s: column name %s is reserved for the gateway's hidden columns; rename the column", t.Name, c.Name)
+				return fmt.Errorf("table %s: column name %s is reserved for the gateway's hidden rank column; rename the column", t.Name, c.Name)
 			}
 			ck := strings.ToLower(c.Name)
 			if cols[ck] {
@@ -348,13 +348,7 @@ func (p Policy) Looser(old Policy) []string {
 // not from DuckDB. CreateTable refuses a table with a column of that name.
 const RankColumn = "__rank"
 
-// RowsColumn is the second hidden column of a ranked table: the number of
-// rows of the row's privacy unit (capped like the rank), so that a plan can
-// tell from a row alone whether its patient has more rows than a bound.
-// It is hidden like RankColumn.
-const RowsColumn = "__rows"
-
-// Reserved reports whether a column name is one of the hidden columns.
+// Reserved reports whether a column name is the hidden column.
 func Reserved(name string) bool {
-	return strings.EqualFold(name, RankColumn) || strings.EqualFold(name, RowsColumn)
+	return strings.EqualFold(name, RankColumn)
 }

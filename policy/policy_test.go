@@ -71,7 +71,7 @@ func TestGradeRuleAndBorder(t *testing.T) {
 // TestHiddenColumnNamesAreReserved: a policy cannot declare the engine's
 // hidden rank columns, which researchers could otherwise name.
 func TestHiddenColumnNamesAreReserved(t *testing.T) {
-	for _, name := range []string{policy.RankColumn, policy.RowsColumn, "__RANK"} {
+	for _, name := range []string{policy.RankColumn, "__RANK"} {
 		p := policy.Policy{Tables: []policy.Table{{Name: "visits", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: name, Role: policy.Attribute}}}},
 			Contribution: policy.Contribution{MaxGroups: 1, MaxRows: 1}, K: 2, SpecialK: 2, SpecialShare: 1}
 		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "reserved") {

@@ -70,17 +70,19 @@
 // key, it holds for the one drawn.
 //
 // A query that filters that table (sandbox.Query.Filtered) lets a
-// patient's rows through one by one, by a predicate on the row alone. A
-// patient with no row of rank m+1 has at most m rows in the table and keeps
-// every row the filter lets through; a patient with one (the heavy few)
-// keeps the first m of those rows in rank order (a window over their rows
-// only). Either way each patient keeps at most m rows, chosen from their
-// own rows by their own ranks, so the guarantee above holds with the same
-// sensitivities. The k rule's noisy count reads the patients whose rank-1
-// row the filter lets through (each in one group, L0 1: an undercount,
-// which only errs towards suppressing), its exact test the distinct
-// patients of the group. COUNT(DISTINCT patient), Gaussian noise over
-// several groups per patient and outer joins keep per-group bounding.
+// patient's rows through one by one, by a predicate on the row alone, and
+// keeps those of rank at most m: the rows the filter lets through among the
+// patient's first m. Each patient keeps at most m rows, chosen from their
+// own rows by their own ranks and the predicate, so the guarantee above
+// holds with the same sensitivities, and DuckDB reads the filter and the
+// rank bound in one scan. A patient with at most m rows keeps every row the
+// filter lets through; one with more keeps fewer than the filter's share of
+// m when their rows of rank above m pass it: those rows are what the bound
+// cut, counted by the bias estimates below like any other. The k rule's
+// patient count is that of the patients whose rank-1 row the filter lets
+// through (each in one group, L0 1: an undercount, which only errs towards
+// suppressing). COUNT(DISTINCT patient), Gaussian noise over several groups
+// per patient and outer joins keep per-group bounding.
 //
 // # Choosing the bound, and what it cut
 //
@@ -141,17 +143,18 @@
 // noisy count is the released COUNT(DISTINCT patient), or COUNT(*) over one
 // row per patient, when the query has one under Laplace noise (the decision
 // is then post-processing of the released value); otherwise it is a
-// quantity of its own and takes its share of epsilon. Bounded by rank with
-// several groups per patient, it counts the patients whose rank-1 row is in
-// the group, which changes in one group only; the exact count, though, can
-// move from k-1 to k in every group a patient's kept rows reach (at most
-// min(m, groups)), and each such group is then released only if the noise
-// alone lifts it over the threshold: the threshold is set for the delta
-// divided among those groups (Plan.kThreshold), so the union stays delta.
+// quantity of its own and takes its share of epsilon. Bounded by rank, both
+// tests read the count of the patients whose rank-1 row is in the group:
+// at most the group's distinct patients, so no group of fewer than k
+// patients is released, and one patient moves it by one in one group only,
+// so the argument above holds with the whole delta. (Testing the distinct
+// patients exactly instead would let one patient move the exact test in
+// every group their rows reach; and the noisy test on the rank-1 count
+// already requires it to clear T + k - 1, so the exact distinct count would
+// rarely release more.)
 // The same holds with partition selection, where the candidates are the
 // groups present: a group that one patient brings into being has fewer
-// than k patients and is never released, so adding a patient moves the
-// exact test in at most min(m, groups) groups and the noisy count in one. A federated answer decides the
+// than k patients and is never released. A federated answer decides the
 // k rule on the pooled noisy patient count alone (no hospital sees another's
 // exact count): that is post-processing of DP values, so it stays DP, but a
 // group of fewer than k patients can appear there with the probability that

@@ -28,11 +28,7 @@ type Sensitivity struct {
 func (p *Plan) Sensitivities() map[string]Sensitivity {
 	G, C := p.bounds()
 	out := map[string]Sensitivity{}
-	if p.kUsers {
-		out["__ku"] = Sensitivity{1, 1}
-	} else {
-		out["__users"] = Sensitivity{p.thresholdL0, 1}
-	}
+	out["__users"] = Sensitivity{p.thresholdL0, 1}
 	for j, a := range p.Query.Aggs {
 		half := (a.Max - a.Min) / 2
 		c := float64(C)
@@ -138,7 +134,6 @@ type Plan struct {
 	quantities    int
 	salt          uint32
 	units         *[2]int64 // when set, the SQL also returns the contributing units
-	kUsers        bool      // the SQL returns __ku, the patient count the noisy k rule reads
 	kAgg          int       // when >= 0, the aggregate whose noisy count is the k rule's (no extra noise)
 	epsEach       float64   // noise epsilon per noised quantity
 	deltaEach     float64   // Gaussian delta per noised quantity
@@ -384,14 +379,15 @@ func (p *Plan) unitBits() string {
 		return ""
 	}
 	filter := ""
-	if p.rowBound > 0 && p.Query.Filtered {
-		if p.biasQuantities > 0 && p.rowsCut() {
-			filter = " FILTER (WHERE __keep)"
-		}
-	} else if p.rowBound > 0 {
+	switch {
+	case p.rowBound > 0 && !p.Query.Filtered:
 		// Every patient whose rows are aggregated has exactly one row of
 		// rank 1 among them: setting one bit per patient is enough.
 		filter = " FILTER (WHERE __rk = 1)"
+	case p.rowBound > 0 && p.biasQuantities > 0 && p.rowsCut():
+		// A filter may leave out the rank-1 row; the rows past the bound
+		// feed only the bias estimates.
+		filter = " FILTER (WHERE __keep)"
 	}
 	return fmt.Sprintf("bitstring_agg(__pu::BIGINT, %d, %d)%s", p.units[0], p.units[1], filter)
 }
@@ -413,10 +409,6 @@ func randomSalt() uint32 {
 	}
 	return binary.LittleEndian.Uint32(b[:])
 }
-
-// maxSmallestIDs caps the patient ids a plan bounded by rank keeps, over
-// all groups, to count patients for the k rule (32 MB).
-const maxSmallestIDs = 1 << 22
 
 func num(f float64) string { return fmt.Sprintf("%.17g::DOUBLE", f) }
 
@@ -452,18 +444,6 @@ func (p *Plan) sql(salt uint32) string {
 		b.WriteString(p.rowAggregate("__base", groups, "count(DISTINCT __pu)", false, nil))
 	case q.PerUnitRows:
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", true, nil))
-	case p.rowBound > 0 && q.Filtered:
-		b.WriteString(p.filteredRank())
-		keep := ""
-		if p.biasQuantities > 0 && p.rowsCut() {
-			keep = " FILTER (WHERE __keep)"
-		}
-		// The noisy k count reads the patients whose rank-1 row the filter
-		// lets through (__ku: one group each, fewer than the group's
-		// patients, so the rule only errs towards suppressing), the exact
-		// one the group's distinct patients, exact below k.
-		p.kUsers = true
-		b.WriteString(p.rowAggregate("__bounded", groups, p.exactUsers(keep), false, nil))
 	case p.rowBound > 0:
 		from, where, keep := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}, ""
 		if p.biasQuantities > 0 && p.rowsCut() {
@@ -473,11 +453,15 @@ func (p *Plan) sql(salt uint32) string {
 			where = []string{fmt.Sprintf("__rk <= %d", p.cutMax())}
 			keep = " FILTER (WHERE __keep)"
 		}
+		// The patient count is that of the patients whose rank-1 row is in
+		// the group: one group per patient, and at most the group's
+		// patients, so both k tests err only towards suppressing (see the
+		// package comment). A federated share releases the count, which must
+		// then be exact: the rank-1 row may be filtered out, or in another
+		// group.
 		users, summable := "count(*) FILTER (WHERE __rk = 1)", true
-		if p.groupsPerUnit > 1 {
-			p.kUsers = true
-			summable = false
-			users = p.exactUsers(keep)
+		if p.releasesUsers && (p.groupsPerUnit > 1 || q.Filtered) {
+			users, summable = "count(DISTINCT __pu)"+keep, false
 		}
 		b.WriteString(p.rowAggregate(from, groups, users, summable, where))
 	case !hasQuantile:
@@ -520,56 +504,6 @@ func (p *Plan) groupsAtMost() int64 {
 	return max(1, p.Query.GroupBound)
 }
 
-// exactUsers counts a group's distinct patients among its kept rows (keep
-// filters them), exactly below k, which is all the k rule's exact test
-// needs: the smallest K*m patient ids hold at least K distinct ones when
-// the group has K patients, since each patient has at most m rows. That
-// is cheaper than a distinct count; the lists are kept per group, so
-// their total size is capped.
-func (p *Plan) exactUsers(keep string) string {
-	if p.releasesUsers {
-		return "count(DISTINCT __pu)" + keep
-	}
-	if n := int64(max(p.K, 1)) * p.rowBound; n*p.groupsAtMost() <= maxSmallestIDs {
-		return fmt.Sprintf("len(list_distinct(min(__pu, %d)%s))", n, keep)
-	}
-	return "count(DISTINCT __pu)" + keep
-}
-
-// filteredRank bounds the rows of a query that filters its table of
-// several rows per patient (sandbox.Query.Filtered): a patient with at
-// most m rows in the table (__nr, their row count, at most m) keeps every
-// row the filter lets through, as it is; a patient with more keeps the
-// first m of those rows in the order of their rank, and the rows after
-// them up to the maximum feed the bias estimates. Either way a patient
-// keeps at most m rows, chosen from their own rows by their own ranks (rows
-// past MaxRank share it and are left out, so that no tie is broken by
-// DuckDB), so
-// the sensitivities of the rank shape hold, and only the few heavy
-// patients' rows are sorted.
-func (p *Plan) filteredRank() string {
-	limit := p.rowBound
-	if p.biasQuantities > 0 && p.rowsCut() {
-		limit = p.cutMax()
-	}
-	// The columns are named, not starred: DuckDB (1.5) mis-plans a star
-	// over a constant column in a union.
-	cols := []string{"__pu"}
-	for i := range p.Query.Groups {
-		cols = append(cols, fmt.Sprintf("__g%d", i))
-	}
-	for j := range p.Query.Aggs {
-		cols = append(cols, fmt.Sprintf("__a%d", j))
-	}
-	cols = append(cols, "__rk")
-	cl := strings.Join(cols, ", ")
-	return fmt.Sprintf(", __bounded AS (SELECT %s, true AS __keep FROM __base WHERE __nr <= %d"+
-		" UNION ALL SELECT %s, __rn <= %d AS __keep FROM"+
-		" (SELECT %s, row_number() OVER (PARTITION BY __pu ORDER BY __rk) AS __rn FROM __base WHERE __nr > %d AND __rk < %d) WHERE __rn <= %d)",
-		cl, p.rowBound, cl, p.rowBound, cl, p.rowBound, engine.MaxRank, limit)
-}
-
-
 func clampSQL(expr string, lo, hi float64) string {
 	return fmt.Sprintf("least(greatest(%s, %s), %s)", expr, num(lo), num(hi))
 }
@@ -595,9 +529,6 @@ const (
 func (p *Plan) rowAggregate(from string, groups []string, users string, summable bool, where []string) string {
 	var cols []aggCol
 	cols = append(cols, aggCol{users, "__users", addCounts})
-	if p.kUsers {
-		cols = append(cols, aggCol{"count(*) FILTER (WHERE __rk = 1)", "__ku", addCounts})
-	}
 	quantile, quantiles := -1, 0
 	for j, a := range p.Query.Aggs {
 		if a.Kind == sandbox.Quantile {

@@ -226,10 +226,9 @@ func asInt(v any) int64 {
 	panic(fmt.Sprintf("unexpected %T", v))
 }
 
-// boundedByRank reports whether a plan's SQL keeps rows by their rank: all
-// rows up to a rank, or, filtered, the heavy patients' first rows.
+// boundedByRank reports whether a plan's SQL keeps rows by their rank.
 func boundedByRank(sql string) bool {
-	return strings.Contains(sql, "__rk <=") || strings.Contains(sql, "__nr <=")
+	return strings.Contains(sql, "__rk <=")
 }
 
 // TestRankWithPartitionSelection: groups without a public list are bounded

@@ -119,18 +119,9 @@ func (p *Plan) scaleAt(l0 int64, linf, eps float64) float64 {
 
 // kThreshold is what a group's noisy patient count must reach for the
 // group to be released: the Laplace threshold of partition selection for
-// the plan's delta, shifted by k-1 (see the package comment). When the
-// noisy count is not the exact one (__ku, the patients whose rank-1 row
-// is in the group), one patient can move the exact count from k-1 to k in
-// every group their kept rows reach, min(m, groups) of them (one, when
-// every group key is a per-patient attribute), and each such group may
-// then be released by the noise alone: the delta is split among them.
+// the plan's delta, shifted by k-1 (see the package comment).
 func (p *Plan) kThreshold() (float64, error) {
-	flips := int64(1)
-	if p.kUsers && p.groupsPerUnit > 1 {
-		flips = max(1, min(p.rowBound, p.groupsAtMost()))
-	}
-	t, err := noise.Laplace().Threshold(p.thresholdL0, 1, p.epsEach, 0, p.psDelta/float64(flips))
+	t, err := noise.Laplace().Threshold(p.thresholdL0, 1, p.epsEach, 0, p.psDelta)
 	if err != nil {
 		return 0, fmt.Errorf("k rule threshold: %w", err)
 	}
@@ -226,12 +217,6 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 		}
 		threshold = t
 	}
-	kCol := usersCol
-	if p.kUsers {
-		if kCol = col("__ku"); kCol < 0 {
-			return nil, fmt.Errorf("release: result lacks the patient count of the k rule")
-		}
-	}
 
 	report := p.report()
 	sim := newSimulator()
@@ -250,7 +235,7 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 			kept = map[int]noised{j: {int64(math.Max(0, math.Round(raw))), cr}}
 			released = raw >= threshold
 		} else if dp {
-			released = noisyFloat(noise.Laplace(), toFloat(r[kCol]), p.thresholdL0, 1, p.epsEach) >= threshold
+			released = noisyFloat(noise.Laplace(), toFloat(r[usersCol]), p.thresholdL0, 1, p.epsEach) >= threshold
 		}
 		if toFloat(r[usersCol]) < float64(p.K) || !released {
 			// Without partition selection the candidates are the public

@@ -273,29 +273,27 @@ func TestMomentsAndQuantile(t *testing.T) {
 	}
 }
 
-// TestKThresholdSplitsDelta: when the k rule's noisy count (patients by
-// their rank-1 row) is not the exact count, which one patient can move
-// across k in up to min(m, groups) groups, the threshold is set for the
-// delta divided among those groups; otherwise for the whole delta.
-func TestKThresholdSplitsDelta(t *testing.T) {
+// TestKThresholdWholeDelta: the k rule's exact test and its noisy count
+// read the same patient count, which one patient moves in one group only
+// (the rank-1 count, or the count over one row per patient), so the
+// threshold is set for the plan's whole delta, also when a patient's rows
+// reach many groups.
+func TestKThresholdWholeDelta(t *testing.T) {
 	lap := noise.Laplace()
 	for _, tc := range []struct {
-		name   string
-		p      Plan
-		groups int64 // the groups the delta is split among
+		name string
+		p    Plan
 	}{
-		{"rank-1 count, more rows than groups", Plan{kUsers: true, groupsPerUnit: 12, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 12},
-		{"rank-1 count, fewer rows than groups", Plan{kUsers: true, groupsPerUnit: 12, rowBound: 3, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 3},
-		{"rank-1 count, per-patient keys", Plan{kUsers: true, groupsPerUnit: 1, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
-		{"the exact count itself", Plan{rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
-		{"per (patient, group)", Plan{domain: 12, thresholdL0: 4, epsEach: 0.3, psDelta: 1e-8, K: 10}, 1},
+		{"rank-1 count, several groups per patient", Plan{groupsPerUnit: 12, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}},
+		{"rank-1 count, per-patient keys", Plan{groupsPerUnit: 1, rowBound: 40, domain: 12, thresholdL0: 1, epsEach: 0.3, psDelta: 1e-8, K: 10}},
+		{"per (patient, group)", Plan{domain: 12, thresholdL0: 4, epsEach: 0.3, psDelta: 1e-8, K: 10}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.p.kThreshold()
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := lap.Threshold(tc.p.thresholdL0, 1, tc.p.epsEach, 0, tc.p.psDelta/float64(tc.groups))
+			want, err := lap.Threshold(tc.p.thresholdL0, 1, tc.p.epsEach, 0, tc.p.psDelta)
 			if err != nil {
 				t.Fatal(err)
 			}

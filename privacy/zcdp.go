@@ -64,11 +64,7 @@ func (p *Plan) Quantities() []Quantity {
 		out = append(out, laplace("bound_histogram", p.boundEps))
 	}
 	if p.kAgg < 0 {
-		name := "__users"
-		if p.kUsers {
-			name = "__ku"
-		}
-		q := laplace(name, p.epsEach)
+		q := laplace("__users", p.epsEach)
 		q.Threshold = p.psDelta
 		out = append(out, q)
 	}

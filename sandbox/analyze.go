@@ -162,8 +162,8 @@ type Query struct {
 	// (Filtered false), either none of a patient's rows reach Base or all
 	// of them do, ranked 1, 2, ..., so privacy may bound each patient's
 	// rows by __rk; when one does, the rows that reach Base are some of
-	// the patient's, and privacy ranks those of patients with many rows
-	// again among themselves.
+	// the patient's, each with its rank among all of them, and bounding by
+	// __rk keeps those of them among the patient's first m.
 	RowRank bool
 	// Filtered is true when a filter reads the table of Rank.
 	Filtered bool
@@ -253,8 +253,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 		u, _ := a.refs[r].src.Table.UnitColumn()
 		q.Rank = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
 		q.Filtered = a.filtered(r)
-		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"),
-			withAlias(columnRef(a.refs[r].alias, policy.RowsColumn), "__nr"))
+		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"))
 		if q.rankedBase, err = deserialize(ctx, p, stmts[0], base); err != nil {
 			return nil, err
 		}
