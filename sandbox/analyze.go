@@ -254,6 +254,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 		q.Rank = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
 		q.Filtered = a.filtered(r)
 		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"))
+		base["where_clause"] = a.balanceEstimates(r, base["where_clause"])
 		if q.rankedBase, err = deserialize(ctx, p, stmts[0], base); err != nil {
 			return nil, err
 		}

@@ -32,6 +32,36 @@ func (a *analyzer) rankable() (int, bool) {
 	return multi, true
 }
 
+// balanceEstimates adds to where, the WHERE clause of a base bounded by
+// the rank of refs[r], "unit IS NOT NULL" for every other table. Those
+// tables have one row per patient and are inner-joined on their unit, so
+// the conjuncts drop nothing; but the privacy plan's rank bound is a filter
+// on refs[r], which DuckDB estimates at a fixed share of the rows, and
+// without a matching filter on the other side it would think the ranked
+// table the smaller one and build its hash join on it (at 10M encounters
+// joined to 2.5M patients, 730 ms instead of 555). With one, the estimated
+// sizes keep the proportion they have in the researcher's own SQL.
+func (a *analyzer) balanceEstimates(r int, where any) any {
+	var parts []any
+	if w, ok := isExpr(where); ok && w != nil {
+		parts = append(parts, w)
+	}
+	for i, ref := range a.refs {
+		u, ok := ref.src.Table.UnitColumn()
+		if i == r || !ok {
+			continue
+		}
+		parts = append(parts, node{"class": "OPERATOR", "type": "OPERATOR_IS_NOT_NULL", "alias": "", "children": []any{columnRef(ref.alias, u.Name)}})
+	}
+	switch len(parts) {
+	case 0:
+		return where
+	case 1:
+		return parts[0]
+	}
+	return node{"class": "CONJUNCTION", "type": "CONJUNCTION_AND", "alias": "", "children": parts}
+}
+
 // filtered reports whether a filter (WHERE or a join condition) reads the
 // table refs[i], so that its rows reach the base query one by one rather
 // than all or none per patient.
