@@ -445,13 +445,12 @@ func (p *Plan) sql(salt uint32) string {
 	case q.PerUnitRows:
 		b.WriteString(p.rowAggregate("__base", groups, "count(*)", true, nil))
 	case p.rowBound > 0:
-		from, where, keep := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}, ""
-		if p.biasQuantities > 0 && p.rowsCut() {
+		from, where := "__base", []string{fmt.Sprintf("__rk <= %d", p.rowBound)}
+		if p.keepsCut() {
 			// Rows ranked above the bound, up to the maximum, are what the
 			// bound cuts: they feed the bias estimates only.
 			from = fmt.Sprintf("(SELECT *, __rk <= %d AS __keep FROM __base)", p.rowBound)
 			where = []string{fmt.Sprintf("__rk <= %d", p.cutMax())}
-			keep = " FILTER (WHERE __keep)"
 		}
 		// The patient count is that of the patients whose rank-1 row is in
 		// the group: one group per patient, and at most the group's
@@ -459,9 +458,9 @@ func (p *Plan) sql(salt uint32) string {
 		// package comment). A federated share releases the count, which must
 		// then be exact: the rank-1 row may be filtered out, or in another
 		// group.
-		users, summable := "count(*) FILTER (WHERE __rk = 1)", true
+		users, summable := "count_if(__rk = 1)", true
 		if p.releasesUsers && (p.groupsPerUnit > 1 || q.Filtered) {
-			users, summable = "count(DISTINCT __pu)"+keep, false
+			users, summable = "count(DISTINCT __pu)", false
 		}
 		b.WriteString(p.rowAggregate(from, groups, users, summable, where))
 	case !hasQuantile:
@@ -486,7 +485,7 @@ func (p *Plan) sql(salt uint32) string {
 			where = append(where, fmt.Sprintf("__gr <= %d", p.groupsPerUnit))
 		}
 		fmt.Fprintf(&b, ", __ranked AS (SELECT *, %s FROM __base)", strings.Join(windows, ", "))
-		b.WriteString(p.rowAggregate("__ranked", groups, "count(*) FILTER (WHERE __rn = 1)", true, where))
+		b.WriteString(p.rowAggregate("__ranked", groups, "count_if(__rn = 1)", true, where))
 	}
 	if gl != "" {
 		fmt.Fprintf(&b, " GROUP BY %s", gl)
@@ -508,34 +507,59 @@ func clampSQL(expr string, lo, hi float64) string {
 	return fmt.Sprintf("least(greatest(%s, %s), %s)", expr, num(lo), num(hi))
 }
 
-// aggCol is one aggregate column of rowAggregate: how it is computed over
-// rows and, for the two-level form, how partial values add up.
+// aggCol is one column of rowAggregate: its partial over rows (expr, named
+// name) and the final column formed from the partials (outer, with its
+// name; none for a partial only read by another's final column). A column
+// with inner set has no partial of its own when expr is another's name.
 type aggCol struct {
-	expr, name, combine string // combine formats the sum of partials
+	expr, name string
+	outer      string
+	inner      bool
 }
 
-const (
-	addCounts = "coalesce(sum(%s), 0)::BIGINT"
-	addSums   = "coalesce(sum(%s), 0)"
-)
+// keepsCut reports whether the rows beyond the bound, up to cutMax, are
+// read as well, for the bias estimates (the plan's base then has __keep).
+func (p *Plan) keepsCut() bool {
+	return p.rowBound > 0 && p.biasQuantities > 0 && p.rowsCut()
+}
 
 // rowAggregate aggregates bounded rows directly. Users is the patient count
 // per group; summable says whether counts of parts add up to it.
 //
-// With one quantile and a summable patient count, the rows are first
-// grouped by (group, leaf) and then by group, the leaves gathered into two
-// lists: at 10M rows that is about a third faster than DuckDB's histogram
+// It aggregates in two levels: partials by group and, when rows beyond the
+// bound are read for the bias estimates (keepsCut), by __keep, then the
+// final columns by group, the values from the kept part and the bias
+// estimates from both (a FILTER clause on every aggregate costs DuckDB
+// more than a group key, and the second level reads a row or two per
+// group). With one quantile and a summable patient count, the partials are
+// also by the quantile's leaf, and the leaves are gathered into two lists:
+// at 10M rows that is about a third faster than DuckDB's histogram
 // aggregate. Otherwise the histogram comes back as its keys and counts.
 func (p *Plan) rowAggregate(from string, groups []string, users string, summable bool, where []string) string {
-	var cols []aggCol
-	cols = append(cols, aggCol{users, "__users", addCounts})
+	cut := p.keepsCut()
 	quantile, quantiles := -1, 0
 	for j, a := range p.Query.Aggs {
 		if a.Kind == sandbox.Quantile {
 			quantile, quantiles = j, quantiles+1
 		}
 	}
-	twoLevel := summable && quantiles == 1
+	leaves := summable && quantiles == 1
+	kept, dropped := "", ""
+	if cut {
+		kept, dropped = " FILTER (WHERE __keep)", " FILTER (WHERE NOT __keep)"
+	}
+	// sumOf is the final sum of a partial over the parts that filter (kept,
+	// dropped, or "" for all) selects.
+	sumOf := func(name, filter string, count bool) string {
+		if count {
+			return fmt.Sprintf("coalesce(sum(%s)%s, 0)::BIGINT", name, filter)
+		}
+		return fmt.Sprintf("coalesce(sum(%s)%s, 0)", name, filter)
+	}
+	var cols []aggCol
+	// The rank-1 row is always kept, so the patients' count is that of the
+	// kept part, whether or not it is summable.
+	cols = append(cols, aggCol{expr: users, name: "__users", outer: sumOf("__users", kept, true) + " AS __users"})
 	leaf := func(j int) string {
 		a := p.Query.Aggs[j]
 		width := a.Max - a.Min
@@ -544,12 +568,6 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		}
 		return fmt.Sprintf("least(%d, floor((%s - %s) / %s * %d))::INTEGER", treeLeaves-1,
 			clampSQL(fmt.Sprintf("TRY_CAST(__a%d AS DOUBLE)", j), a.Min, a.Max), num(a.Min), num(width), treeLeaves)
-	}
-	// keep restricts the values to the rows within the bound when rows
-	// beyond it are read for the bias estimates (cut).
-	keep, cut := "", ""
-	if p.rowBound > 0 && p.biasQuantities > 0 && p.rowsCut() {
-		keep, cut = " FILTER (WHERE __keep)", " FILTER (WHERE NOT __keep)"
 	}
 	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
@@ -561,73 +579,93 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		}
 		dlo, dhi := domainOf(a)
 		full := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", dlo, dhi)
+		c, dcn, s, f, q := fmt.Sprintf("__c%d", j), fmt.Sprintf("__dc%d", j), fmt.Sprintf("__s%d", j), fmt.Sprintf("__f%d", j), fmt.Sprintf("__q%d", j)
+		ds0 := fmt.Sprintf("__ds%d", j)
+		// count adds a count of arg's rows: kept as name, cut as __dc.
+		count := func() {
+			cols = append(cols, aggCol{expr: fmt.Sprintf("count(%s)", arg), name: c, outer: sumOf(c, kept, true) + " AS " + c})
+			if dc {
+				cols = append(cols, aggCol{expr: c, name: dcn, inner: true, outer: sumOf(c, dropped, true) + " AS " + dcn})
+			}
+		}
+		// sum adds a sum of v (clamped), and its bias over the domain
+		// (fv) less the kept rows' clamped sum.
+		sum := func(v, fv string) {
+			cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", v), name: s, outer: sumOf(s, kept, false) + " AS " + s})
+			if ds {
+				cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", fv), name: f, inner: true,
+					outer: fmt.Sprintf("%s - %s AS %s", sumOf(f, "", false), sumOf(s, kept, false), ds0)})
+			}
+		}
 		switch a.Kind {
 		case sandbox.Count:
-			cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, keep), fmt.Sprintf("__c%d", j), addCounts})
-			if dc {
-				cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, cut), fmt.Sprintf("__dc%d", j), addCounts})
-			}
+			count()
 		case sandbox.CountUnits:
-			cols = append(cols, aggCol{users, fmt.Sprintf("__c%d", j), addCounts})
+			cols = append(cols, aggCol{expr: users, name: c, outer: sumOf(c, kept, true) + " AS " + c})
 		case sandbox.Sum:
-			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s)%s, 0)", clamped, keep), fmt.Sprintf("__s%d", j), addSums})
-			if ds {
-				// Every row up to the maximum over the domain, less what
-				// the kept rows add clamped.
-				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s), 0) - coalesce(sum(%s)%s, 0)", full, clamped, keep), fmt.Sprintf("__ds%d", j), addSums})
-			}
+			sum(clamped, full)
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
-			cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, keep), fmt.Sprintf("__c%d", j), addCounts})
-			cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s)%s, 0)", clamped, mid, keep), fmt.Sprintf("__s%d", j), addSums})
+			count()
+			sum(clamped+" - "+mid, full+" - "+mid)
 			if a.Kind != sandbox.Avg {
-				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s))%s, 0)", clamped, mid, clamped, mid, keep), fmt.Sprintf("__q%d", j), addSums})
-			}
-			if dc {
-				cols = append(cols, aggCol{fmt.Sprintf("count(%s)%s", arg, cut), fmt.Sprintf("__dc%d", j), addCounts})
-			}
-			if ds {
-				// Every row up to the maximum over the domain, less what
-				// the kept rows add clamped, both about the middle.
-				cols = append(cols, aggCol{fmt.Sprintf("coalesce(sum(%s - %s), 0) - coalesce(sum(%s - %s)%s, 0)", full, mid, clamped, mid, keep), fmt.Sprintf("__ds%d", j), addSums})
+				cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0)", clamped, mid, clamped, mid), name: q, outer: sumOf(q, kept, false) + " AS " + q})
 			}
 		case sandbox.Quantile:
-			if twoLevel {
-				cols = append(cols, aggCol{fmt.Sprintf("count(%s)", arg), "__n", ""})
+			if leaves {
+				cols = append(cols, aggCol{expr: fmt.Sprintf("count(%s)", arg), name: "__n", inner: true})
 				continue
 			}
 			// The leaves come back as two lists: DuckDB computes the
 			// histogram once, and lists are much cheaper than a MAP to
-			// read through the driver.
+			// read through the driver. Split by __keep, the kept part's
+			// lists are the one row of the group where __keep holds.
 			h := fmt.Sprintf("histogram(%s) FILTER (WHERE %s IS NOT NULL)", leaf(j), arg)
-			cols = append(cols, aggCol{fmt.Sprintf("map_keys(%s)", h), fmt.Sprintf("__hk%d", j), ""}, aggCol{fmt.Sprintf("map_values(%s)", h), fmt.Sprintf("__hv%d", j), ""})
+			for _, part := range []struct{ name, fn string }{{fmt.Sprintf("__hk%d", j), "map_keys"}, {fmt.Sprintf("__hv%d", j), "map_values"}} {
+				cols = append(cols, aggCol{expr: fmt.Sprintf("%s(%s)", part.fn, h), name: part.name,
+					outer: fmt.Sprintf("any_value(%s)%s AS %s", part.name, kept, part.name)})
+			}
 		}
 	}
 	if bits := p.unitBits(); bits != "" {
-		cols = append(cols, aggCol{bits, "__bits", "bit_or(%s)"})
+		cols = append(cols, aggCol{expr: bits, name: "__bits", outer: "bit_or(__bits) AS __bits"})
 	}
 	inner := append([]string{}, groups...)
-	if twoLevel {
+	keys := append([]string{}, groups...)
+	if cut {
+		inner = append(inner, "__keep")
+		keys = append(keys, "__keep")
+	}
+	if leaves {
 		inner = append(inner, fmt.Sprintf("CASE WHEN __a%d IS NOT NULL THEN %s END AS __l", quantile, leaf(quantile)))
+		keys = append(keys, "__l")
 	}
 	for _, c := range cols {
+		if c.inner && c.expr == c.name {
+			continue // the final column of a partial computed for another
+		}
 		inner = append(inner, c.expr+" AS "+c.name)
 	}
 	out := fmt.Sprintf("SELECT %s FROM %s", strings.Join(inner, ", "), from)
 	if len(where) > 0 {
 		out += " WHERE " + strings.Join(where, " AND ")
 	}
-	if !twoLevel {
-		return " " + out
+	if len(keys) > 0 {
+		out += " GROUP BY " + strings.Join(keys, ", ")
 	}
-	out += " GROUP BY " + strings.Join(append(append([]string{}, groups...), "__l"), ", ")
 	outer := append([]string{}, groups...)
 	for _, c := range cols {
-		if c.combine != "" {
-			outer = append(outer, fmt.Sprintf(c.combine, c.name)+" AS "+c.name)
+		if c.outer != "" {
+			outer = append(outer, c.outer)
 		}
 	}
-	outer = append(outer, fmt.Sprintf("list(__l ORDER BY __l) FILTER (WHERE __l IS NOT NULL) AS __hk%d", quantile),
-		fmt.Sprintf("list(__n ORDER BY __l) FILTER (WHERE __l IS NOT NULL) AS __hv%d", quantile))
+	if leaves {
+		filter := "__l IS NOT NULL"
+		if cut {
+			filter += " AND __keep"
+		}
+		outer = append(outer, fmt.Sprintf("list(__l ORDER BY __l) FILTER (WHERE %s) AS __hk%d", filter, quantile),
+			fmt.Sprintf("list(__n ORDER BY __l) FILTER (WHERE %s) AS __hv%d", filter, quantile))
+	}
 	return fmt.Sprintf(" SELECT %s FROM (%s)", strings.Join(outer, ", "), out)
 }
 
