@@ -27,8 +27,11 @@
 //     patient, the group keys, the aggregated values) in SQL that bounds
 //     each patient's contribution (at most MaxRows rows in a group, at most
 //     MaxGroups groups, chosen by a salted hash of the patient's own rows
-//     and groups), clamps values to their declared bounds, and computes the
-//     bounded aggregates inside DuckDB. Rows never reach Go.
+//     and groups; when every key has a public list whose combinations are
+//     at most MaxGroups, only rows of listed values are aggregated, which
+//     are the only groups ever released, so no patient can reach more and
+//     none is chosen), clamps values to their declared bounds, and computes
+//     the bounded aggregates inside DuckDB. Rows never reach Go.
 //  2. Release adds noise to each output cell with Google's differential
 //     privacy library (Laplace by default, Gaussian when delta > 0; secure
 //     samplers, never math/rand or SQL random), decides the k rule on a

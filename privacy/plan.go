@@ -724,8 +724,23 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 			}
 		}
 	}
-	from, where := "__partial", ""
-	if p.groupsPerUnit > 1 {
+	from, where, listed := "__partial", "", ""
+	switch {
+	case p.groupsPerUnit > 1 && p.public != nil && p.domain <= p.groupsPerUnit:
+		// Every key has a public list, and the lists make at most MaxGroups
+		// groups: keeping only rows of listed values (the only groups ever
+		// released), no patient can reach more, and no threshold is
+		// needed.
+		var in []string
+		for i, vals := range p.public {
+			quoted := make([]string, len(vals))
+			for k, v := range vals {
+				quoted[k] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+			}
+			in = append(in, fmt.Sprintf("__g%d::VARCHAR IN (%s)", i, strings.Join(quoted, ", ")))
+		}
+		listed = " WHERE " + strings.Join(in, " AND ")
+	case p.groupsPerUnit > 1:
 		// Each (patient, group) pair gets a salted hash; a patient keeps
 		// the pairs whose hash is among their MaxGroups smallest. The
 		// threshold is an aggregate per patient and a hash join, which is
@@ -737,7 +752,7 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 			p.groupsPerUnit, p.groupsPerUnit)
 		where = " WHERE __th IS NULL OR __h <= __th"
 	}
-	out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base GROUP BY %s)", strings.Join(partial, ", "), strings.Join(keys, ", "))
+	out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base%s GROUP BY %s)", strings.Join(partial, ", "), listed, strings.Join(keys, ", "))
 	if bits := p.unitBits(); bits != "" {
 		final = append(final, bits+" AS __bits")
 	}

@@ -47,9 +47,9 @@ func sensitivityHospital(t *testing.T) (*engine.Engine, sandbox.Scope) {
 		`CREATE TABLE s.people AS SELECT range AS patient_id, CASE WHEN range % 2 = 0 THEN 'F' ELSE 'M' END AS sex,
 			(range * 7) % 90 AS age, ['P1', 'P2', 'P3'][range % 3 + 1] AS province, range % 10 = 0 AS hiv FROM range(1, 61)`,
 		`CREATE TABLE s.visits AS
-			SELECT 1 AS patient_id, ['A', 'B', 'C', 'D', 'E', 'F'][i % 6 + 1] AS dept, 1500 + (i * 37) % 501 AS cost, i % 20 AS los FROM range(240) t(i)
-			UNION ALL SELECT p, ['A', 'B', 'C'][(p + i) % 3 + 1], (p * 100 + i * 13) % 1200, (p + i) % 9 FROM range(2, 10) a(p), range(30) b(i) WHERE i < p * 3
-			UNION ALL SELECT p, ['A', 'B', 'C', 'D'][(p + i) % 4 + 1], (p * 17 + i) % 900, i FROM range(10, 61) a(p), range(3) b(i) WHERE i <= p % 3`,
+			SELECT 1 AS patient_id, ['A', 'B', 'C', 'D', 'E', 'F'][i % 6 + 1] AS dept, 1500 + (i * 37) % 501 AS cost, i % 20 AS los, ['X', 'Y', NULL][i % 3 + 1] AS ward FROM range(240) t(i)
+			UNION ALL SELECT p, ['A', 'B', 'C'][(p + i) % 3 + 1], (p * 100 + i * 13) % 1200, (p + i) % 9, ['X', 'Y'][(p + i) % 2 + 1] FROM range(2, 10) a(p), range(30) b(i) WHERE i < p * 3
+			UNION ALL SELECT p, ['A', 'B', 'C', 'D'][(p + i) % 4 + 1], (p * 17 + i) % 900, i, 'X' FROM range(10, 61) a(p), range(3) b(i) WHERE i <= p % 3`,
 	} {
 		if _, err := e.Query(ctx, s, 1); err != nil {
 			t.Fatalf("%v\n%s", err, s)
@@ -76,6 +76,9 @@ func sensitivityHospital(t *testing.T) (*engine.Engine, sandbox.Scope) {
 				{Name: "dept", Role: policy.Attribute, Public: []string{"A", "B", "C", "D", "E", "F"}},
 				{Name: "cost", Role: policy.Attribute, Min: &costMin, Max: &costMax, DomainMin: &costMin, DomainMax: &costTop},
 				{Name: "los", Role: policy.Attribute, Min: &ageMin, Max: &ageMax, MaxDistinct: 20},
+				// As many wards as a patient may reach groups, and rows of
+				// no ward: per-(patient, group) plans need no threshold.
+				{Name: "ward", Role: policy.Attribute, Public: []string{"X", "Y"}},
 			}},
 		},
 		Contribution: policy.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 3, SpecialShare: 0.5,
@@ -109,7 +112,7 @@ func sensitivityCorpus() []string {
 		"visits v JOIN people p ON v.patient_id = p.patient_id AND v.cost < 500",
 	}
 	wheres := []string{"", "p.age > 30", "v.cost > 200", "p.sex = 'F' OR v.dept = 'A'", "ln(CASE WHEN p.age = 42 THEN 0 ELSE 1 END) < 1"}
-	groups := []string{"", "p.sex", "v.dept", "p.age", "p.province, v.dept", "v.los"}
+	groups := []string{"", "p.sex", "v.dept", "p.age", "p.province, v.dept", "v.los", "v.ward"}
 	aggs := []string{"count(*)", "count(DISTINCT p.patient_id)", "sum(v.cost)", "avg(v.cost)", "var_samp(v.cost)", "median(v.cost)", "count(v.cost)", "sum(p.age)"}
 	for _, f := range froms {
 		for _, w := range wheres {
