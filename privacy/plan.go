@@ -508,13 +508,12 @@ func clampSQL(expr string, lo, hi float64) string {
 }
 
 // aggCol is one column of rowAggregate: its partial over rows (expr, named
-// name) and the final column formed from the partials (outer, with its
-// name; none for a partial only read by another's final column). A column
-// with inner set has no partial of its own when expr is another's name.
+// name; none when the final column reads another's partial) and the final
+// column formed from the partials (outer, with its name; none for a
+// partial only read by another's final column).
 type aggCol struct {
 	expr, name string
 	outer      string
-	inner      bool
 }
 
 // keepsCut reports whether the rows beyond the bound, up to cutMax, are
@@ -585,7 +584,7 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		count := func() {
 			cols = append(cols, aggCol{expr: fmt.Sprintf("count(%s)", arg), name: c, outer: sumOf(c, kept, true) + " AS " + c})
 			if dc {
-				cols = append(cols, aggCol{expr: c, name: dcn, inner: true, outer: sumOf(c, dropped, true) + " AS " + dcn})
+				cols = append(cols, aggCol{name: dcn, outer: sumOf(c, dropped, true) + " AS " + dcn})
 			}
 		}
 		// sum adds a sum of v (clamped), and its bias over the domain
@@ -593,7 +592,7 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		sum := func(v, fv string) {
 			cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", v), name: s, outer: sumOf(s, kept, false) + " AS " + s})
 			if ds {
-				cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", fv), name: f, inner: true,
+				cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", fv), name: f,
 					outer: fmt.Sprintf("%s - %s AS %s", sumOf(f, "", false), sumOf(s, kept, false), ds0)})
 			}
 		}
@@ -612,7 +611,7 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 			}
 		case sandbox.Quantile:
 			if leaves {
-				cols = append(cols, aggCol{expr: fmt.Sprintf("count(%s)", arg), name: "__n", inner: true})
+				cols = append(cols, aggCol{expr: fmt.Sprintf("count(%s)", arg), name: "__n"})
 				continue
 			}
 			// The leaves come back as two lists: DuckDB computes the
@@ -640,10 +639,9 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		keys = append(keys, "__l")
 	}
 	for _, c := range cols {
-		if c.inner && c.expr == c.name {
-			continue // the final column of a partial computed for another
+		if c.expr != "" {
+			inner = append(inner, c.expr+" AS "+c.name)
 		}
-		inner = append(inner, c.expr+" AS "+c.name)
 	}
 	out := fmt.Sprintf("SELECT %s FROM %s", strings.Join(inner, ", "), from)
 	if len(where) > 0 {
