@@ -32,6 +32,10 @@ type tree struct {
 	noisy [treeLevels][]float64
 	drawn [treeLevels][]bool
 	noise func(l, i int) float64
+	// once is set on a resampled tree, read by one descent that reads
+	// each node at most once: its nodes are not kept, so simulating an
+	// interval allocates nothing per draw.
+	once bool
 }
 
 func newTree(leaves map[int]float64, noisy func(float64) float64) *tree {
@@ -59,6 +63,9 @@ func newTree(leaves map[int]float64, noisy func(float64) float64) *tree {
 
 // node is the noisy count of node i of level l.
 func (t *tree) node(l, i int) float64 {
+	if t.once {
+		return t.noise(l, i)
+	}
 	if t.drawn[l] == nil {
 		t.drawn[l] = make([]bool, len(t.exact[l]))
 		t.noisy[l] = make([]float64, len(t.exact[l]))
@@ -71,9 +78,10 @@ func (t *tree) node(l, i int) float64 {
 }
 
 // resampled is a tree whose nodes are t's noisy nodes with fresh noise
-// added, for simulating the spread of the released quantile.
+// added, for simulating the spread of the released quantile with one
+// descent.
 func (t *tree) resampled(draw func() float64) *tree {
-	out := &tree{exact: t.exact}
+	out := &tree{exact: t.exact, once: true}
 	out.noise = func(l, i int) float64 { return t.node(l, i) + draw() }
 	return out
 }
