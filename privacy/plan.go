@@ -458,7 +458,7 @@ func (p *Plan) sql(salt uint32) string {
 		// package comment). A federated share releases the count, which must
 		// then be exact: the rank-1 row may be filtered out, or in another
 		// group.
-		users, summable := "count_if(__rk = 1)", true
+		users, summable := "count_if(__rk = 1)::BIGINT", true
 		if p.releasesUsers && (p.groupsPerUnit > 1 || q.Filtered) {
 			users, summable = "count(DISTINCT __pu)", false
 		}
@@ -485,7 +485,7 @@ func (p *Plan) sql(salt uint32) string {
 			where = append(where, fmt.Sprintf("__gr <= %d", p.groupsPerUnit))
 		}
 		fmt.Fprintf(&b, ", __ranked AS (SELECT *, %s FROM __base)", strings.Join(windows, ", "))
-		b.WriteString(p.rowAggregate("__ranked", groups, "count_if(__rn = 1)", true, where))
+		b.WriteString(p.rowAggregate("__ranked", groups, "count_if(__rn = 1)::BIGINT", true, where))
 	}
 	if gl != "" {
 		fmt.Fprintf(&b, " GROUP BY %s", gl)
@@ -514,6 +514,7 @@ func clampSQL(expr string, lo, hi float64) string {
 type aggCol struct {
 	expr, name string
 	outer      string
+	direct     string // in the one-level form, the final column when it is not expr itself
 }
 
 // keepsCut reports whether the rows beyond the bound, up to cutMax, are
@@ -525,15 +526,16 @@ func (p *Plan) keepsCut() bool {
 // rowAggregate aggregates bounded rows directly. Users is the patient count
 // per group; summable says whether counts of parts add up to it.
 //
-// It aggregates in two levels: partials by group and, when rows beyond the
-// bound are read for the bias estimates (keepsCut), by __keep, then the
+// When rows beyond the bound are read for the bias estimates (keepsCut),
+// it aggregates in two levels: partials by group and by __keep, then the
 // final columns by group, the values from the kept part and the bias
 // estimates from both (a FILTER clause on every aggregate costs DuckDB
-// more than a group key, and the second level reads a row or two per
-// group). With one quantile and a summable patient count, the partials are
-// also by the quantile's leaf, and the leaves are gathered into two lists:
-// at 10M rows that is about a third faster than DuckDB's histogram
-// aggregate. Otherwise the histogram comes back as its keys and counts.
+// more than a group key, and the second level reads two rows per group).
+// With one quantile and a summable patient count, the partials are also by
+// the quantile's leaf, and the leaves are gathered into two lists: at 10M
+// rows that is about a third faster than DuckDB's histogram aggregate.
+// Otherwise one level does, the histogram coming back as its keys and
+// counts.
 func (p *Plan) rowAggregate(from string, groups []string, users string, summable bool, where []string) string {
 	cut := p.keepsCut()
 	quantile, quantiles := -1, 0
@@ -593,7 +595,8 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 			cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", v), name: s, outer: sumOf(s, kept, false) + " AS " + s})
 			if ds {
 				cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", fv), name: f,
-					outer: fmt.Sprintf("%s - %s AS %s", sumOf(f, "", false), sumOf(s, kept, false), ds0)})
+					outer:  fmt.Sprintf("%s - %s AS %s", sumOf(f, "", false), sumOf(s, kept, false), ds0),
+					direct: fmt.Sprintf("coalesce(sum(%s), 0) - coalesce(sum(%s), 0) AS %s", fv, v, ds0)})
 			}
 		}
 		switch a.Kind {
@@ -638,14 +641,23 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		inner = append(inner, fmt.Sprintf("CASE WHEN __a%d IS NOT NULL THEN %s END AS __l", quantile, leaf(quantile)))
 		keys = append(keys, "__l")
 	}
+	// Without a split by __keep or by leaf, one level does: each final
+	// column is its partial (or its direct form).
+	oneLevel := !cut && !leaves
 	for _, c := range cols {
-		if c.expr != "" {
+		switch {
+		case oneLevel && c.direct != "":
+			inner = append(inner, c.direct)
+		case c.expr != "":
 			inner = append(inner, c.expr+" AS "+c.name)
 		}
 	}
 	out := fmt.Sprintf("SELECT %s FROM %s", strings.Join(inner, ", "), from)
 	if len(where) > 0 {
 		out += " WHERE " + strings.Join(where, " AND ")
+	}
+	if oneLevel {
+		return " " + out
 	}
 	if len(keys) > 0 {
 		out += " GROUP BY " + strings.Join(keys, ", ")
