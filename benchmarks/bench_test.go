@@ -68,7 +68,7 @@ func BenchmarkGatewayVsDuckDB(b *testing.B) {
 		// New waits for the encounters' hidden row rank, which a gateway
 		// builds in the background as it loads them: it is part of
 		// loading the data, not of answering a query.
-		env := apitest.New(b, apitest.Options{Patients: sz.patients, Epsilon: 100, Delta: 1e-4, Timeout: 10 * time.Minute})
+		env := apitest.New(b, apitest.Options{Patients: sz.patients, Unchecked: true, Epsilon: 100, Delta: 1e-4, Timeout: 10 * time.Minute})
 		for _, q := range queries {
 			b.Run(sz.name+"/"+q.name, func(b *testing.B) {
 				ctx := context.Background()
@@ -111,7 +111,7 @@ func BenchmarkSmallQueriesQPS(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			// Each query spends delta 1e-8 on its noisy k rule: the
 			// grant's delta must pay for every iteration.
-			env := apitest.New(b, apitest.Options{Patients: 20000, Epsilon: 100, Delta: 1e-8 * float64(b.N+1) * 1.01})
+			env := apitest.New(b, apitest.Options{Patients: 20000, Unchecked: true, Epsilon: 100, Delta: 1e-8 * float64(b.N+1) * 1.01})
 			var next atomic.Int64
 			lat := make([]time.Duration, b.N)
 			b.ResetTimer()
@@ -187,8 +187,8 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // without the audit log, the quota tracker and the detectors, and reports
 // the ratio of their latencies.
 func BenchmarkAuditAndQuotaOverhead(b *testing.B) {
-	full := apitest.New(b, apitest.Options{Patients: 250000, Epsilon: 100})
-	bare := apitest.New(b, apitest.Options{Patients: 250000, Epsilon: 100, Bare: true})
+	full := apitest.New(b, apitest.Options{Patients: 250000, Unchecked: true, Epsilon: 100})
+	bare := apitest.New(b, apitest.Options{Patients: 250000, Unchecked: true, Epsilon: 100, Bare: true})
 	if status, err := full.Do("POST", "/v1/quota/risk-assessments", "approver", map[string]any{"dataset": "demo_hospital", "threshold": 1.0, "reference": "bench"}, nil); err != nil || status != 200 {
 		b.Fatalf("risk assessment: %d %v", status, err)
 	}
