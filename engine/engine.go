@@ -118,7 +118,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{db: db, connector: connector, guard: newGuard(limit, processRSS),
-		tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}}}
+		tables: tables{ranks: map[string]*rankState{}, loading: map[string]int{}, types: map[string]map[string]string{}}}
 	e.closing, e.stop = context.WithCancel(context.Background())
 	if e.serialize, err = db.PrepareContext(ctx, "SELECT json_serialize_sql($1::VARCHAR)::VARCHAR"); err == nil {
 		e.deserialize, err = db.PrepareContext(ctx, "SELECT json_deserialize_sql($1::JSON)")

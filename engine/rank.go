@@ -39,6 +39,8 @@ type rankState struct {
 type tables struct {
 	ranks   map[string]*rankState
 	loading map[string]int
+	types   map[string]map[string]string // ColumnTypes, until the table changes
+	changes int                          // counts forget calls, so that types read across one are not kept
 }
 
 func tableKey(dataset, table string) string {
@@ -61,6 +63,8 @@ func (e *Engine) forget(key string, loading int) {
 			}
 		}
 		delete(e.tables.ranks, key)
+		delete(e.tables.types, key)
+		e.tables.changes++
 		e.tables.loading[key] += loading
 		e.mu.Unlock()
 		return
@@ -205,4 +209,47 @@ func (e *Engine) dropRank(ctx context.Context, dataset, table string) error {
 		return fmt.Errorf("drop the rank of %s.%s: %w", dataset, table, err)
 	}
 	return nil
+}
+
+// ColumnTypes is the DuckDB type of each column of dataset.table as it is
+// loaded now, by lower-case column name (the hidden rank left out), or
+// nil when there is no such table. It is read once per load of the table.
+// The sandbox decides from it which filters cannot fail on any row, so it
+// is the engine's own, never what a policy or manifest says.
+func (e *Engine) ColumnTypes(ctx context.Context, dataset, table string) (map[string]string, error) {
+	key := tableKey(dataset, table)
+	e.mu.Lock()
+	t, ok := e.tables.types[key]
+	changes := e.tables.changes
+	e.mu.Unlock()
+	if ok {
+		return t, nil
+	}
+	rows, err := e.db.QueryContext(ctx, "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2", dataset, table)
+	if err != nil {
+		return nil, fmt.Errorf("column types of %s.%s: %w", dataset, table, err)
+	}
+	t = map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("column types of %s.%s: %w", dataset, table, err)
+		}
+		if !policy.Reserved(name) {
+			t[strings.ToLower(name)] = typ
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("column types of %s.%s: %w", dataset, table, err)
+	}
+	if len(t) == 0 {
+		return nil, nil
+	}
+	e.mu.Lock()
+	if e.tables.loading[key] == 0 && e.tables.changes == changes {
+		e.tables.types[key] = t
+	}
+	e.mu.Unlock()
+	return t, nil
 }

@@ -313,9 +313,8 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 }
 
 // fillTypes records, for each column of t, the type the engine loaded it
-// as, whatever the manifest said: researchers see it, and the sandbox
-// decides from it which predicates cannot fail on any row (and so need no
-// TRY), so it must be the table's own.
+// as, whatever the manifest said, so that researchers see the table's own
+// types. (The sandbox reads the engine's types itself.)
 func (r *Registrar) fillTypes(ctx context.Context, dataset string, t *policy.Table) error {
 	res, err := r.Engine.Query(ctx, fmt.Sprintf(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = '%s' AND table_name = '%s'`,
 		strings.ReplaceAll(dataset, "'", "''"), strings.ReplaceAll(t.Name, "'", "''")), 10000)

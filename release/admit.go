@@ -46,6 +46,14 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 	// the query is analysed once over all their datasets, and the columns
 	// it reads are then checked against the chosen grant's.
 	scope := scopeOf(live, datasets)
+	for i, src := range scope.Sources {
+		// The engine's own types decide which filters need no TRY; they
+		// are part of the analysis cache's key, so a reload that changes
+		// them is analysed afresh.
+		if scope.Sources[i].Types, err = s.cfg.Engine.ColumnTypes(ctx, src.Dataset, src.Table.Name); err != nil {
+			return nil, fault.Wrap(fault.Unavailable, err, "the engine could not read the tables' columns")
+		}
+	}
 	q, err := s.analyses.analyze(ctx, s.cfg.Engine, sqlText, live, scope)
 	if err != nil {
 		return nil, err

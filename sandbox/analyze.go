@@ -46,6 +46,11 @@ type Source struct {
 	// Columns, when not nil, is the set of lower-case column names the
 	// researcher's grant covers; other columns are out of scope.
 	Columns map[string]bool
+	// Types is the engine's type of each column as loaded (lower-case
+	// names, engine.ColumnTypes). The sandbox leaves a WHERE conjunct
+	// without TRY only when these types say it cannot fail; without them
+	// every conjunct keeps its TRY.
+	Types map[string]string
 }
 
 // Scope is what a researcher's grant lets a query see.

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -44,15 +45,18 @@ func conjuncts(n node) []node {
 }
 
 // A kind is what a value can be compared with without a cast that can
-// fail: numbers with numbers, strings with strings, dates and timestamps
-// with each other, booleans with booleans. "" is unknown.
+// fail: numbers with numbers, strings with strings, dates with dates,
+// timestamps with timestamps (DuckDB casts a date column to a timestamp
+// row by row, which fails past the timestamp's range), booleans with
+// booleans. "" is unknown.
 type kind string
 
 const (
-	kNumber kind = "number"
-	kString kind = "string"
-	kTime   kind = "time"
-	kBool   kind = "bool"
+	kNumber    kind = "number"
+	kString    kind = "string"
+	kDate      kind = "date"
+	kTimestamp kind = "timestamp"
+	kBool      kind = "bool"
 )
 
 // cannotFail reports whether a predicate can fail on no row: a boolean
@@ -60,8 +64,8 @@ const (
 // its kind (or of two columns of one kind); IS [NOT] NULL of a column; and
 // AND, OR and NOT of those. Anything else (arithmetic, functions, casts of
 // columns, a string compared with a number, which DuckDB casts row by row)
-// is kept under TRY. Column kinds come from the types the registration
-// recorded from the loaded table (ingest fills and corrects them).
+// is kept under TRY. Column kinds come from the engine's types of the
+// loaded table (Source.Types), never from a policy.
 func (a *analyzer) cannotFail(n node) bool {
 	switch str(n, "class") {
 	case "COLUMN_REF":
@@ -128,11 +132,11 @@ var (
 func (a *analyzer) kindOf(n node) kind {
 	switch str(n, "class") {
 	case "COLUMN_REF":
-		c, _, err := a.resolve(strs(n, "column_names"), "WHERE")
-		if err != nil {
+		c, i, err := a.resolve(strs(n, "column_names"), "WHERE")
+		if err != nil || i < 0 {
 			return ""
 		}
-		return columnKind(c.Type)
+		return columnKind(a.refs[i].src.Types[strings.ToLower(c.Name)])
 	case "CONSTANT":
 		v := obj(n, "value")
 		if v == nil || v["is_null"] == true {
@@ -171,31 +175,42 @@ func (a *analyzer) kindOf(n node) kind {
 		switch str(obj(n, "cast_type"), "id") {
 		case "DATE":
 			if _, err := time.Parse("2006-01-02", text); err == nil && dateText.MatchString(text) {
-				return kTime
+				return kDate
 			}
 		case "TIMESTAMP":
 			if _, err := time.Parse("2006-01-02 15:04:05", strings.Replace(text, "T", " ", 1)); err == nil && timestampText.MatchString(text) {
-				return kTime
+				return kTimestamp
 			}
 		}
 	}
 	return ""
 }
 
-// columnKind is the kind of a column of DuckDB type t. Unsigned integers
-// are left out: compared with a negative constant, DuckDB may cast them to
-// a signed type they overflow.
+// columnKind is the kind of a column of DuckDB type t. Left out: unsigned
+// integers (compared with a negative constant, DuckDB may cast them to a
+// signed type they overflow), HUGEINT and decimals wider than 18 digits
+// (the common type with a constant's scale can be too narrow for the
+// column's values, and DuckDB casts the column row by row). Every number
+// kind left has at most 19 digits, and constants at most 18, so a common
+// decimal type fits in DuckDB's 38.
 func columnKind(t string) kind {
 	t = strings.ToUpper(strings.TrimSpace(t))
 	switch {
-	case t == "TINYINT" || t == "SMALLINT" || t == "INTEGER" || t == "BIGINT" || t == "HUGEINT" ||
+	case t == "TINYINT" || t == "SMALLINT" || t == "INTEGER" || t == "BIGINT" ||
 		t == "INT" || t == "INT2" || t == "INT4" || t == "INT8" ||
-		t == "FLOAT" || t == "REAL" || t == "DOUBLE" || strings.HasPrefix(t, "DECIMAL"):
+		t == "FLOAT" || t == "REAL" || t == "DOUBLE":
 		return kNumber
+	case strings.HasPrefix(t, "DECIMAL"):
+		var w, sc int
+		if n, _ := fmt.Sscanf(t, "DECIMAL(%d,%d)", &w, &sc); n == 2 && w <= 18 {
+			return kNumber
+		}
 	case t == "VARCHAR" || t == "TEXT" || t == "STRING":
 		return kString
-	case t == "DATE" || t == "TIMESTAMP":
-		return kTime
+	case t == "DATE":
+		return kDate
+	case t == "TIMESTAMP":
+		return kTimestamp
 	case t == "BOOLEAN" || t == "BOOL":
 		return kBool
 	}
