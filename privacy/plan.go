@@ -503,8 +503,12 @@ func (p *Plan) groupsAtMost() int64 {
 	return max(1, p.Query.GroupBound)
 }
 
+// clampSQL clamps expr to [lo, hi], keeping NULL as NULL (DuckDB's least
+// and greatest skip NULL arguments, so least(greatest(NULL, lo), hi) would
+// be lo, a value for a row that has none; and the CASE is faster too).
+// NaN, which DuckDB orders above every number, becomes hi.
 func clampSQL(expr string, lo, hi float64) string {
-	return fmt.Sprintf("least(greatest(%s, %s), %s)", expr, num(lo), num(hi))
+	return fmt.Sprintf("CASE WHEN %s < %s THEN %s WHEN %s > %s THEN %s ELSE %s END", expr, num(lo), num(lo), expr, num(hi), num(hi), expr)
 }
 
 // aggCol is one column of rowAggregate: its partial over rows (expr, named
