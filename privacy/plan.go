@@ -384,7 +384,7 @@ func (p *Plan) unitBits() string {
 		// Every patient whose rows are aggregated has exactly one row of
 		// rank 1 among them: setting one bit per patient is enough.
 		filter = " FILTER (WHERE __rk = 1)"
-	case p.rowBound > 0 && p.biasQuantities > 0 && p.rowsCut():
+	case p.keepsCut():
 		// A filter may leave out the rank-1 row; the rows past the bound
 		// feed only the bias estimates.
 		filter = " FILTER (WHERE __keep)"

@@ -289,7 +289,17 @@ func (a *analyzer) unitEquality(c node, first, mid int) (l, r policy.Column, ok 
 	}
 	left := func(i int) bool { return i >= first && i < mid }
 	right := func(i int) bool { return i >= mid }
+	lc.Type, rc.Type = a.typeOf(lr, lc), a.typeOf(rr, rc)
 	return lc, rc, (left(lr) && right(rr)) || (right(lr) && left(rr))
+}
+
+// typeOf is column c's type in the table of refs[i]: the engine's as
+// loaded when the scope has it, else what the policy records.
+func (a *analyzer) typeOf(i int, c policy.Column) string {
+	if t := a.refs[i].src.Types[strings.ToLower(c.Name)]; t != "" {
+		return t
+	}
+	return c.Type
 }
 
 // sameUnitType refuses a unit equality between columns of different kinds
