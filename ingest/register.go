@@ -316,16 +316,9 @@ func (r *Registrar) Register(ctx context.Context, m Manifest, steward string, pr
 // as, whatever the manifest said, so that researchers see the table's own
 // types. (The sandbox reads the engine's types itself.)
 func (r *Registrar) fillTypes(ctx context.Context, dataset string, t *policy.Table) error {
-	res, err := r.Engine.Query(ctx, fmt.Sprintf(`SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = '%s' AND table_name = '%s'`,
-		strings.ReplaceAll(dataset, "'", "''"), strings.ReplaceAll(t.Name, "'", "''")), 10000)
+	types, err := r.Engine.ColumnTypes(ctx, dataset, t.Name)
 	if err != nil {
 		return fmt.Errorf("read column types of %s.%s: %w", dataset, t.Name, err)
-	}
-	types := map[string]string{}
-	for _, row := range res.Rows {
-		name, _ := row[0].(string)
-		typ, _ := row[1].(string)
-		types[strings.ToLower(name)] = typ
 	}
 	for j, c := range t.Columns {
 		if typ := types[strings.ToLower(c.Name)]; typ != "" {

@@ -237,6 +237,23 @@ func TestHeavyPatientsKeepTheirMean(t *testing.T) {
 	}
 }
 
+// engineWith opens an engine, closed when t ends, and runs stmts on it:
+// the small hospitals the tests build.
+func engineWith(t *testing.T, cfg engine.Config, stmts ...string) *engine.Engine {
+	t.Helper()
+	e, err := engine.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	for _, s := range stmts {
+		if _, err := e.Query(context.Background(), s, 1); err != nil {
+			t.Fatalf("%v\n%s", err, s)
+		}
+	}
+	return e
+}
+
 // planFor analyses sql in scope and plans it at cost.
 func planFor(t *testing.T, e *engine.Engine, sql string, scope sandbox.Scope, cost privacy.Cost) *privacy.Plan {
 	t.Helper()

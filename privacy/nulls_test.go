@@ -1,7 +1,6 @@
 package privacy_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/hospital/gateway/engine"
@@ -14,23 +13,12 @@ import (
 // nothing to a sum or a mean (and is not counted), as in SQL; clamping must
 // not turn it into the lower bound.
 func TestNullValuesAddNothing(t *testing.T) {
-	ctx := context.Background()
-	e, err := engine.Open(ctx, engine.Config{MemoryLimit: "512MB", Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	for _, s := range []string{
+	e := engineWith(t, engine.Config{MemoryLimit: "512MB", Threads: 1},
 		"CREATE SCHEMA s",
 		// 20 patients aged 50, 10 of unknown age, one visit each of 50
 		// yuan or of no recorded cost.
 		"CREATE TABLE s.people AS SELECT i::BIGINT AS patient_id, CASE WHEN i < 20 THEN 50 END AS age FROM range(30) t(i)",
-		"CREATE TABLE s.visits AS SELECT i::BIGINT AS patient_id, CASE WHEN i < 20 THEN 50.0 END AS cost FROM range(30) t(i)",
-	} {
-		if _, err := e.Query(ctx, s, 10); err != nil {
-			t.Fatal(err)
-		}
-	}
+		"CREATE TABLE s.visits AS SELECT i::BIGINT AS patient_id, CASE WHEN i < 20 THEN 50.0 END AS cost FROM range(30) t(i)")
 	lo, hi := 10.0, 90.0
 	pol := policy.Policy{Tables: []policy.Table{
 		{Name: "people", OneRowPerUnit: true, Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "age", Role: policy.Attribute, Min: &lo, Max: &hi}}},

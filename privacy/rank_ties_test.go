@@ -18,21 +18,11 @@ import (
 // with or without other patients, never DuckDB's choice among ties.
 func TestFilteredRankKeepsRankedRows(t *testing.T) {
 	ctx := context.Background()
-	e, err := engine.Open(ctx, engine.Config{MemoryLimit: "1GB", Threads: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	for _, s := range []string{
+	e := engineWith(t, engine.Config{MemoryLimit: "1GB", Threads: 2},
 		"CREATE SCHEMA s",
 		// Patient 1 has 70,000 visits, 1,000 of them flagged, some ranked
 		// at the cap; 19,998 others have 5 flagged visits each.
-		"CREATE TABLE s.visits AS SELECT 1::BIGINT AS patient_id, i::DOUBLE AS cost, i % 70 = 0 AS flag FROM range(70000) t(i) UNION ALL SELECT p, i, true FROM range(2, 20000) a(p), range(5) b(i)",
-	} {
-		if _, err := e.Query(ctx, s, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
+		"CREATE TABLE s.visits AS SELECT 1::BIGINT AS patient_id, i::DOUBLE AS cost, i % 70 = 0 AS flag FROM range(70000) t(i) UNION ALL SELECT p, i, true FROM range(2, 20000) a(p), range(5) b(i)")
 	if err := e.RankRows(ctx, "s", "visits", "patient_id"); err != nil {
 		t.Fatal(err)
 	}

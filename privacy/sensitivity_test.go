@@ -37,24 +37,14 @@ import (
 func sensitivityHospital(t *testing.T) (*engine.Engine, sandbox.Scope) {
 	t.Helper()
 	ctx := context.Background()
-	e, err := engine.Open(ctx, engine.Config{MemoryLimit: "512MB", Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	for _, s := range []string{
+	e := engineWith(t, engine.Config{MemoryLimit: "512MB", Threads: 1},
 		"CREATE SCHEMA IF NOT EXISTS s",
 		`CREATE TABLE s.people AS SELECT range AS patient_id, CASE WHEN range % 2 = 0 THEN 'F' ELSE 'M' END AS sex,
 			(range * 7) % 90 AS age, ['P1', 'P2', 'P3'][range % 3 + 1] AS province, range % 10 = 0 AS hiv FROM range(1, 61)`,
 		`CREATE TABLE s.visits AS
 			SELECT 1 AS patient_id, ['A', 'B', 'C', 'D', 'E', 'F'][i % 6 + 1] AS dept, 1500 + (i * 37) % 501 AS cost, i % 20 AS los, ['X', 'Y', NULL][i % 3 + 1] AS ward FROM range(240) t(i)
 			UNION ALL SELECT p, ['A', 'B', 'C'][(p + i) % 3 + 1], (p * 100 + i * 13) % 1200, (p + i) % 9, ['X', 'Y'][(p + i) % 2 + 1] FROM range(2, 10) a(p), range(30) b(i) WHERE i < p * 3
-			UNION ALL SELECT p, ['A', 'B', 'C', 'D'][(p + i) % 4 + 1], (p * 17 + i) % 900, i, 'X' FROM range(10, 61) a(p), range(3) b(i) WHERE i <= p % 3`,
-	} {
-		if _, err := e.Query(ctx, s, 1); err != nil {
-			t.Fatalf("%v\n%s", err, s)
-		}
-	}
+			UNION ALL SELECT p, ['A', 'B', 'C', 'D'][(p + i) % 4 + 1], (p * 17 + i) % 900, i, 'X' FROM range(10, 61) a(p), range(3) b(i) WHERE i <= p % 3`)
 	if err := e.RankRows(ctx, "s", "visits", "patient_id"); err != nil {
 		t.Fatal(err)
 	}

@@ -23,11 +23,6 @@ import (
 func unitTypesHospital(t *testing.T, without bool) *engine.Engine {
 	t.Helper()
 	ctx := context.Background()
-	e, err := engine.Open(ctx, engine.Config{MemoryLimit: "256MB", Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
 	stmts := []string{
 		"CREATE SCHEMA s",
 		// people: VARCHAR ids '1'..'30', and '07', a distinct unit string.
@@ -38,11 +33,7 @@ func unitTypesHospital(t *testing.T, without bool) *engine.Engine {
 	if without { // the neighbour: no patient 7 (unit 7 in every table)
 		stmts = append(stmts, "DELETE FROM s.visits WHERE patient_id = 7", "DELETE FROM s.people WHERE patient_id = '7'")
 	}
-	for _, s := range stmts {
-		if _, err := e.Query(ctx, s, 1); err != nil {
-			t.Fatalf("%v\n%s", err, s)
-		}
-	}
+	e := engineWith(t, engine.Config{MemoryLimit: "256MB", Threads: 1}, stmts...)
 	if err := e.RankRows(ctx, "s", "visits", "patient_id"); err != nil {
 		t.Fatal(err)
 	}
