@@ -36,6 +36,8 @@ func TestIntervalsHoldTheTruth(t *testing.T) {
 		{"SELECT p.sex, median(e.cost_yuan) AS v FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.sex", 0},
 		{"SELECT department, count(*) AS v FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department", 0},
 		{"SELECT department, sum(cost_yuan) AS v FROM encounters WHERE length_of_stay_days > 3 GROUP BY department", 0},
+		{"SELECT department, median(cost_yuan) AS v FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department", 0},
+		{"SELECT department, quantile_cont(length_of_stay_days, 0.9) AS v FROM encounters GROUP BY department", 0},
 	}
 	const rounds = 8
 	held, cells := 0, 0

@@ -177,8 +177,11 @@
 //     released.
 //   - Intervals, noise scales, bias estimates and flags (privacy.columns,
 //     privacy.contribution, and the per-cell intervals, bias and flags of
-//     Answer): functions of epsilon, delta and the declared bounds, or
-//     simulations around released noisy values, clamped to the domain
+//     Answer): functions of epsilon, delta and the declared bounds,
+//     simulations around released noisy values, or, for quantiles, a test
+//     of ranks inverted over the noisy tree's nodes (quantile.go: the nodes
+//     it reads are noised like every node of the tree, whose release the
+//     epsilon of each level already pays for), clamped to the domain
 //     (post-processing). The chosen bound is a function of the noisy
 //     histogram above.
 //   - A dry run: the cost and the expected noise of the plan, from the SQL,

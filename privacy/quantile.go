@@ -14,7 +14,8 @@ import (
 // descending from the root, at each node choosing the child where the noisy
 // cumulative count reaches the wanted share. Noise on empty ranges then only distorts
 // the choice among 16 siblings, not the whole range, which is what makes a
-// flat noisy histogram useless for skewed data.
+// flat noisy histogram useless for skewed data. The interval of a quantile
+// comes from the same noisy tree (see interval).
 const (
 	treeBranching = 16
 	treeLevels    = 3
@@ -32,10 +33,6 @@ type tree struct {
 	noisy [treeLevels][]float64
 	drawn [treeLevels][]bool
 	noise func(l, i int) float64
-	// once is set on a resampled tree, read by one descent that reads
-	// each node at most once: its nodes are not kept, so simulating an
-	// interval allocates nothing per draw.
-	once bool
 }
 
 func newTree(leaves map[int]float64, noisy func(float64) float64) *tree {
@@ -63,9 +60,6 @@ func newTree(leaves map[int]float64, noisy func(float64) float64) *tree {
 
 // node is the noisy count of node i of level l.
 func (t *tree) node(l, i int) float64 {
-	if t.once {
-		return t.noise(l, i)
-	}
 	if t.drawn[l] == nil {
 		t.drawn[l] = make([]bool, len(t.exact[l]))
 		t.noisy[l] = make([]float64, len(t.exact[l]))
@@ -75,15 +69,6 @@ func (t *tree) node(l, i int) float64 {
 		t.drawn[l][i] = true
 	}
 	return t.noisy[l][i]
-}
-
-// resampled is a tree whose nodes are t's noisy nodes with fresh noise
-// added, for simulating the spread of the released quantile with one
-// descent.
-func (t *tree) resampled(draw func() float64) *tree {
-	out := &tree{exact: t.exact, once: true}
-	out.noise = func(l, i int) float64 { return t.node(l, i) + draw() }
-	return out
 }
 
 // quantile descends the tree to a's quantile.
@@ -127,4 +112,100 @@ func (t *tree) quantile(a sandbox.Agg) float64 {
 		frac = 0.5
 	}
 	return clamp(a.Min+(float64(lo)+frac)/treeLeaves*(a.Max-a.Min), a.Min, a.Max)
+}
+
+// Intervals of a tree quantile invert a test on ranks rather than
+// simulating the descent around the released tree. Redrawing noise around
+// released nodes assumes they are the truth, which fails exactly where
+// intervals matter: when noise rivals a group's count, the descent is
+// drawn towards the middle of the range and so is every redrawn descent,
+// and the interval held the exact median in about 40% of groups.
+//
+// For a leaf boundary b, the noisy count of values below b is the sum of
+// the fewest nodes covering [0, b) (whole nodes of level 0, then of level 1
+// within the next level-0 node, then leaves), and the noisy total is the
+// sum of level 0. D(b) = below(b) - q*total is then unbiased for the exact
+// difference, whatever the data, with variance v*((1-q)^2*k0 + q^2*(16-k0)
+// + k1 + k2) for k0, k1, k2 nodes of each level below b and v each node's
+// noise variance. The exact quantile's leaf starts at the last boundary b*
+// whose exact difference is at most 0. The lower end is found level by
+// level: at level 0, the first node whose end is not confidently below the
+// quantile (D + z*sd >= 0); within it, the first level-1 node likewise;
+// then the first leaf. It can pass b* only if the one boundary after b* at
+// some level is rejected while its exact difference is positive: at most
+// three one-sided tests, so each takes alpha/3. The upper end is the
+// mirror, counting from the right. Only nodes of the searched ranges are
+// read, most of them already read by the descent: at most 30 more a side,
+// noised like the rest (the release already accounts for every node of
+// the tree), so the interval is post-processing of the noisy tree.
+
+// quantileAlpha is the one-sided error of each of the three tests of an
+// interval's end: with both ends, the interval misses the exact quantile
+// (of the bounded, clamped rows) with probability at most 5%.
+const quantileAlpha = 0.025 / treeLevels
+
+// quantileZ is the normal quantile for quantileAlpha, rounded up for the
+// tails of Laplace sums, which are heavier than normal for a handful of
+// terms: every difference sums at least the 16 level-0 nodes.
+const quantileZ = 2.5
+
+// interval is the range of values that holds a's exact quantile with
+// probability at least 95%, given the variance of each node's noise.
+func (t *tree) interval(a sandbox.Agg, variance float64) (lo, hi float64) {
+	var level0 [treeBranching]float64
+	total := 0.0
+	for i := range level0 {
+		level0[i] = t.node(0, i)
+		total += level0[i]
+	}
+	leaf := (a.Max - a.Min) / treeLeaves
+	lo = a.Min + float64(t.lowerEnd(level0, total, a.Q, variance, false))*leaf
+	hi = a.Max - float64(t.lowerEnd(level0, total, 1-a.Q, variance, true))*leaf
+	return lo, hi
+}
+
+// lowerEnd is the first leaf of the interval's lower end for quantile q.
+// Mirrored, it reads the tree from the right: the lower end of quantile
+// 1-q from the right is the upper end of q, as a count of leaves from the
+// right end. The count below a boundary is summed from the level's start
+// (from its end, mirrored), so each side reads only the nodes up to the
+// one it picks at each level.
+func (t *tree) lowerEnd(level0 [treeBranching]float64, total, q, variance float64, mirror bool) int {
+	at := func(l, i int) float64 {
+		if mirror {
+			i = len(t.exact[l]) - 1 - i
+		}
+		if l == 0 {
+			return level0[i]
+		}
+		return t.node(l, i)
+	}
+	// sd is the standard deviation of below(b) - q*total, b summed from
+	// its fewest nodes.
+	sd := func(b int) float64 {
+		k0 := b / (treeLeaves / treeBranching)
+		k1 := b / treeBranching % treeBranching
+		k2 := b % treeBranching
+		n := (1-q)*(1-q)*float64(k0) + q*q*float64(treeBranching-k0) + float64(k1+k2)
+		return math.Sqrt(n * variance)
+	}
+	start, below, width := 0, 0.0, treeLeaves
+	for l := 0; l < treeLevels; l++ {
+		width /= treeBranching
+		first := start / width
+		// The first child whose end is not confidently below the
+		// quantile; the last child ends where its parent, picked at the
+		// level above, does.
+		pick := treeBranching - 1
+		for j := 0; j < treeBranching-1; j++ {
+			c := at(l, first+j)
+			if below+c-q*total+quantileZ*sd(start+(j+1)*width) >= 0 {
+				pick = j
+				break
+			}
+			below += c
+		}
+		start += pick * width
+	}
+	return start
 }

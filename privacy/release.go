@@ -22,8 +22,10 @@ type ColumnReport struct {
 	// added to the column's underlying sum or count.
 	NoiseScale float64 `json:"noise_scale"`
 	// CI95 is the half-width of a 95% interval around a released value due
-	// to the noise; for derived statistics (means, variances, quantiles) it
-	// is simulated from the released values and is the largest over groups.
+	// to the noise; for means and variances it is simulated from the
+	// released values, for quantiles it is half the width of the interval
+	// the noisy tree gives (tree.interval), and it is the largest over
+	// groups.
 	CI95 float64 `json:"ci95"`
 }
 
@@ -85,6 +87,7 @@ type cell struct {
 	cr     ColumnReport
 	lo, hi float64
 	own    bool // lo and hi are set
+	whole  bool // lo and hi are the whole interval, not widening the value's
 	bias   any
 }
 
@@ -251,13 +254,13 @@ func (p *Plan) Release(res *engine.Result) (*Answer, error) {
 			if k, ok := kept[j]; ok {
 				return cell{v: k.v, cr: k.cr}
 			}
-			v, cr, parts := p.noiseAgg(m, sim, q.Aggs[j], ac[j], r, G, C)
-			return p.withBias(m, sim, q.Aggs[j], ac[j], r, cell{v: v, cr: cr}, parts)
+			c, parts := p.noiseAgg(m, sim, q.Aggs[j], ac[j], r, G, C)
+			return p.withBias(m, sim, q.Aggs[j], ac[j], r, c, parts)
 		}))
 	}
 	p.reportUnseen(&report, func(j int) ColumnReport {
-		_, cr, _ := p.noiseAgg(m, sim, q.Aggs[j], ac[j], nil, G, C)
-		return cr
+		c, _ := p.noiseAgg(m, sim, q.Aggs[j], ac[j], nil, G, C)
+		return c.cr
 	})
 	return p.answer(p.columns(res), out, report), nil
 }
@@ -369,7 +372,10 @@ func (p *Plan) protectRow(report *Report, key func(group int) any, agg func(j in
 		c := agg(o.Agg)
 		row[oi] = c.v
 		iv := p.interval(p.Query.Aggs[o.Agg], c.v, c.cr.CI95)
-		if c.own {
+		if c.whole {
+			lo, hi := p.clampInterval(p.Query.Aggs[o.Agg], c.lo, c.hi)
+			iv = []any{lo, hi}
+		} else if c.own {
 			lo, hi := p.clampInterval(p.Query.Aggs[o.Agg], c.lo, c.hi)
 			iv = []any{math.Min(iv[0].(float64), lo), math.Max(iv[1].(float64), hi)}
 		}
@@ -461,7 +467,7 @@ func noisyFloat(n noise.Noise, x float64, l0 int64, linf, eps float64) float64 {
 
 // noiseAgg releases one aggregate of one group. With r nil it only reports
 // the column's noise scale (for answers where every group was suppressed).
-func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []any, G, C int64) (any, ColumnReport, []float64) {
+func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []any, G, C int64) (cell, []float64) {
 	eps := p.epsEach
 	half := (a.Max - a.Min) / 2
 	get := func(i int) float64 {
@@ -473,11 +479,11 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 	switch a.Kind {
 	case sandbox.Count, sandbox.CountUnits:
 		v, cr := p.noisyCount(m, a, c, r, G, C)
-		return int64(math.Max(0, math.Round(v))), cr, []float64{v}
+		return cell{v: int64(math.Max(0, math.Round(v))), cr: cr}, []float64{v}
 	case sandbox.Sum:
 		linf := float64(C) * math.Max(math.Abs(a.Min), math.Abs(a.Max))
 		v := m.float(get(c.s), G, linf, eps)
-		return v, ColumnReport{p.scale(G, linf), m.ci(v, G, linf, eps)}, []float64{v}
+		return cell{v: v, cr: ColumnReport{p.scale(G, linf), m.ci(v, G, linf, eps)}}, []float64{v}
 	case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 		cl, sl, ql := float64(C), float64(C)*half, float64(C)*half*half
 		nc := m.float(get(c.c), G, cl, eps)
@@ -491,7 +497,7 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		ci := sim.halfWidth(func(draw func(l0 int64, linf float64) float64) float64 {
 			return stat(nc+draw(G, cl), ns+draw(G, sl), nq+draw(G, ql))
 		}, p)
-		return v, ColumnReport{p.scale(G, sl), ci}, []float64{nc, ns, nq}
+		return cell{v: v, cr: ColumnReport{p.scale(G, sl), ci}}, []float64{nc, ns, nq}
 	case sandbox.Quantile:
 		leaves := make(map[int]float64)
 		if r != nil && c.hk >= 0 && c.hv >= 0 {
@@ -504,12 +510,15 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		t := newTree(leaves, func(x float64) float64 { return lm.float(x, G, float64(C), levelEps) })
 		v := t.quantile(a)
 		sc := p.levelScale(G, float64(C), levelEps)
-		ci := sim.spread(func() float64 {
-			return t.resampled(func() float64 { return sim.draw(p.Mechanism == Gaussian, sc) }).quantile(a)
-		})
-		return v, ColumnReport{sc, ci}, nil
+		variance := 2 * sc * sc
+		if p.Mechanism == Gaussian {
+			variance = sc * sc
+		}
+		lo, hi := t.interval(a, variance)
+		lo, hi = math.Min(lo, v), math.Max(hi, v)
+		return cell{v: v, cr: ColumnReport{sc, (hi - lo) / 2}, lo: lo, hi: hi, own: true, whole: true}, nil
 	}
-	return nil, ColumnReport{}, nil
+	return cell{}, nil
 }
 
 // noised is a released aggregate value and its report.
