@@ -128,16 +128,21 @@ func Epsilon(rho, delta float64) float64 {
 	}
 	L := math.Log(1 / delta)
 	// Search t = log(alpha - 1) on a grid, then refine around the best
-	// point by golden section. Start from the simple bound's order.
+	// point by golden section. Start from the simple bound's order. The
+	// grid's step is coarse (every reservation converts twice, and a
+	// finer grid made it a quarter of a millisecond); the section search
+	// spans a step either side of the best point, and the function is
+	// unimodal in t (the test checks against Delta, the dual).
+	const step = 0.25
 	f := func(t float64) float64 { return epsilonAt(1+math.Exp(t), rho, L) }
 	bestT := 0.5 * math.Log(L/rho)
 	best := f(bestT)
-	for t := -20.0; t <= 30; t += 0.05 {
+	for t := -20.0; t <= 30; t += step {
 		if v := f(t); v < best {
 			best, bestT = v, t
 		}
 	}
-	lo, hi := bestT-0.05, bestT+0.05
+	lo, hi := bestT-step, bestT+step
 	const g = 0.6180339887498949
 	a, b := hi-g*(hi-lo), lo+g*(hi-lo)
 	fa, fb := f(a), f(b)

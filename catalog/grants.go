@@ -383,11 +383,10 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 				refusal = fault.E(fault.Forbidden, "grant %s is revoked or expired", grantID)
 				return nil
 			}
-			now := g.Budget().Position(g.Spent)
 			next := g.Spent.Plus(add)
 			pos := g.Budget().Position(next)
 			if !pos.Fits {
-				refusal = exhausted(g, now, pos, c)
+				refusal = exhausted(g, g.Budget().Position(g.Spent), pos, c)
 				return nil
 			}
 			deltaSpent := accountant.Up(pos.DeltaSpent, accountant.DeltaScale)
