@@ -21,6 +21,8 @@ var utilityQueries = []struct{ name, sql string }{
 	{"mean stay by department", "SELECT department, avg(length_of_stay_days) AS v FROM encounters GROUP BY department"},
 	{"median cost by sex", "SELECT p.sex, median(e.cost_yuan) AS v FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.sex"},
 	{"filtered count by department", "SELECT department, count(*) AS v FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
+	{"filtered median cost by department", "SELECT department, median(cost_yuan) AS v FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
+	{"90th percentile of stay by department", "SELECT department, quantile_cont(length_of_stay_days, 0.9) AS v FROM encounters GROUP BY department"},
 }
 
 // BenchmarkUtility measures what researchers get: for each query shape and

@@ -123,7 +123,7 @@ func (p *Plan) Choose(ranks []int64) error {
 		}
 		p.setBound(m)
 		g, c := p.noiseL0Linf()
-		cost := cut/cells + 2*float64(g)*c/p.epsEach
+		cost := cut/cells + 2*noiseFactor(p.Query)*float64(g)*c/p.epsEach
 		if cost < bestCost {
 			best, bestCost = m, cost
 		}
@@ -227,12 +227,13 @@ func (p *Plan) noiseL0Linf() (int64, float64) {
 }
 
 // countBiasQuantities is the number of noised bias quantities per group
-// (see biasCols). Quantile queries get none: their rows are bounded by a
-// plain filter.
+// (see biasCols). Quantile queries bounded per (patient, group) get none:
+// their rows are kept by a window, which has no rows beyond the bound to
+// count.
 func (p *Plan) countBiasQuantities() int {
 	n := 0
 	for _, a := range p.Query.Aggs {
-		if a.Kind == sandbox.Quantile {
+		if a.Kind == sandbox.Quantile && p.rowBound == 0 {
 			return 0
 		}
 	}
@@ -284,6 +285,12 @@ func (p *Plan) biasCols(a sandbox.Agg) (dc, ds bool) {
 		if p.rowShape() {
 			return rows, rows || valuesCut(a)
 		}
+	case sandbox.Quantile:
+		// The rows cut shift the quantile's rank by at most their count
+		// (tree.interval); clamping keeps the order of values.
+		if p.rowBound > 0 {
+			return rows, false
+		}
 	}
 	return false, false
 }
@@ -324,7 +331,7 @@ func (p *Plan) biasSens(a sandbox.Agg) (dc, ds float64) {
 	big := math.Max(math.Abs(dlo), math.Abs(dhi))
 	clampCut := math.Max(dhi-a.Max, a.Min-dlo)
 	switch a.Kind {
-	case sandbox.Count:
+	case sandbox.Count, sandbox.Quantile:
 		return cut, 0
 	case sandbox.Sum:
 		if !p.rowShape() && valuesCut(a) {
@@ -426,4 +433,16 @@ func (p *Plan) withBias(m mech, sim *simulator, a sandbox.Agg, ac aggCols, r []a
 		c.bias = est - toFloat(c.v)
 	}
 	return c
+}
+
+// noiseFactor is how much more a query's answer moves with its noise scale
+// than a count does, for the bound's choice: a quantile's rank is read
+// from up to 16 nodes a level, each level at a third of the epsilon.
+func noiseFactor(q *sandbox.Query) float64 {
+	for _, a := range q.Aggs {
+		if a.Kind == sandbox.Quantile {
+			return treeLevels * math.Sqrt(treeBranching)
+		}
+	}
+	return 1
 }

@@ -619,7 +619,14 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		case sandbox.Quantile:
 			if leaves {
 				cols = append(cols, aggCol{expr: fmt.Sprintf("count(%s)", arg), name: "__n"})
+				if dc {
+					cols = append(cols, aggCol{name: dcn, outer: sumOf("__n", dropped, true) + " AS " + dcn})
+				}
 				continue
+			}
+			if dc {
+				cols = append(cols, aggCol{expr: fmt.Sprintf("count(%s)", arg), name: c},
+					aggCol{name: dcn, outer: sumOf(c, dropped, true) + " AS " + dcn})
 			}
 			// The leaves come back as two lists: DuckDB computes the
 			// histogram once, and lists are much cheaper than a MAP to

@@ -139,19 +139,29 @@ func (t *tree) quantile(a sandbox.Agg) float64 {
 // noised like the rest (the release already accounts for every node of
 // the tree), so the interval is post-processing of the noisy tree.
 
-// quantileAlpha is the one-sided error of each of the three tests of an
-// interval's end: with both ends, the interval misses the exact quantile
-// (of the bounded, clamped rows) with probability at most 5%.
-const quantileAlpha = 0.025 / treeLevels
+// Each of the three tests of an interval's end errs on one side with
+// probability at most 2.5%/3, so that with both ends the interval misses
+// the exact quantile of the bounded, clamped rows with probability at most
+// 5%; with rows cut by the contribution bound, the tests take 1.25%/3 each
+// and the count of rows cut (its 97.5% upper end) the rest. The z values
+// are the normal quantiles for those (2.39 and 2.64), rounded up for the
+// tails of Laplace sums, heavier than normal for a handful of terms: every
+// difference sums at least the 16 level-0 nodes.
+const (
+	quantileZ        = 2.5
+	quantileZWithCut = 2.75
+)
 
-// quantileZ is the normal quantile for quantileAlpha, rounded up for the
-// tails of Laplace sums, which are heavier than normal for a handful of
-// terms: every difference sums at least the 16 level-0 nodes.
-const quantileZ = 2.5
+// A patient's rows cut by the bound (rank above it) would have been among
+// the rows counted: with at most cut of them in the group, the exact
+// quantile of all rows has a difference D in the bounded rows between
+// -(1-q)*cut and q*cut, so each end's test allows that much more.
 
 // interval is the range of values that holds a's exact quantile with
-// probability at least 95%, given the variance of each node's noise.
-func (t *tree) interval(a sandbox.Agg, variance float64) (lo, hi float64) {
+// probability at least 95%, given the variance of each node's noise and
+// an upper end for the rows the bound cut from the group (0 when it cut
+// none; z is quantileZ then, else quantileZWithCut).
+func (t *tree) interval(a sandbox.Agg, variance, cut, z float64) (lo, hi float64) {
 	var level0 [treeBranching]float64
 	total := 0.0
 	for i := range level0 {
@@ -159,8 +169,8 @@ func (t *tree) interval(a sandbox.Agg, variance float64) (lo, hi float64) {
 		total += level0[i]
 	}
 	leaf := (a.Max - a.Min) / treeLeaves
-	lo = a.Min + float64(t.lowerEnd(level0, total, a.Q, variance, false))*leaf
-	hi = a.Max - float64(t.lowerEnd(level0, total, 1-a.Q, variance, true))*leaf
+	lo = a.Min + float64(t.lowerEnd(level0, total, a.Q, variance, cut, z, false))*leaf
+	hi = a.Max - float64(t.lowerEnd(level0, total, 1-a.Q, variance, cut, z, true))*leaf
 	return lo, hi
 }
 
@@ -170,7 +180,7 @@ func (t *tree) interval(a sandbox.Agg, variance float64) (lo, hi float64) {
 // right end. The count below a boundary is summed from the level's start
 // (from its end, mirrored), so each side reads only the nodes up to the
 // one it picks at each level.
-func (t *tree) lowerEnd(level0 [treeBranching]float64, total, q, variance float64, mirror bool) int {
+func (t *tree) lowerEnd(level0 [treeBranching]float64, total, q, variance, cut, z float64, mirror bool) int {
 	at := func(l, i int) float64 {
 		if mirror {
 			i = len(t.exact[l]) - 1 - i
@@ -199,7 +209,7 @@ func (t *tree) lowerEnd(level0 [treeBranching]float64, total, q, variance float6
 		pick := treeBranching - 1
 		for j := 0; j < treeBranching-1; j++ {
 			c := at(l, first+j)
-			if below+c-q*total+quantileZ*sd(start+(j+1)*width) >= 0 {
+			if below+c-q*total+z*sd(start+(j+1)*width)+(1-q)*cut >= 0 {
 				pick = j
 				break
 			}

@@ -57,7 +57,7 @@ func TestTreeIntervalHoldsTheQuantile(t *testing.T) {
 					}
 					return v
 				})
-				lo, hi := tr.interval(a, 2*tc.scale*tc.scale)
+				lo, hi := tr.interval(a, 2*tc.scale*tc.scale, 0, quantileZ)
 				if lo <= truth && truth <= hi {
 					held++
 				}
