@@ -98,7 +98,9 @@
 // in exactly one bin, so the histogram has L1 sensitivity 1. The engine's
 // exact counts (engine.RankCounts) go no further than Choose; the bound it
 // picks (the one minimising the histogram's estimate of rows cut per cell
-// plus twice the noise it brings, in the spirit of Amin et al. 2019) and
+// plus twice the noise it brings, twelve times a count's for a quantile,
+// whose rank sums up to 16 nodes a level at a third of the epsilon each,
+// in the spirit of Amin et al. 2019) and
 // the noisy count of patients beyond the maximum are post-processing of the
 // histogram, and are reported in privacy.contribution, as is cut_max: the
 // bias estimates below count rows up to the top of the bin after the
@@ -109,7 +111,10 @@
 // of a column's declared domain (domain_min, domain_max), each cell also
 // gets bias estimates: the rows between the bound and the maximum (__dc),
 // and the value those rows add over the domain plus what clamping took
-// from the kept rows (__ds). One patient changes them by at most what
+// from the kept rows (__ds). A quantile over rank-bounded rows gets the
+// count of rows cut: it shows no bias (a count of rows corrects no value),
+// but each end of the interval allows the rank shift those rows can cause
+// (quantile.go). One patient changes them by at most what
 // biasSens states (per group, L0 as the value's), which the sensitivity
 // tester checks too; each is one more Laplace quantity at a BiasShare of
 // epsilon split among them, and the value, the k rule, the bias estimates
