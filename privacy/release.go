@@ -511,7 +511,10 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 		v := t.quantile(a)
 		sc := p.levelScale(G, float64(C), levelEps)
 		variance := 2 * sc * sc
-		if p.Mechanism == Gaussian {
+		switch {
+		case m.exact:
+			variance = 0
+		case p.Mechanism == Gaussian:
 			variance = sc * sc
 		}
 		cut, z := 0.0, quantileZ
