@@ -252,7 +252,9 @@
 //     nodes, string constants of 256 characters, no string-growing function
 //     over another), so one patient's row cannot be made costly, and the
 //     release draws a noisy count for every candidate group whatever the
-//     exact k test says. The residual, measured by TestTimingOfOnePatient
+//     exact k test says. A quantile draws the nodes of its tree that its
+//     descent and its interval pick from nodes already noised, so how
+//     many it draws is post-processing too. The residual, measured by TestTimingOfOnePatient
 //     and quoted in the README, is a fraction of a millisecond. DuckDB's
 //     statistics (zone maps) can still skip row groups whose range excludes
 //     a constant; that reveals the range of a block of rows, not a chosen
