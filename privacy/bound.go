@@ -374,13 +374,9 @@ func (p *Plan) withBias(m mech, sim *simulator, a sandbox.Agg, ac aggCols, r []a
 	if r == nil || !p.biasEstimated(a) {
 		return c
 	}
-	lap := mech{n: noise.Laplace()}
 	G, C := p.noiseL0Linf()
 	sdc, sds := p.biasSens(a)
-	noisy := func(col int, linf float64) (float64, float64) {
-		d := noisyFloat(lap.n, toFloat(r[col]), G, linf, p.epsBias)
-		return d, lap.ciAt(d, G, linf, p.epsBias, 0.025)
-	}
+	noisy := func(col int, linf float64) (float64, float64) { return p.noisyBias(r[col], linf) }
 	dlo, dhi := domainOf(a)
 	switch a.Kind {
 	case sandbox.Count:
@@ -411,10 +407,10 @@ func (p *Plan) withBias(m mech, sim *simulator, a sandbox.Agg, ac aggCols, r []a
 		nc, ns := parts[0], parts[1]
 		dc, bc := 0.0, 0.0
 		if hasDC {
-			dc = noisyFloat(lap.n, toFloat(r[ac.dc]), G, sdc, p.epsBias)
+			dc, _ = noisy(ac.dc, sdc)
 			bc = sdc * float64(G) / p.epsBias
 		}
-		ds := noisyFloat(lap.n, toFloat(r[ac.ds]), G, sds, p.epsBias)
+		ds, _ := noisy(ac.ds, sds)
 		mean := func(nc, ns, dc, ds float64) float64 {
 			return clamp(mid+(ns+ds)/math.Max(1, nc+math.Max(0, dc)), dlo, dhi)
 		}
@@ -433,6 +429,16 @@ func (p *Plan) withBias(m mech, sim *simulator, a sandbox.Agg, ac aggCols, r []a
 		c.bias = est - toFloat(c.v)
 	}
 	return c
+}
+
+// noisyBias is a bias column's value x noised at the bias estimates'
+// epsilon (Laplace, per group Linf linf) and the half-width of its 97.5%
+// interval.
+func (p *Plan) noisyBias(x any, linf float64) (float64, float64) {
+	lap := mech{n: noise.Laplace()}
+	G, _ := p.noiseL0Linf()
+	d := noisyFloat(lap.n, toFloat(x), G, linf, p.epsBias)
+	return d, lap.ciAt(d, G, linf, p.epsBias, 0.025)
 }
 
 // noiseFactor is how much more a query's answer moves with its noise scale

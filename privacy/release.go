@@ -522,11 +522,9 @@ func (p *Plan) noiseAgg(m mech, sim *simulator, a sandbox.Agg, c aggCols, r []an
 			// The rows the bound cut widen the interval (tree.interval);
 			// a count of rows is no correction of a value, so the cell
 			// shows no bias estimate.
-			G, _ := p.noiseL0Linf()
 			sdc, _ := p.biasSens(a)
-			lap := mech{n: noise.Laplace()}
-			d := noisyFloat(lap.n, get(c.dc), G, sdc, p.epsBias)
-			cut, z = math.Max(0, d+lap.ciAt(d, G, sdc, p.epsBias, 0.025)), quantileZWithCut
+			d, hd := p.noisyBias(r[c.dc], sdc)
+			cut, z = math.Max(0, d+hd), quantileZWithCut
 		}
 		lo, hi := t.interval(a, variance, cut, z)
 		lo, hi = math.Min(lo, v), math.Max(hi, v)
