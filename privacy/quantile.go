@@ -169,8 +169,15 @@ func (t *tree) interval(a sandbox.Agg, variance, cut, z float64) (lo, hi float64
 		total += level0[i]
 	}
 	leaf := (a.Max - a.Min) / treeLeaves
-	lo = a.Min + float64(t.lowerEnd(level0, total, a.Q, variance, cut, z, false))*leaf
-	hi = a.Max - float64(t.lowerEnd(level0, total, 1-a.Q, variance, cut, z, true))*leaf
+	// quantile_disc (and median over an odd count) is the value of rank
+	// q*N; quantile_cont interpolates at position q*(N-1), which can lie
+	// up to q rows below that rank (1-q above it, seen from the right).
+	rows := total
+	if !a.Disc {
+		rows = total - 1
+	}
+	lo = a.Min + float64(t.lowerEnd(level0, total, rows, a.Q, variance, cut, z, false))*leaf
+	hi = a.Max - float64(t.lowerEnd(level0, total, rows, 1-a.Q, variance, cut, z, true))*leaf
 	return lo, hi
 }
 
@@ -180,7 +187,7 @@ func (t *tree) interval(a sandbox.Agg, variance, cut, z float64) (lo, hi float64
 // right end. The count below a boundary is summed from the level's start
 // (from its end, mirrored), so each side reads only the nodes up to the
 // one it picks at each level.
-func (t *tree) lowerEnd(level0 [treeBranching]float64, total, q, variance, cut, z float64, mirror bool) int {
+func (t *tree) lowerEnd(level0 [treeBranching]float64, total, rows, q, variance, cut, z float64, mirror bool) int {
 	at := func(l, i int) float64 {
 		if mirror {
 			i = len(t.exact[l]) - 1 - i
@@ -209,7 +216,7 @@ func (t *tree) lowerEnd(level0 [treeBranching]float64, total, q, variance, cut, 
 		pick := treeBranching - 1
 		for j := 0; j < treeBranching-1; j++ {
 			c := at(l, first+j)
-			if below+c-q*total+z*sd(start+(j+1)*width)+(1-q)*cut >= 0 {
+			if below+c-q*rows+z*sd(start+(j+1)*width)+(1-q)*cut >= 0 {
 				pick = j
 				break
 			}

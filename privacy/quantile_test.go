@@ -93,3 +93,23 @@ func exactQuantile(leaves map[int]float64, q float64) float64 {
 	}
 	return math.NaN()
 }
+
+// TestTreeIntervalInterpolates: quantile_cont interpolates between the
+// values either side of position q*(N-1), so across a gap its exact
+// answer lies between them, and so must the interval, even without noise.
+func TestTreeIntervalInterpolates(t *testing.T) {
+	leaves := map[int]float64{4000: 1}
+	for i := 1; i <= 9; i++ {
+		leaves[i] = 1
+	}
+	exact := func(x float64) float64 { return x }
+	for _, tc := range []struct {
+		q, truth float64 // DuckDB's quantile_cont over the values 1..9, 4000
+	}{{0.95, 2204.05}, {0.05, 1.45}, {0.5, 5.5}} {
+		a := sandbox.Agg{Kind: sandbox.Quantile, Min: 0, Max: 4096, Q: tc.q}
+		lo, hi := newTree(leaves, exact).interval(a, 0, 0, quantileZ)
+		if tc.truth < lo || tc.truth > hi {
+			t.Errorf("q %g: interval [%g, %g] misses %g", tc.q, lo, hi, tc.truth)
+		}
+	}
+}
