@@ -162,11 +162,9 @@ const (
 // an upper end for the rows the bound cut from the group (0 when it cut
 // none; z is quantileZ then, else quantileZWithCut).
 func (t *tree) interval(a sandbox.Agg, variance, cut, z float64) (lo, hi float64) {
-	var level0 [treeBranching]float64
 	total := 0.0
-	for i := range level0 {
-		level0[i] = t.node(0, i)
-		total += level0[i]
+	for i := range treeBranching {
+		total += t.node(0, i)
 	}
 	leaf := (a.Max - a.Min) / treeLeaves
 	// quantile_disc (and median over an odd count) is the value of rank
@@ -176,24 +174,22 @@ func (t *tree) interval(a sandbox.Agg, variance, cut, z float64) (lo, hi float64
 	if !a.Disc {
 		rows = total - 1
 	}
-	lo = a.Min + float64(t.lowerEnd(level0, total, rows, a.Q, variance, cut, z, false))*leaf
-	hi = a.Max - float64(t.lowerEnd(level0, total, rows, 1-a.Q, variance, cut, z, true))*leaf
+	lo = a.Min + float64(t.lowerEnd(rows, a.Q, variance, cut, z, false))*leaf
+	hi = a.Max - float64(t.lowerEnd(rows, 1-a.Q, variance, cut, z, true))*leaf
 	return lo, hi
 }
 
-// lowerEnd is the first leaf of the interval's lower end for quantile q.
+// lowerEnd is the first leaf of the interval's lower end for quantile q of
+// rows (the noisy total, less one for interpolation; see interval).
 // Mirrored, it reads the tree from the right: the lower end of quantile
 // 1-q from the right is the upper end of q, as a count of leaves from the
 // right end. The count below a boundary is summed from the level's start
 // (from its end, mirrored), so each side reads only the nodes up to the
 // one it picks at each level.
-func (t *tree) lowerEnd(level0 [treeBranching]float64, total, rows, q, variance, cut, z float64, mirror bool) int {
+func (t *tree) lowerEnd(rows, q, variance, cut, z float64, mirror bool) int {
 	at := func(l, i int) float64 {
 		if mirror {
 			i = len(t.exact[l]) - 1 - i
-		}
-		if l == 0 {
-			return level0[i]
 		}
 		return t.node(l, i)
 	}
