@@ -83,7 +83,7 @@ func (s *Store) ProposeProtection(ctx context.Context, name, by, reason string, 
 	}
 	var out ProtectionOutcome
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		d, err := loadDataset(ctx, tx, name)
+		d, err := s.loadDataset(ctx, tx, name)
 		if err != nil {
 			return err
 		}
@@ -111,7 +111,7 @@ func (s *Store) ProposeProtection(ctx context.Context, name, by, reason string, 
 			if err := s.applyProtection(ctx, tx, d, p, by, reason); err != nil {
 				return err
 			}
-			if out.Dataset, err = loadDataset(ctx, tx, name); err != nil {
+			if out.Dataset, err = s.loadDataset(ctx, tx, name); err != nil {
 				return err
 			}
 		}
@@ -146,7 +146,7 @@ func (s *Store) applyProtection(ctx context.Context, tx *sql.Tx, d Dataset, p Pr
 // have changed since the proposal.
 func (s *Store) VerifyProtection(ctx context.Context, id, approver string, inTx func(*sql.Tx, ProtectionChange) error) (ProtectionChange, error) {
 	return s.decideProtection(ctx, id, approver, true, func(tx *sql.Tx, c *ProtectionChange) error {
-		d, err := loadDataset(ctx, tx, c.Dataset)
+		d, err := s.loadDataset(ctx, tx, c.Dataset)
 		if err != nil {
 			return err
 		}
@@ -276,8 +276,8 @@ func (s *Store) GradeHistory(ctx context.Context, dataset string) ([]GradeChange
 	return out, rows.Err()
 }
 
-func loadDataset(ctx context.Context, tx *sql.Tx, name string) (Dataset, error) {
-	d, err := scanDataset(tx.QueryRowContext(ctx, `SELECT `+datasetCols+` FROM datasets WHERE name = $1`, name))
+func (s *Store) loadDataset(ctx context.Context, tx *sql.Tx, name string) (Dataset, error) {
+	d, err := s.scanDataset(tx.QueryRowContext(ctx, `SELECT `+datasetCols+` FROM datasets WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Dataset{}, fault.E(fault.NotFound, "no dataset %s", name)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/sm3"
@@ -37,6 +38,9 @@ type Store struct {
 	// sessions remembers authenticated tokens (SQLite only; see
 	// sessions); nil disables it.
 	sessions *sessions
+	// decoded keeps datasets' decoded descriptions and policies (see
+	// decodedDatasets).
+	decoded *decodedDatasets
 }
 
 // Open opens the metadata database at dsn (see metadb.Open) and the
@@ -58,7 +62,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // New is the catalog in an open metadata database, with its migrations
 // applied. Closing the catalog leaves the database open.
 func New(ctx context.Context, meta *metadb.DB) (*Store, error) {
-	s := &Store{meta: meta, db: meta.Writer(), read: meta.Reader(), dialect: meta.Dialect(), now: func() time.Time { return time.Now().UTC() }}
+	s := &Store{meta: meta, db: meta.Writer(), read: meta.Reader(), dialect: meta.Dialect(), now: func() time.Time { return time.Now().UTC() },
+		decoded: &decodedDatasets{m: map[string]decodedDataset{}}}
 	if s.dialect == SQLite {
 		s.sessions = newSessions()
 	}
@@ -358,7 +363,7 @@ func (s *Store) Reload(ctx context.Context, d Dataset, by string) (*ProtectionCh
 	info := jsonText(datasetInfo{d.Source, d.Category, d.Purpose, d.Method, d.Responsible, d.CrossBorder, d.Protection})
 	var pending *ProtectionChange
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		old, err := loadDataset(ctx, tx, d.Name)
+		old, err := s.loadDataset(ctx, tx, d.Name)
 		exists := err == nil
 		if err != nil && !fault.Is(err, fault.NotFound) {
 			return err
@@ -397,23 +402,64 @@ func (s *Store) Reload(ctx context.Context, d Dataset, by string) (*ProtectionCh
 	return pending, err
 }
 
-func scanDataset(row interface{ Scan(...any) error }) (Dataset, error) {
+func (s *Store) scanDataset(row interface{ Scan(...any) error }) (Dataset, error) {
 	var d Dataset
 	var grade, info, policy, reg, upd string
 	if err := row.Scan(&d.Name, &grade, &info, &policy, &d.Rows, &d.Units, &d.NeedsRegrade, &reg, &upd, &d.ExactAnswers); err != nil {
 		return Dataset{}, err
 	}
 	d.Grade = Grade(grade)
-	var in datasetInfo
-	if err := json.Unmarshal([]byte(info), &in); err != nil {
+	dec, err := s.decoded.get(info, policy)
+	if err != nil {
 		return Dataset{}, fmt.Errorf("decode dataset %s: %w", d.Name, err)
 	}
+	in := dec.info
 	d.Source, d.Category, d.Purpose, d.Method, d.Responsible, d.CrossBorder, d.Protection =
 		in.Source, in.Category, in.Purpose, in.Method, in.Responsible, in.CrossBorder, in.Protection
-	if err := json.Unmarshal([]byte(policy), &d.Policy); err != nil {
-		return Dataset{}, fmt.Errorf("decode policy of %s: %w", d.Name, err)
-	}
+	d.Policy = dec.policy.Clone()
 	d.RegisteredAt, d.UpdatedAt = parseTS(reg), parseTS(upd)
+	return d, nil
+}
+
+// decodedDatasets remembers the decoded form of the description and
+// policy texts datasets were last read with, keyed by the texts
+// themselves: every query reads its datasets' rows afresh, and decoding
+// the same JSON again was a tenth of a small query's fixed cost. A row
+// whose texts changed is decoded anew, so nothing read is ever stale;
+// policies are handed out as clones, so no caller shares one.
+type decodedDatasets struct {
+	mu sync.Mutex
+	m  map[string]decodedDataset
+}
+
+type decodedDataset struct {
+	info   datasetInfo
+	policy Policy
+}
+
+// maxDecoded bounds the texts remembered; past it the memory starts over.
+const maxDecoded = 256
+
+func (c *decodedDatasets) get(info, policy string) (decodedDataset, error) {
+	key := info + "\x00" + policy
+	c.mu.Lock()
+	d, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return d, nil
+	}
+	if err := json.Unmarshal([]byte(info), &d.info); err != nil {
+		return decodedDataset{}, err
+	}
+	if err := json.Unmarshal([]byte(policy), &d.policy); err != nil {
+		return decodedDataset{}, fmt.Errorf("policy: %w", err)
+	}
+	c.mu.Lock()
+	if len(c.m) >= maxDecoded {
+		clear(c.m)
+	}
+	c.m[key] = d
+	c.mu.Unlock()
 	return d, nil
 }
 
@@ -421,7 +467,7 @@ const datasetCols = `name, grade, info, policy, rows_total, units, needs_regrade
 
 // Dataset returns a registered dataset.
 func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
-	d, err := scanDataset(s.read.QueryRowContext(ctx, `SELECT `+datasetCols+` FROM datasets WHERE name = $1`, name))
+	d, err := s.scanDataset(s.read.QueryRowContext(ctx, `SELECT `+datasetCols+` FROM datasets WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Dataset{}, fault.E(fault.NotFound, "no dataset %s", name)
 	}
@@ -440,7 +486,7 @@ func (s *Store) Datasets(ctx context.Context) ([]Dataset, error) {
 	defer rows.Close()
 	var out []Dataset
 	for rows.Next() {
-		d, err := scanDataset(rows)
+		d, err := s.scanDataset(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list datasets: %w", err)
 		}

@@ -352,3 +352,29 @@ const RankColumn = "__rank"
 func Reserved(name string) bool {
 	return strings.EqualFold(name, RankColumn)
 }
+
+// Clone is a deep copy of p: nothing in it shares memory with p, so
+// either can be changed without changing the other.
+func (p Policy) Clone() Policy {
+	c := p
+	c.Tables = slices.Clone(p.Tables)
+	for i := range c.Tables {
+		t := &c.Tables[i]
+		t.Columns = slices.Clone(t.Columns)
+		for j := range t.Columns {
+			col := &t.Columns[j]
+			col.Public = slices.Clone(col.Public)
+			col.Min, col.Max = clonePtr(col.Min), clonePtr(col.Max)
+			col.DomainMin, col.DomainMax = clonePtr(col.DomainMin), clonePtr(col.DomainMax)
+		}
+	}
+	return c
+}
+
+func clonePtr(v *float64) *float64 {
+	if v == nil {
+		return nil
+	}
+	c := *v
+	return &c
+}
