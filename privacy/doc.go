@@ -258,7 +258,12 @@
 //     and quoted in the README, is a fraction of a millisecond. DuckDB's
 //     statistics (zone maps) can still skip row groups whose range excludes
 //     a constant; that reveals the range of a block of rows, not a chosen
-//     patient, and is named in the README as a known residual.
+//     patient, and is named in the README as a known residual. The
+//     admission's memories (the decoded texts of a dataset's description
+//     and policy, the analyses keyed by the SQL and the caller's grants,
+//     the authenticated token) make a repeat faster; which of them hit
+//     depends on the catalog and on the caller's own earlier requests,
+//     never on a patient's rows.
 //
 // What is not argued here is excluded: sampling clauses, time travel,
 // subqueries, window functions, set operations, functions outside an
