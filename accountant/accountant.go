@@ -298,3 +298,16 @@ func (b Budget) Position(s Spent) Position {
 	}
 	return p
 }
+
+// By names the guarantee of a charge that Position chose for s and that
+// was stored as epsilonUnits: "sum" when it is the plain sum of the
+// epsilons with the plain sum of the deltas within the budget (Position
+// prefers the sum on a tie), "zcdp" otherwise. It reads the stored choice
+// instead of converting s again, which is most of what reading a grant
+// costs.
+func (b Budget) By(s Spent, epsilonUnits int64) string {
+	if epsilonUnits == s.EpsilonSum && s.DeltaSum <= Up(b.Delta, DeltaScale) {
+		return "sum"
+	}
+	return "zcdp"
+}

@@ -162,3 +162,35 @@ func TestGaussianCostsGrowLikeSqrtK(t *testing.T) {
 		prev = e
 	}
 }
+
+// TestByReadsWhatPositionChose: the guarantee named from a stored charge
+// is the one Position chose, for spends of Laplace and Gaussian queries
+// under budgets with and without delta, up to and past exhaustion.
+func TestByReadsWhatPositionChose(t *testing.T) {
+	gauss := Charge{Epsilon: 0.5, Delta: 1e-7, Rho: Gaussian(1, 4), DeltaPartition: 1e-9}
+	for _, tc := range []struct {
+		name   string
+		budget Budget
+		each   Charge
+	}{
+		{"laplace", Budget{Epsilon: 3, Delta: 1e-5}, Pure(0.1, 1e-8)},
+		{"laplace without delta", Budget{Epsilon: 3}, Pure(0.1, 0)},
+		{"gaussian", Budget{Epsilon: 5, Delta: 1e-5}, gauss},
+		{"gaussian, small delta", Budget{Epsilon: 5, Delta: 2e-7}, gauss},
+		{"tiny", Budget{Epsilon: 0.001, Delta: 1e-6}, Pure(1e-6, 1e-12)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s Spent
+			seen := map[string]bool{}
+			for i := 0; i < 400; i++ {
+				p := tc.budget.Position(s)
+				if got := tc.budget.By(s, p.EpsilonUnits); p.Fits && got != p.By {
+					t.Fatalf("after %d: By says %q, Position chose %q (%+v)", i, got, p.By, p)
+				}
+				seen[p.By] = true
+				s = s.Plus(tc.each.Units())
+			}
+			t.Logf("guarantees chosen: %v", seen)
+		})
+	}
+}

@@ -204,7 +204,7 @@ func scanGrant(row interface{ Scan(...any) error }) (Grant, error) {
 	if err != nil {
 		return Grant{}, err
 	}
-	g.setSpent(epsSpent, deltaSpent)
+	g.setSpent(epsSpent, deltaSpent, g.Budget().By(g.Spent, epsSpent))
 	g.ExpiresAt, g.CreatedAt = parseTS(exp), parseTS(created)
 	if revoked != "" {
 		t := parseTS(revoked)
@@ -230,7 +230,15 @@ func (s *Store) Grant(ctx context.Context, id string) (Grant, error) {
 
 // Grants lists grants, oldest first; researcher "" lists all.
 func (s *Store) Grants(ctx context.Context, researcher string) ([]Grant, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT `+grantCols+` FROM grants WHERE $1 = '' OR researcher = $1 ORDER BY created_at, id`, researcher)
+	// Every query lists its researcher's grants: by the index, not by a
+	// scan of every grant the hospital ever made.
+	var rows *sql.Rows
+	var err error
+	if researcher == "" {
+		rows, err = s.read.QueryContext(ctx, `SELECT `+grantCols+` FROM grants ORDER BY created_at, id`)
+	} else {
+		rows, err = s.read.QueryContext(ctx, `SELECT `+grantCols+` FROM grants WHERE researcher = $1 ORDER BY created_at, id`, researcher)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list grants: %w", err)
 	}
@@ -277,8 +285,8 @@ func (s *Store) Revoke(ctx context.Context, id string, inTx func(*sql.Tx, Grant)
 }
 
 // setSpent fills the grant's budget figures from its units and the
-// charged guarantee's epsilon and delta (units too).
-func (g *Grant) setSpent(epsSpent, deltaSpent int64) {
+// charged guarantee's epsilon and delta (units too), which by names.
+func (g *Grant) setSpent(epsSpent, deltaSpent int64, by string) {
 	g.EpsilonSpent = accountant.Figure(epsSpent, accountant.EpsilonScale)
 	g.DeltaSpent = accountant.Figure(deltaSpent, accountant.DeltaScale)
 	g.EpsilonSum = accountant.Figure(g.Spent.EpsilonSum, accountant.EpsilonScale)
@@ -286,7 +294,7 @@ func (g *Grant) setSpent(epsSpent, deltaSpent int64) {
 	g.RhoSpent = accountant.Figure(g.Spent.Rho, accountant.RhoScale)
 	g.DeltaPartitionSpent = accountant.Figure(g.Spent.DeltaPartition, accountant.DeltaScale)
 	g.Accounting = accountant.Name
-	g.EpsilonSpentBy = g.Budget().Position(g.Spent).By
+	g.EpsilonSpentBy = by
 }
 
 // Balance is a grant's budget after a spend: what the accountant charges
@@ -406,7 +414,7 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 				return err
 			}
 			g.Spent = next
-			g.setSpent(pos.EpsilonUnits, deltaSpent)
+			g.setSpent(pos.EpsilonUnits, deltaSpent, pos.By)
 			if rec == nil {
 				return nil
 			}
@@ -497,7 +505,7 @@ func BalanceOf(g Grant) Balance { return balanceOf(g) }
 func BalanceAfter(g Grant, c accountant.Charge) Balance {
 	g.Spent = g.Spent.Plus(c.Units())
 	pos := g.Budget().Position(g.Spent)
-	g.setSpent(pos.EpsilonUnits, accountant.Up(pos.DeltaSpent, accountant.DeltaScale))
+	g.setSpent(pos.EpsilonUnits, accountant.Up(pos.DeltaSpent, accountant.DeltaScale), pos.By)
 	return balanceOf(g)
 }
 

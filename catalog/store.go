@@ -174,6 +174,8 @@ var migrations = []string{
 	// A query charged and stopped before its answer was released keeps
 	// the outcome charged_not_released and names the refusal's code here.
 	`ALTER TABLE queries ADD COLUMN refusal TEXT`,
+	// Each query reads its researcher's grants.
+	`CREATE INDEX grants_researcher ON grants (researcher, created_at, id)`,
 }
 
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return s.meta.Tx(ctx, fn) }
