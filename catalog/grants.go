@@ -537,10 +537,15 @@ func (s *Store) Begin(ctx context.Context) (*sql.Tx, error) { return s.meta.Begi
 // when an identical query raced this one, the first answer wins, so both
 // callers see the same noise and averaging them reveals nothing.
 func (s *Store) StoreAnswerTx(ctx context.Context, tx *sql.Tx, grantID, key, queryID string, body []byte) ([]byte, string, error) {
-	_, err := tx.ExecContext(ctx, `INSERT INTO answers (grant_id, cache_key, query_id, body, created_at) VALUES ($1, $2, $3, $4, $5)
+	res, err := tx.ExecContext(ctx, `INSERT INTO answers (grant_id, cache_key, query_id, body, created_at) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (grant_id, cache_key) DO NOTHING`, grantID, key, queryID, string(body), ts(s.now()))
 	if err != nil {
 		return nil, "", fmt.Errorf("store answer: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, "", fmt.Errorf("store answer: %w", err)
+	} else if n == 1 {
+		return body, queryID, nil
 	}
 	var stored, storedID string
 	if err := tx.QueryRowContext(ctx, `SELECT body, query_id FROM answers WHERE grant_id = $1 AND cache_key = $2`, grantID, key).Scan(&stored, &storedID); err != nil {
