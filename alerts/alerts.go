@@ -171,15 +171,21 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 			refusals++
 		}
 	}
-	if queries > p.BurstQueries {
+	// A finding still cooling down from its last alert is not raised, so
+	// it is not looked for or written.
+	due := func(kind string) bool {
+		t, ok := a.last[kind+"/"+e.Person]
+		return !ok || e.Time.Sub(t) >= p.Cooldown
+	}
+	if queries > p.BurstQueries && due("burst") {
 		found = append(found, finding{"burst", fmt.Sprintf("%s sent %d queries within %s", e.Person, queries, p.BurstWindow),
 			map[string]any{"queries": queries, "window": p.BurstWindow.String()}})
 	}
-	if e.Outcome != "ok" && refusals >= p.ProbeRefusals {
+	if e.Outcome != "ok" && refusals >= p.ProbeRefusals && due("probing") {
 		found = append(found, finding{"probing", fmt.Sprintf("%s had %d queries refused within %s (last: %s)", e.Person, refusals, p.ProbeWindow, e.Outcome),
 			map[string]any{"refusals": refusals, "window": p.ProbeWindow.String()}})
 	}
-	if e.Outcome == "ok" && e.Shape != "" {
+	if e.Outcome == "ok" && e.Shape != "" && due("differencing") {
 		for _, x := range events[:len(events)-1] {
 			if x.Outcome == "ok" && x.Shape == e.Shape && x.Key != e.Key && e.Time.Sub(x.Time) <= p.DiffWindow {
 				found = append(found, finding{"differencing", fmt.Sprintf("%s asked the same query with different constants within %s; the difference of the answers may single out patients", e.Person, p.DiffWindow),
@@ -198,27 +204,21 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 		for _, x := range spends {
 			sum += x.Epsilon
 		}
-		if sum/e.GrantTotal >= p.BurnShare {
+		if sum/e.GrantTotal >= p.BurnShare && due("budget_burn") {
 			found = append(found, finding{"budget_burn", fmt.Sprintf("grant %s spent %.0f%% of its epsilon within %s", e.GrantID, 100*sum/e.GrantTotal, p.BurnWindow),
 				map[string]any{"grant_id": e.GrantID, "epsilon": sum, "window": p.BurnWindow.String()}})
 		}
 	}
 	if h := p.WorkingHours; h != [2]int{} {
-		if hour := e.Time.Hour(); hour < h[0] || hour >= h[1] {
+		if hour := e.Time.Hour(); (hour < h[0] || hour >= h[1]) && due("off_hours") {
 			found = append(found, finding{"off_hours", fmt.Sprintf("%s queried at %s, outside working hours %02d:00-%02d:00", e.Person, e.Time.Format("15:04"), h[0], h[1]), nil})
 		}
 	}
-	var raise []finding
 	for _, f := range found {
-		k := f.kind + "/" + e.Person
-		if t, ok := a.last[k]; ok && e.Time.Sub(t) < p.Cooldown {
-			continue
-		}
-		a.last[k] = e.Time
-		raise = append(raise, f)
+		a.last[f.kind+"/"+e.Person] = e.Time
 	}
 	a.mu.Unlock()
-	for _, f := range raise {
+	for _, f := range found {
 		if _, err := a.Raise(ctx, f.kind, e.Person, e.Dataset, f.msg, f.detail); err != nil {
 			a.cfg.Log.Error("raise alert", "kind", f.kind, "err", err)
 		}
