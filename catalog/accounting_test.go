@@ -85,7 +85,7 @@ func TestMigrateBudgetsToUnits(t *testing.T) {
 	// The migrated grant keeps spending exactly.
 	for i := 0; i < 26; i++ {
 		if _, err := s.ReserveFor(ctx, QueryRecord{ID: NewID("qry"), GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"},
-			Epsilon: 0.1, Delta: 1e-8, Rho: 0.005, DeltaPartition: 1e-8, Time: time.Now()}); err != nil {
+			Epsilon: 0.1, Delta: 1e-8, Rho: 0.005, DeltaPartition: 1e-8, Time: time.Now()}, g); err != nil {
 			t.Fatal(i, err)
 		}
 	}
@@ -120,11 +120,17 @@ func TestReserveByTheAccountant(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := accountant.Charge{Epsilon: 0.1, Delta: 1e-8, Rho: 0.005, DeltaPartition: 1e-8}
+	// Every reservation is given the grant as it stood before the first:
+	// each is then charged against a fresh read of it.
+	known, err := s.Grant(ctx, "grt")
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
 	var last Balance
 	for ; n < 1000; n++ {
 		b, err := s.ReserveFor(ctx, QueryRecord{ID: NewID("qry"), GrantID: "grt", Researcher: "res", Datasets: []string{"ds"},
-			Epsilon: c.Epsilon, Delta: c.Delta, Rho: c.Rho, DeltaPartition: c.DeltaPartition, Time: time.Now()})
+			Epsilon: c.Epsilon, Delta: c.Delta, Rho: c.Rho, DeltaPartition: c.DeltaPartition, Time: time.Now()}, known)
 		if err != nil {
 			if !strings.Contains(err.Error(), "epsilon") {
 				t.Fatal(err)

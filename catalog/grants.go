@@ -315,7 +315,7 @@ type Balance struct {
 // Reserve spends epsilon and delta from a live grant, charged as a pure
 // (epsilon, delta) release (accountant.Pure); see ReserveCharge.
 func (s *Store) Reserve(ctx context.Context, grantID string, epsilon, delta float64) (Balance, error) {
-	return s.reserve(ctx, grantID, accountant.Pure(epsilon, delta), nil)
+	return s.reserve(ctx, grantID, accountant.Pure(epsilon, delta), nil, nil)
 }
 
 // ReserveCharge spends a charge from a live grant in one transaction that
@@ -328,7 +328,7 @@ func (s *Store) Reserve(ctx context.Context, grantID string, epsilon, delta floa
 // is revoked or expired. A reservation is never given back: a query that
 // fails after it keeps the budget spent (fail closed).
 func (s *Store) ReserveCharge(ctx context.Context, grantID string, c accountant.Charge) (Balance, error) {
-	return s.reserve(ctx, grantID, c, nil)
+	return s.reserve(ctx, grantID, c, nil, nil)
 }
 
 // ChargedNotReleased is the outcome of a query whose budget was reserved
@@ -348,9 +348,12 @@ const ChargedNotReleased = "charged_not_released"
 // metadb.DB.TxDeferred): the release's own commit, which comes before any
 // answer leaves, makes it durable. A crash of the machine in between can
 // lose it, with nothing released on it.
-func (s *Store) ReserveFor(ctx context.Context, rec QueryRecord) (Balance, error) {
+//
+// known is the caller's read of the grant, made moments before (the
+// admission's): the charge is tried against it first (see reserve).
+func (s *Store) ReserveFor(ctx context.Context, rec QueryRecord, known Grant) (Balance, error) {
 	rec.Outcome = ChargedNotReleased
-	return s.reserve(ctx, rec.GrantID, rec.Charge(), &rec)
+	return s.reserve(ctx, rec.GrantID, rec.Charge(), &rec, &known)
 }
 
 // Charge is what the line charges: its epsilon, delta, rho and k rule's
@@ -367,7 +370,14 @@ func (r QueryRecord) Charge() accountant.Charge {
 // it; it is tried again.
 var errMoved = errors.New("grant budget moved")
 
-func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge, rec *QueryRecord) (Balance, error) {
+// reserve charges c to the grant grantID and writes rec, if any, in the
+// same transaction. known, if not nil, is the caller's recent read of the
+// grant: the charge is first tried against it, and the write's condition
+// (the grant's sums and totals as known, live at now) makes that exactly
+// as safe as charging a fresh read. Only a known grant that moved, or that
+// could not pay, is read again under the transaction's lock, which decides
+// refusals; a refusal is never made from a read that may be old.
+func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge, rec *QueryRecord, known *Grant) (Balance, error) {
 	add := c.Units()
 	lock := ""
 	if s.dialect == Postgres {
@@ -379,6 +389,13 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 	for try := 0; try < 5; try++ {
 		refusal = nil
 		err = s.reserveTx(rec)(ctx, func(tx *sql.Tx) error {
+			if known != nil && try == 0 && known.ID == grantID {
+				g = *known
+				ok, err := s.charge(ctx, tx, &g, add)
+				if err != nil || ok {
+					return s.recorded(ctx, tx, err, rec)
+				}
+			}
 			var err error
 			g, err = scanGrant(tx.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = $1`+lock, grantID))
 			if errors.Is(err, sql.ErrNoRows) {
@@ -391,34 +408,15 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 				refusal = fault.E(fault.Forbidden, "grant %s is revoked or expired", grantID)
 				return nil
 			}
-			next := g.Spent.Plus(add)
-			pos := g.Budget().Position(next)
-			if !pos.Fits {
+			if pos := g.Budget().Position(g.Spent.Plus(add)); !pos.Fits {
 				refusal = exhausted(g, g.Budget().Position(g.Spent), pos, c)
 				return nil
 			}
-			deltaSpent := accountant.Up(pos.DeltaSpent, accountant.DeltaScale)
-			res, err := tx.ExecContext(ctx, `UPDATE grants SET epsilon_sum_u = $1, delta_sum_u = $2, rho_u = $3, delta_partition_u = $4,
-				epsilon_spent_u = $5, delta_spent_u = $6, epsilon_spent = $7, delta_spent = $8
-				WHERE id = $9 AND revoked_at IS NULL AND expires_at > $10
-				AND epsilon_sum_u = $11 AND delta_sum_u = $12 AND rho_u = $13 AND delta_partition_u = $14`,
-				next.EpsilonSum, next.DeltaSum, next.Rho, next.DeltaPartition, pos.EpsilonUnits, deltaSpent, pos.EpsilonSpent, pos.DeltaSpent,
-				grantID, ts(s.now()), g.Spent.EpsilonSum, g.Spent.DeltaSum, g.Spent.Rho, g.Spent.DeltaPartition)
-			if err != nil {
-				return err
+			ok, err := s.charge(ctx, tx, &g, add)
+			if err == nil && !ok {
+				err = errMoved
 			}
-			if n, err := res.RowsAffected(); err != nil || n == 0 {
-				if err == nil {
-					err = errMoved
-				}
-				return err
-			}
-			g.Spent = next
-			g.setSpent(pos.EpsilonUnits, deltaSpent, pos.By)
-			if rec == nil {
-				return nil
-			}
-			return recordQuery(ctx, tx, *rec)
+			return s.recorded(ctx, tx, err, rec)
 		})
 		if !errors.Is(err, errMoved) {
 			break
@@ -434,6 +432,48 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 		return Balance{}, refusal
 	}
 	return balanceOf(g), nil
+}
+
+// charge adds add to g's sums in tx if g, as read, is live and can pay,
+// and its row still holds what was read: then g is updated and charge
+// reports true. It reports false, writing nothing, when g cannot pay or
+// its row has moved (another charge, a revocation, an expiry).
+func (s *Store) charge(ctx context.Context, tx *sql.Tx, g *Grant, add accountant.Spent) (bool, error) {
+	now := s.now()
+	if !g.Live(now) {
+		return false, nil
+	}
+	next := g.Spent.Plus(add)
+	pos := g.Budget().Position(next)
+	if !pos.Fits {
+		return false, nil
+	}
+	deltaSpent := accountant.Up(pos.DeltaSpent, accountant.DeltaScale)
+	res, err := tx.ExecContext(ctx, `UPDATE grants SET epsilon_sum_u = $1, delta_sum_u = $2, rho_u = $3, delta_partition_u = $4,
+		epsilon_spent_u = $5, delta_spent_u = $6, epsilon_spent = $7, delta_spent = $8
+		WHERE id = $9 AND revoked_at IS NULL AND expires_at > $10
+		AND epsilon_sum_u = $11 AND delta_sum_u = $12 AND rho_u = $13 AND delta_partition_u = $14
+		AND epsilon_total = $15 AND delta_total = $16`,
+		next.EpsilonSum, next.DeltaSum, next.Rho, next.DeltaPartition, pos.EpsilonUnits, deltaSpent, pos.EpsilonSpent, pos.DeltaSpent,
+		g.ID, ts(now), g.Spent.EpsilonSum, g.Spent.DeltaSum, g.Spent.Rho, g.Spent.DeltaPartition, g.EpsilonTotal, g.DeltaTotal)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil || n == 0 {
+		return false, err
+	}
+	g.Spent = next
+	g.setSpent(pos.EpsilonUnits, deltaSpent, pos.By)
+	return true, nil
+}
+
+// recorded writes rec, if any, in tx after a charge that returned err.
+func (s *Store) recorded(ctx context.Context, tx *sql.Tx, err error, rec *QueryRecord) error {
+	if err != nil || rec == nil {
+		return err
+	}
+	return recordQuery(ctx, tx, *rec)
 }
 
 // exhausted is the refusal of a charge c that the grant g, standing at

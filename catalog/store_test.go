@@ -182,6 +182,68 @@ func TestRevokeTakesEffect(t *testing.T) {
 	}
 }
 
+// TestReserveFromAnOldRead: a reservation given the grant as read before
+// other spends and a revocation charges only what the grant as it stands
+// can pay. Fifty concurrent reservations, each with the grant as it was
+// before any, leave exactly the five the budget holds, each with its
+// history line; after a revocation, one with the read that still says
+// live is refused as forbidden and writes nothing.
+func TestReserveFromAnOldRead(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			seed(t, s)
+			g := grant(t, s, 0.5)
+			ctx := context.Background()
+			var ok, exhausted atomic.Int32
+			var wg sync.WaitGroup
+			for i := 0; i < 50; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rec := catalog.QueryRecord{ID: catalog.NewID("qry"), GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"}, Epsilon: 0.1, Time: time.Now()}
+					_, err := s.ReserveFor(ctx, rec, g)
+					switch {
+					case err == nil:
+						ok.Add(1)
+					case fault.KindOf(err) == fault.BudgetExhausted:
+						exhausted.Add(1)
+					default:
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if ok.Load() != 5 || exhausted.Load() != 45 {
+				t.Fatalf("%d reservations went through and %d were refused; want 5 and 45", ok.Load(), exhausted.Load())
+			}
+			now, err := s.Grant(ctx, g.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if now.EpsilonSum != 0.5 || now.EpsilonSpent != 0.5 {
+				t.Fatalf("spent %g (sum %g) of %g, want all of it", now.EpsilonSpent, now.EpsilonSum, now.EpsilonTotal)
+			}
+			if h, _ := s.History(ctx, g.ID); len(h) != 5 {
+				t.Fatalf("%d history lines, want 5", len(h))
+			}
+
+			// A second grant, revoked after it was read.
+			g2 := grant(t, s, 5)
+			if _, err := s.Revoke(ctx, g2.ID, nil); err != nil {
+				t.Fatal(err)
+			}
+			rec := catalog.QueryRecord{ID: "qry_revoked", GrantID: g2.ID, Researcher: "res", Datasets: []string{"ds"}, Epsilon: 0.1, Time: time.Now()}
+			if _, err := s.ReserveFor(ctx, rec, g2); fault.KindOf(err) != fault.Forbidden {
+				t.Fatalf("reservation on a revoked grant read as live: %v", err)
+			}
+			if h, _ := s.History(ctx, g2.ID); len(h) != 0 {
+				t.Fatalf("history of the revoked grant: %+v", h)
+			}
+		})
+	}
+}
+
 // TestConcurrentReserve sends 50 concurrent reservations against a budget
 // with room for exactly 5: exactly 5 must succeed.
 func TestConcurrentReserve(t *testing.T) {
@@ -499,7 +561,7 @@ func TestReserveForWritesTheLedger(t *testing.T) {
 			g := grant(t, s, 0.5)
 			ctx := context.Background()
 			rec := catalog.QueryRecord{ID: "qry_a", GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"}, Epsilon: 0.3, Time: time.Now()}
-			if _, err := s.ReserveFor(ctx, rec); err != nil {
+			if _, err := s.ReserveFor(ctx, rec, g); err != nil {
 				t.Fatal(err)
 			}
 			h, _ := s.History(ctx, g.ID)
@@ -510,7 +572,9 @@ func TestReserveForWritesTheLedger(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec.ID = "qry_b"
-			if _, err := s.ReserveFor(ctx, rec); fault.KindOf(err) != fault.BudgetExhausted {
+			// g, as read before the first reservation, could pay: the
+			// refusal comes from the grant as it stands.
+			if _, err := s.ReserveFor(ctx, rec, g); fault.KindOf(err) != fault.BudgetExhausted {
 				t.Fatalf("overspend: %v", err)
 			}
 			h, _ = s.History(ctx, g.ID)

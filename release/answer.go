@@ -246,7 +246,7 @@ func (s *Service) reserve(ctx context.Context, g catalog.Grant, rec catalog.Quer
 	if exact {
 		return catalog.BalanceOf(g), nil
 	}
-	return s.cfg.Store.ReserveFor(ctx, rec)
+	return s.cfg.Store.ReserveFor(ctx, rec, g)
 }
 
 // beforeData is err from a step before the reservation: past the time
