@@ -162,28 +162,33 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 		events = events[len(events)-1000:]
 	}
 	a.seen[e.Person] = events
-	queries, refusals := 0, 0
-	for _, x := range events {
-		if e.Time.Sub(x.Time) <= p.BurstWindow {
-			queries++
-		}
-		if x.Outcome != "ok" && e.Time.Sub(x.Time) <= p.ProbeWindow {
-			refusals++
-		}
-	}
 	// A finding still cooling down from its last alert is not raised, so
 	// it is not looked for or written.
 	due := func(kind string) bool {
 		t, ok := a.last[kind+"/"+e.Person]
 		return !ok || e.Time.Sub(t) >= p.Cooldown
 	}
-	if queries > p.BurstQueries && due("burst") {
-		found = append(found, finding{"burst", fmt.Sprintf("%s sent %d queries within %s", e.Person, queries, p.BurstWindow),
-			map[string]any{"queries": queries, "window": p.BurstWindow.String()}})
+	// within counts the events of the last window that keep says to.
+	within := func(window time.Duration, keep func(Event) bool) int {
+		n := 0
+		for _, x := range events {
+			if e.Time.Sub(x.Time) <= window && keep(x) {
+				n++
+			}
+		}
+		return n
 	}
-	if e.Outcome != "ok" && refusals >= p.ProbeRefusals && due("probing") {
-		found = append(found, finding{"probing", fmt.Sprintf("%s had %d queries refused within %s (last: %s)", e.Person, refusals, p.ProbeWindow, e.Outcome),
-			map[string]any{"refusals": refusals, "window": p.ProbeWindow.String()}})
+	if due("burst") {
+		if queries := within(p.BurstWindow, func(Event) bool { return true }); queries > p.BurstQueries {
+			found = append(found, finding{"burst", fmt.Sprintf("%s sent %d queries within %s", e.Person, queries, p.BurstWindow),
+				map[string]any{"queries": queries, "window": p.BurstWindow.String()}})
+		}
+	}
+	if e.Outcome != "ok" && due("probing") {
+		if refusals := within(p.ProbeWindow, func(x Event) bool { return x.Outcome != "ok" }); refusals >= p.ProbeRefusals {
+			found = append(found, finding{"probing", fmt.Sprintf("%s had %d queries refused within %s (last: %s)", e.Person, refusals, p.ProbeWindow, e.Outcome),
+				map[string]any{"refusals": refusals, "window": p.ProbeWindow.String()}})
+		}
 	}
 	if e.Outcome == "ok" && e.Shape != "" && due("differencing") {
 		for _, x := range events[:len(events)-1] {
@@ -200,13 +205,15 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 			spends = spends[1:]
 		}
 		a.spent[e.GrantID] = spends
-		sum := 0.0
-		for _, x := range spends {
-			sum += x.Epsilon
-		}
-		if sum/e.GrantTotal >= p.BurnShare && due("budget_burn") {
-			found = append(found, finding{"budget_burn", fmt.Sprintf("grant %s spent %.0f%% of its epsilon within %s", e.GrantID, 100*sum/e.GrantTotal, p.BurnWindow),
-				map[string]any{"grant_id": e.GrantID, "epsilon": sum, "window": p.BurnWindow.String()}})
+		if due("budget_burn") {
+			sum := 0.0
+			for _, x := range spends {
+				sum += x.Epsilon
+			}
+			if sum/e.GrantTotal >= p.BurnShare {
+				found = append(found, finding{"budget_burn", fmt.Sprintf("grant %s spent %.0f%% of its epsilon within %s", e.GrantID, 100*sum/e.GrantTotal, p.BurnWindow),
+					map[string]any{"grant_id": e.GrantID, "epsilon": sum, "window": p.BurnWindow.String()}})
+			}
 		}
 	}
 	if h := p.WorkingHours; h != [2]int{} {
