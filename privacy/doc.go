@@ -263,7 +263,9 @@
 //     and policy, the analyses keyed by the SQL and the caller's grants,
 //     the authenticated token) make a repeat faster; which of them hit
 //     depends on the catalog and on the caller's own earlier requests,
-//     never on a patient's rows.
+//     never on a patient's rows. Whether the reservation reads its grant
+//     again (the grant moved after the admission read it) depends on the
+//     spends on that grant, which are metadata too.
 //
 // What is not argued here is excluded: sampling clauses, time travel,
 // subqueries, window functions, set operations, functions outside an
