@@ -161,7 +161,13 @@ const (
 // probability at least 95%, given the variance of each node's noise and
 // an upper end for the rows the bound cut from the group (0 when it cut
 // none; z is quantileZ then, else quantileZWithCut).
+//
+// A cut that is not a finite number (noise that overflowed) bounds
+// nothing: the interval is then the whole range.
 func (t *tree) interval(a sandbox.Agg, variance, cut, z float64) (lo, hi float64) {
+	if math.IsNaN(cut) || math.IsInf(cut, 0) || math.IsNaN(variance) || math.IsInf(variance, 0) {
+		return a.Min, a.Max
+	}
 	total := 0.0
 	for i := range treeBranching {
 		total += t.node(0, i)

@@ -113,3 +113,33 @@ func TestTreeIntervalInterpolates(t *testing.T) {
 		}
 	}
 }
+
+// TestTreeIntervalWithoutAFiniteCut: a count of cut rows, or a variance,
+// that is not a finite number bounds nothing, so the interval is the
+// whole range instead of a point the comparisons with NaN would give.
+func TestTreeIntervalWithoutAFiniteCut(t *testing.T) {
+	leaves := map[int]float64{}
+	for i := 0; i < 100; i++ {
+		leaves[i*40] = 3
+	}
+	exact := func(x float64) float64 { return x }
+	a := sandbox.Agg{Kind: sandbox.Quantile, Min: 0, Max: 4096, Q: 0.5}
+	for _, tc := range []struct {
+		name          string
+		variance, cut float64
+	}{
+		{"cut NaN", 1, math.NaN()},
+		{"cut infinite", 1, math.Inf(1)},
+		{"variance NaN", math.NaN(), 0},
+		{"variance infinite", math.Inf(1), 5},
+	} {
+		lo, hi := newTree(leaves, exact).interval(a, tc.variance, tc.cut, quantileZWithCut)
+		if lo != a.Min || hi != a.Max {
+			t.Errorf("%s: interval [%g, %g], want the whole range [%g, %g]", tc.name, lo, hi, a.Min, a.Max)
+		}
+	}
+	// A finite cut still narrows it.
+	if lo, hi := newTree(leaves, exact).interval(a, 1, 3, quantileZWithCut); lo == a.Min && hi == a.Max {
+		t.Errorf("finite cut: interval [%g, %g] is the whole range", lo, hi)
+	}
+}
