@@ -116,7 +116,10 @@ func writeAnswer(c *gin.Context, media string, res *release.Result) error {
 	contentType := media
 	switch media {
 	case mediaCSV:
-		body, err = answerCSV(res.Answer)
+		var a release.Answer
+		if a, err = res.Answer(); err == nil {
+			body, err = answerCSV(a)
+		}
 		contentType = "text/csv; charset=utf-8; header=present"
 	case mediaArrow:
 		body, err = answerArrow(res, headers)
@@ -134,7 +137,10 @@ func writeAnswer(c *gin.Context, media string, res *release.Result) error {
 // answerHeaders are the response headers of a CSV or Arrow answer, keyed
 // by header name.
 func answerHeaders(res *release.Result) (map[string]string, error) {
-	a := res.Answer
+	a, err := res.Answer()
+	if err != nil {
+		return nil, err
+	}
 	h := map[string]string{
 		headerQueryID: a.QueryID,
 		headerGrantID: a.GrantID,
@@ -239,7 +245,10 @@ const (
 // protected rows, typed from the answer's SQL column types, with what
 // headers carry as schema metadata.
 func answerArrow(res *release.Result, headers map[string]string) ([]byte, error) {
-	a := res.Answer
+	a, err := res.Answer()
+	if err != nil {
+		return nil, err
+	}
 	meta := map[string]string{
 		metaQueryID: a.QueryID, metaGrantID: a.GrantID, metaGrade: string(a.Grade), metaCached: headers[headerCached],
 		metaPrivacy: headers[headerPrivacy], metaBudget: headers[headerBudget],

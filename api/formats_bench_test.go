@@ -62,9 +62,5 @@ func bigResult(tb testing.TB, n int) *release.Result {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	res := &release.Result{Body: body, Budget: catalog.Balance{EpsilonSpent: 1, EpsilonRemaining: 2}}
-	if err := json.Unmarshal(body, &res.Answer); err != nil {
-		tb.Fatal(err)
-	}
-	return res
+	return release.NewResult(body, catalog.Balance{EpsilonSpent: 1, EpsilonRemaining: 2}, false, nil)
 }

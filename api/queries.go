@@ -31,7 +31,7 @@ func (s *Server) postQuery(c *gin.Context) {
 		return
 	}
 	if !res.Cached {
-		s.metrics.epsilon.WithLabelValues(strings.Join(res.Datasets, ",")).Add(res.Answer.Privacy.Epsilon)
+		s.metrics.epsilon.WithLabelValues(strings.Join(res.Datasets, ",")).Add(res.Epsilon)
 	}
 	for _, st := range res.Steps {
 		s.metrics.steps.WithLabelValues(st.Name).Observe(st.Took.Seconds())

@@ -50,7 +50,10 @@ func arrowType(t string) arrow.DataType {
 // with its DuckDB type name, and the privacy report, budget and receipt
 // as metadata.
 func schemaOf(res *release.Result) (*arrow.Schema, error) {
-	a := res.Answer
+	a, err := res.Answer()
+	if err != nil {
+		return nil, err
+	}
 	fields := make([]arrow.Field, len(a.Columns))
 	for i, c := range a.Columns {
 		md := flightsql.NewColumnMetadataBuilder().TypeName(c.Type).Metadata()

@@ -1,12 +1,14 @@
 package flight
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/hospital/gateway/catalog"
 	"github.com/hospital/gateway/engine"
 	"github.com/hospital/gateway/privacy"
 	"github.com/hospital/gateway/release"
@@ -15,14 +17,18 @@ import (
 // TestRecords encodes an answer as decoded from its stored JSON into the
 // Arrow types of its columns.
 func TestRecords(t *testing.T) {
-	res := &release.Result{Answer: release.Answer{QueryID: "qry_1", Answer: privacy.Answer{
+	body, err := json.Marshal(release.Answer{QueryID: "qry_1", Answer: privacy.Answer{
 		Columns: []engine.Column{{Name: "d", Type: "DATE"}, {Name: "flag", Type: "BOOLEAN"}, {Name: "n", Type: "BIGINT"},
 			{Name: "x", Type: "DOUBLE"}, {Name: "s", Type: "VARCHAR"}, {Name: "q", Type: "DECIMAL(18,3)"}},
 		Rows: [][]any{
 			{"2021-03-04T00:00:00Z", true, float64(12), 1.5, "F", 2.25},
 			{"2021-03-05", false, nil, nil, nil, nil},
 		},
-	}}}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := release.NewResult(body, catalog.Balance{}, false, nil)
 	schema, err := schemaOf(res)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +44,11 @@ func TestRecords(t *testing.T) {
 	}
 	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
 	defer mem.AssertSize(t, 0)
-	recs, err := records(mem, schema, res.Answer.Rows)
+	a, err := res.Answer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := records(mem, schema, a.Rows)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,6 +94,10 @@ func (s *Server) ask(ctx context.Context, sqlText string, desc *flight.FlightDes
 	if err != nil {
 		return nil, s.fail(ctx, err)
 	}
+	a, err := res.Answer()
+	if err != nil {
+		return nil, s.fail(ctx, err)
+	}
 	id, err := s.answers.put(c.person.ID, pendingAnswer{res: res, schema: schema})
 	if err != nil {
 		return nil, s.fail(ctx, err)
@@ -106,7 +110,7 @@ func (s *Server) ask(ctx context.Context, sqlText string, desc *flight.FlightDes
 		Schema:           flight.SerializeSchema(schema, s.Alloc),
 		FlightDescriptor: desc,
 		Endpoint:         []*flight.FlightEndpoint{{Ticket: &flight.Ticket{Ticket: ticket}}},
-		TotalRecords:     int64(len(res.Answer.Rows)),
+		TotalRecords:     int64(len(a.Rows)),
 		TotalBytes:       -1,
 	}, nil
 }
@@ -118,7 +122,11 @@ func (s *Server) DoGetStatement(ctx context.Context, t flightsql.StatementQueryT
 	if !ok {
 		return nil, nil, s.fail(ctx, fault.E(fault.NotFound, "the ticket is unknown, expired or already fetched; ask the question again: a repeat is answered at no cost"))
 	}
-	recs, err := records(s.Alloc, p.schema, p.res.Answer.Rows)
+	a, err := p.res.Answer()
+	if err != nil {
+		return nil, nil, s.fail(ctx, err)
+	}
+	recs, err := records(s.Alloc, p.schema, a.Rows)
 	if err != nil {
 		return nil, nil, s.fail(ctx, err)
 	}

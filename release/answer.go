@@ -1,6 +1,7 @@
 package release
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -128,11 +129,19 @@ func (s *Service) answer(ctx context.Context, p catalog.Person, req Request, tr 
 	}
 	clock.done("commit")
 	tr.epsilon = plan.Cost.Epsilon
-	res, err := decoded(stored, bal, false, adm.q.Datasets)
-	if res != nil {
-		res.Steps = clock.steps
+	res := NewResult(stored, bal, false, adm.q.Datasets)
+	res.Steps = clock.steps
+	res.Epsilon = ans.Privacy.Epsilon
+	if !bytes.Equal(stored, body) {
+		// Another request stored the same question's answer first: that
+		// one is the answer, and what it spent is its own.
+		a, err := res.Answer()
+		if err != nil {
+			return nil, err
+		}
+		res.Epsilon = a.Privacy.Epsilon
 	}
-	return res, err
+	return res, nil
 }
 
 // dryRun answers what the query would cost and how noisy it would be,
@@ -208,13 +217,14 @@ func (s *Service) repeat(ctx context.Context, p catalog.Person, req Request, adm
 	if err != nil {
 		return nil, err
 	}
-	res, err := decoded(body, catalog.BalanceOf(g), true, adm.q.Datasets)
+	res := NewResult(body, catalog.BalanceOf(g), true, adm.q.Datasets)
+	a, err := res.Answer()
 	if err != nil {
 		return nil, err
 	}
 	rec := record(p, adm, catalog.NewID("qry"), accountant.Charge{}, "ok")
-	rec.Cached, rec.AnswerID = true, res.Answer.QueryID
-	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": res.Answer.QueryID, "grant_id": adm.grant.ID, "sql": req.SQL, "cached": true})
+	rec.Cached, rec.AnswerID = true, a.QueryID
+	entry := s.entry(p, req.TokenID, adm, "ok", map[string]any{"query_id": a.QueryID, "grant_id": adm.grant.ID, "sql": req.SQL, "cached": true})
 	if _, err := s.commit(ctx, commitment{rec: rec, entry: entry}); err != nil {
 		return nil, fmt.Errorf("record cached release: %w", err)
 	}
@@ -346,15 +356,6 @@ func (s *Service) protect(ctx context.Context, plan *privacy.Plan, out *engine.R
 		return Answer{}, err
 	}
 	return ans, nil
-}
-
-// decoded is a result from stored bytes.
-func decoded(body []byte, bal catalog.Balance, cached bool, datasets []string) (*Result, error) {
-	res := &Result{Body: body, Budget: bal, Cached: cached, Datasets: datasets}
-	if err := json.Unmarshal(body, &res.Answer); err != nil {
-		return nil, fmt.Errorf("decode stored answer: %w", err)
-	}
-	return res, nil
 }
 
 // commitment is what one release writes.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/emmansun/gmsm/sm2"
@@ -100,8 +101,11 @@ type Answer struct {
 
 // Result is a release: its answer, the bytes it is sent as, and the state
 // of the budget after it.
+//
+// The answer is its Body: sent as JSON, it is never decoded; Answer
+// decodes it for the other formats. A fresh answer and a repeat are read
+// from the same stored bytes, so both are sent alike in every format.
 type Result struct {
-	Answer Answer
 	// Body is the answer encoded once, as stored and as sent (see JSON).
 	Body   []byte
 	Budget catalog.Balance
@@ -113,6 +117,39 @@ type Result struct {
 	// Steps are how long each step of a fresh release took, in order, for
 	// the operators' metrics; they are never sent with the answer.
 	Steps []Step
+	// Epsilon is what a fresh release spent, for the operators' metrics
+	// (0 for a repeat or a dry run).
+	Epsilon float64
+	// decoded holds Body decoded, once; nil for a Result made without
+	// NewResult, whose Body is decoded at each call.
+	decoded *decodedBody
+}
+
+type decodedBody struct {
+	once   sync.Once
+	answer Answer
+	err    error
+}
+
+// NewResult is the release of the answer body.
+func NewResult(body []byte, bal catalog.Balance, cached bool, datasets []string) *Result {
+	return &Result{Body: body, Budget: bal, Cached: cached, Datasets: datasets, decoded: &decodedBody{}}
+}
+
+// Answer is the answer Body holds.
+func (r *Result) Answer() (Answer, error) {
+	decode := func() (Answer, error) {
+		var a Answer
+		if err := json.Unmarshal(r.Body, &a); err != nil {
+			return Answer{}, fmt.Errorf("decode stored answer: %w", err)
+		}
+		return a, nil
+	}
+	if r.decoded == nil {
+		return decode()
+	}
+	r.decoded.once.Do(func() { r.decoded.answer, r.decoded.err = decode() })
+	return r.decoded.answer, r.decoded.err
 }
 
 // Step is how long one step of a release took.

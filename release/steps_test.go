@@ -102,8 +102,11 @@ func TestRepeatIsFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := s.repeat(ctx, p, Request{}, adm, "key")
-	if err != nil || res == nil || !res.Cached || res.Answer.QueryID != "qry_first" || res.Budget.EpsilonSpent != 0 {
+	if err != nil || res == nil || !res.Cached || res.Budget.EpsilonSpent != 0 {
 		t.Fatalf("repeat: %+v %v", res, err)
+	}
+	if a, err := res.Answer(); err != nil || a.QueryID != "qry_first" {
+		t.Fatalf("repeat's answer: %+v %v", a, err)
 	}
 	if h, _ := store.History(ctx, g.ID); len(h) != 2 || !h[1].Cached || h[1].Epsilon != 0 {
 		t.Errorf("history %+v, want the repeat recorded as cached at no cost", h)
