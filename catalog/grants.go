@@ -391,7 +391,7 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 		err = s.reserveTx(rec)(ctx, func(tx *sql.Tx) error {
 			if known != nil && try == 0 && known.ID == grantID {
 				g = *known
-				ok, err := s.charge(ctx, tx, &g, add)
+				_, ok, err := s.charge(ctx, tx, &g, add)
 				if err != nil || ok {
 					return s.recorded(ctx, tx, err, rec)
 				}
@@ -408,12 +408,12 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 				refusal = fault.E(fault.Forbidden, "grant %s is revoked or expired", grantID)
 				return nil
 			}
-			if pos := g.Budget().Position(g.Spent.Plus(add)); !pos.Fits {
+			pos, ok, err := s.charge(ctx, tx, &g, add)
+			switch {
+			case err == nil && !ok && !pos.Fits:
 				refusal = exhausted(g, g.Budget().Position(g.Spent), pos, c)
 				return nil
-			}
-			ok, err := s.charge(ctx, tx, &g, add)
-			if err == nil && !ok {
+			case err == nil && !ok:
 				err = errMoved
 			}
 			return s.recorded(ctx, tx, err, rec)
@@ -436,17 +436,19 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 
 // charge adds add to g's sums in tx if g, as read, is live and can pay,
 // and its row still holds what was read: then g is updated and charge
-// reports true. It reports false, writing nothing, when g cannot pay or
-// its row has moved (another charge, a revocation, an expiry).
-func (s *Store) charge(ctx context.Context, tx *sql.Tx, g *Grant, add accountant.Spent) (bool, error) {
+// reports true. It reports false, writing nothing, when g is not live,
+// cannot pay (the position it would reach does not fit), or its row has
+// moved (another charge, a revocation, an expiry). It returns the
+// position g would reach, zero when g is not live.
+func (s *Store) charge(ctx context.Context, tx *sql.Tx, g *Grant, add accountant.Spent) (accountant.Position, bool, error) {
 	now := s.now()
 	if !g.Live(now) {
-		return false, nil
+		return accountant.Position{}, false, nil
 	}
 	next := g.Spent.Plus(add)
 	pos := g.Budget().Position(next)
 	if !pos.Fits {
-		return false, nil
+		return pos, false, nil
 	}
 	deltaSpent := accountant.Up(pos.DeltaSpent, accountant.DeltaScale)
 	res, err := tx.ExecContext(ctx, `UPDATE grants SET epsilon_sum_u = $1, delta_sum_u = $2, rho_u = $3, delta_partition_u = $4,
@@ -457,15 +459,15 @@ func (s *Store) charge(ctx context.Context, tx *sql.Tx, g *Grant, add accountant
 		next.EpsilonSum, next.DeltaSum, next.Rho, next.DeltaPartition, pos.EpsilonUnits, deltaSpent, pos.EpsilonSpent, pos.DeltaSpent,
 		g.ID, ts(now), g.Spent.EpsilonSum, g.Spent.DeltaSum, g.Spent.Rho, g.Spent.DeltaPartition, g.EpsilonTotal, g.DeltaTotal)
 	if err != nil {
-		return false, err
+		return pos, false, err
 	}
 	n, err := res.RowsAffected()
 	if err != nil || n == 0 {
-		return false, err
+		return pos, false, err
 	}
 	g.Spent = next
 	g.setSpent(pos.EpsilonUnits, deltaSpent, pos.By)
-	return true, nil
+	return pos, true, nil
 }
 
 // recorded writes rec, if any, in tx after a charge that returned err.

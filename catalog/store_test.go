@@ -182,6 +182,32 @@ func TestRevokeTakesEffect(t *testing.T) {
 	}
 }
 
+// concurrently runs n reservations at once and fails t unless exactly
+// want of them went through and the others were refused for the budget.
+func concurrently(t *testing.T, n, want int32, reserve func() error) {
+	t.Helper()
+	var ok, exhausted atomic.Int32
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := reserve(); {
+			case err == nil:
+				ok.Add(1)
+			case fault.KindOf(err) == fault.BudgetExhausted:
+				exhausted.Add(1)
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != want || exhausted.Load() != n-want {
+		t.Fatalf("%d reservations went through and %d were refused; want %d and %d", ok.Load(), exhausted.Load(), want, n-want)
+	}
+}
+
 // TestReserveFromAnOldRead: a reservation given the grant as read before
 // other spends and a revocation charges only what the grant as it stands
 // can pay. Fifty concurrent reservations, each with the grant as it was
@@ -195,28 +221,11 @@ func TestReserveFromAnOldRead(t *testing.T) {
 			seed(t, s)
 			g := grant(t, s, 0.5)
 			ctx := context.Background()
-			var ok, exhausted atomic.Int32
-			var wg sync.WaitGroup
-			for i := 0; i < 50; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rec := catalog.QueryRecord{ID: catalog.NewID("qry"), GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"}, Epsilon: 0.1, Time: time.Now()}
-					_, err := s.ReserveFor(ctx, rec, g)
-					switch {
-					case err == nil:
-						ok.Add(1)
-					case fault.KindOf(err) == fault.BudgetExhausted:
-						exhausted.Add(1)
-					default:
-						t.Error(err)
-					}
-				}()
-			}
-			wg.Wait()
-			if ok.Load() != 5 || exhausted.Load() != 45 {
-				t.Fatalf("%d reservations went through and %d were refused; want 5 and 45", ok.Load(), exhausted.Load())
-			}
+			concurrently(t, 50, 5, func() error {
+				rec := catalog.QueryRecord{ID: catalog.NewID("qry"), GrantID: g.ID, Researcher: "res", Datasets: []string{"ds"}, Epsilon: 0.1, Time: time.Now()}
+				_, err := s.ReserveFor(ctx, rec, g)
+				return err
+			})
 			now, err := s.Grant(ctx, g.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -252,31 +261,10 @@ func TestConcurrentReserve(t *testing.T) {
 			s := open(t)
 			seed(t, s)
 			g := grant(t, s, 0.5)
-			var ok, exhausted atomic.Int32
-			var wg sync.WaitGroup
-			for i := 0; i < 50; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					_, err := s.Reserve(context.Background(), g.ID, 0.1, 0)
-					switch fault.KindOf(err) {
-					case fault.Internal:
-						if err == nil {
-							ok.Add(1)
-							return
-						}
-						t.Error(err)
-					case fault.BudgetExhausted:
-						exhausted.Add(1)
-					default:
-						t.Error(err)
-					}
-				}()
-			}
-			wg.Wait()
-			if ok.Load() != 5 || exhausted.Load() != 45 {
-				t.Fatalf("%d reservations went through and %d were refused; want 5 and 45", ok.Load(), exhausted.Load())
-			}
+			concurrently(t, 50, 5, func() error {
+				_, err := s.Reserve(context.Background(), g.ID, 0.1, 0)
+				return err
+			})
 			g, err := s.Grant(context.Background(), g.ID)
 			if err != nil {
 				t.Fatal(err)
