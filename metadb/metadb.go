@@ -89,8 +89,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		d.Close()
 		return nil, fmt.Errorf("connect to metadata store: %w", err)
 	}
-	if _, err := d.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		component TEXT NOT NULL, version BIGINT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))`); err != nil {
+	if err := d.createMigrations(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("create migrations table: %w", err)
 	}
@@ -169,6 +168,31 @@ func (d *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error, deferred bool) e
 	return tx.Commit()
 }
 
+// migrationsLock is the PostgreSQL advisory lock that serialises schema
+// changes between gateways sharing a database.
+const migrationsLock = 7426001
+
+// createMigrations makes sure the table of applied migrations exists.
+// PostgreSQL's CREATE TABLE IF NOT EXISTS is not atomic: two gateways
+// opening one new database at once can both try to create the table, and
+// one fails on the catalog's unique index, so they take the migrations'
+// lock for it.
+func (d *DB) createMigrations(ctx context.Context) error {
+	create := `CREATE TABLE IF NOT EXISTS schema_migrations (
+		component TEXT NOT NULL, version BIGINT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))`
+	if d.dialect != Postgres {
+		_, err := d.write.ExecContext(ctx, create)
+		return err
+	}
+	return d.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationsLock); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, create)
+		return err
+	}, false)
+}
+
 // Migrate applies, in order and each once, the schema changes of one
 // component of the gateway (catalog, quota, alerts, ...). Never edit a
 // migration that has shipped; append a new one.
@@ -177,7 +201,7 @@ func (d *DB) Migrate(ctx context.Context, component string, stmts []string) erro
 		version := i + 1
 		err := d.Tx(ctx, func(tx *sql.Tx) error {
 			if d.dialect == Postgres {
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7426001)`); err != nil {
+				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationsLock); err != nil {
 					return err
 				}
 			}
