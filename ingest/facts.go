@@ -121,7 +121,7 @@ func (f *facts) inDomain(name string, col arrow.Array, dom [2]float64) error {
 		if err != nil {
 			return fault.E(fault.Invalid, "table %s: column %s declares a numeric domain but is not numeric; remove domain_min and domain_max or fix the file", f.table.Name, name)
 		}
-		if v < dom[0] || v > dom[1] {
+		if !(v >= dom[0] && v <= dom[1]) { // NaN is in no domain
 			return fault.E(fault.Invalid, "table %s: column %s holds a value outside its declared domain [%g, %g]; widen the domain or fix the file", f.table.Name, name, dom[0], dom[1])
 		}
 	}

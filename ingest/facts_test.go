@@ -70,3 +70,23 @@ func TestDeclaredFactsAreChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestNaNIsInNoDomain: NaN compares false with both ends of a domain, so
+// a check by "below or above" would let it through.
+func TestNaNIsInNoDomain(t *testing.T) {
+	key, err := atrest.NewKey(atrest.SM4GCM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	csv := filepath.Join(dir, "costs.csv")
+	if err := os.WriteFile(csv, []byte("patient_id,cost\n1,1.5\n2,NaN\n3,2.5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	table := policy.Table{Name: "costs", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit},
+		{Name: "cost", Role: policy.Attribute, Min: ptr(0), Max: ptr(10), DomainMin: ptr(0), DomainMax: ptr(100)}}}
+	_, _, err = importTable(context.Background(), csv, filepath.Join(dir, "costs.part"), table, key, io.Discard)
+	if fault.KindOf(err) != fault.Invalid || !strings.Contains(err.Error(), "outside its declared domain") {
+		t.Fatalf("got %v, want the NaN refused as outside the domain", err)
+	}
+}
