@@ -111,14 +111,18 @@ type Config struct {
 
 // Alerter runs the detectors and delivers alerts.
 type Alerter struct {
-	db    *metadb.DB
-	cfg   Config
-	mu    sync.Mutex
-	seen  map[string][]Event   // person -> recent events, oldest first
-	spent map[string][]Event   // grant -> recent spends
-	last  map[string]time.Time // kind/person -> last alert
-	wg    sync.WaitGroup       // webhook deliveries in flight
-	http  *http.Client
+	db   *metadb.DB
+	cfg  Config
+	mu   sync.Mutex
+	seen map[string][]Event // person -> recent events, oldest first
+	// shapes: person -> shape -> the latest keys answered, for the
+	// differencing detector, which would otherwise compare every
+	// answer with each of the person's recent events.
+	shapes map[string]map[string]*recentKeys
+	spent  map[string][]Event   // grant -> recent spends
+	last   map[string]time.Time // kind/person -> last alert
+	wg     sync.WaitGroup       // webhook deliveries in flight
+	http   *http.Client
 }
 
 // New prepares the alert tables.
@@ -133,7 +137,7 @@ func New(ctx context.Context, db *metadb.DB, cfg Config) (*Alerter, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Alerter{db: db, cfg: cfg, seen: map[string][]Event{}, spent: map[string][]Event{}, last: map[string]time.Time{},
+	return &Alerter{db: db, cfg: cfg, seen: map[string][]Event{}, shapes: map[string]map[string]*recentKeys{}, spent: map[string][]Event{}, last: map[string]time.Time{},
 		http: &http.Client{Timeout: cfg.Policy.WebhookTimeout}}, nil
 }
 
@@ -143,6 +147,61 @@ func (a *Alerter) Close() { a.wg.Wait() }
 type finding struct {
 	kind, msg string
 	detail    map[string]any
+}
+
+// recentKeys are the two latest distinct keys of a person's answered
+// queries of one shape, latest first, and when each was last answered:
+// enough to tell when a key other than a given one was last answered.
+type recentKeys struct {
+	key  [2]string
+	time [2]time.Time
+}
+
+// other is when a key other than key was last answered; zero if never.
+func (r *recentKeys) other(key string) time.Time {
+	if r.key[0] != key {
+		return r.time[0]
+	}
+	return r.time[1]
+}
+
+func (r *recentKeys) add(key string, t time.Time) {
+	if r.key[0] != key {
+		r.key[1], r.time[1] = r.key[0], r.time[0]
+		r.key[0] = key
+	}
+	r.time[0] = t
+}
+
+// maxShapes bounds the shapes remembered per person; past it, those not
+// answered within the differencing window are forgotten, and if all
+// were, all are.
+const maxShapes = 1000
+
+// keysOf is the person's recent keys of shape, kept in a.shapes; a.mu is
+// held.
+func (a *Alerter) keysOf(person, shape string, now time.Time, window time.Duration) *recentKeys {
+	m := a.shapes[person]
+	if m == nil {
+		m = map[string]*recentKeys{}
+		a.shapes[person] = m
+	}
+	if k, ok := m[shape]; ok {
+		return k
+	}
+	if len(m) >= maxShapes {
+		for s, k := range m {
+			if now.Sub(k.time[0]) > window {
+				delete(m, s)
+			}
+		}
+		if len(m) >= maxShapes {
+			clear(m)
+		}
+	}
+	k := &recentKeys{}
+	m[shape] = k
+	return k
 }
 
 // Observe runs the detectors on one query outcome and raises what they find.
@@ -190,14 +249,13 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 				map[string]any{"refusals": refusals, "window": p.ProbeWindow.String()}})
 		}
 	}
-	if e.Outcome == "ok" && e.Shape != "" && due("differencing") {
-		for _, x := range events[:len(events)-1] {
-			if x.Outcome == "ok" && x.Shape == e.Shape && x.Key != e.Key && e.Time.Sub(x.Time) <= p.DiffWindow {
-				found = append(found, finding{"differencing", fmt.Sprintf("%s asked the same query with different constants within %s; the difference of the answers may single out patients", e.Person, p.DiffWindow),
-					map[string]any{"dataset": e.Dataset}})
-				break
-			}
+	if e.Outcome == "ok" && e.Shape != "" {
+		keys := a.keysOf(e.Person, e.Shape, e.Time, p.DiffWindow)
+		if t := keys.other(e.Key); !t.IsZero() && e.Time.Sub(t) <= p.DiffWindow && due("differencing") {
+			found = append(found, finding{"differencing", fmt.Sprintf("%s asked the same query with different constants within %s; the difference of the answers may single out patients", e.Person, p.DiffWindow),
+				map[string]any{"dataset": e.Dataset}})
 		}
+		keys.add(e.Key, e.Time)
 	}
 	if e.Outcome == "ok" && e.GrantID != "" && e.Epsilon > 0 && e.GrantTotal > 0 {
 		spends := append(a.spent[e.GrantID], e)

@@ -75,6 +75,29 @@ func TestDetectors(t *testing.T) {
 			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40"}) // the same question: no alert
 			emit(alerts.Event{Person: "q", Outcome: "ok", Shape: "s1", Key: "age>41"}) // another person
 		}, map[string]int{}},
+		{"differencing found", alerts.Policy{}, func(emit func(alerts.Event)) {
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40"})
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s2", Key: "sex='F'"})
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40"})
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>41"}) // the first question with another constant
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40"}) // again, within the cooldown
+		}, map[string]int{"differencing": 1}},
+		{"differencing back to an earlier constant", alerts.Policy{}, func(emit func(alerts.Event)) {
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40", Time: now})
+			emit(alerts.Event{Person: "r", Outcome: "query_rejected", Shape: "s1", Key: "age>41", Time: now.Add(time.Minute)}) // refused: not an answer
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40", Time: now.Add(2 * time.Minute)})
+		}, map[string]int{}},
+		{"differencing outside the window", alerts.Policy{DiffWindow: time.Hour}, func(emit func(alerts.Event)) {
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40", Time: now})
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>41", Time: now.Add(2 * time.Hour)})
+		}, map[string]int{}},
+		{"differencing across two constants", alerts.Policy{DiffWindow: time.Hour}, func(emit func(alerts.Event)) {
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>41", Time: now})
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40", Time: now.Add(2 * time.Hour)})
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>40", Time: now.Add(150 * time.Minute)})
+			// age>41 was last answered 3 h before; age>40 moments before.
+			emit(alerts.Event{Person: "r", Outcome: "ok", Shape: "s1", Key: "age>41", Time: now.Add(3 * time.Hour)})
+		}, map[string]int{"differencing": 1}},
 		{"budget burn", alerts.Policy{BurnShare: 0.5}, func(emit func(alerts.Event)) {
 			emit(alerts.Event{Person: "r", Outcome: "ok", GrantID: "g", Epsilon: 0.3, GrantTotal: 1})
 			emit(alerts.Event{Person: "r", Outcome: "ok", GrantID: "g", Epsilon: 0.3, GrantTotal: 1})
