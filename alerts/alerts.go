@@ -119,7 +119,7 @@ type Alerter struct {
 	// differencing detector, which would otherwise compare every
 	// answer with each of the person's recent events.
 	shapes map[string]map[string]*recentKeys
-	spent  map[string][]Event   // grant -> recent spends
+	spent  map[string]*burn     // grant -> recent spends
 	last   map[string]time.Time // kind/person -> last alert
 	wg     sync.WaitGroup       // webhook deliveries in flight
 	http   *http.Client
@@ -137,7 +137,7 @@ func New(ctx context.Context, db *metadb.DB, cfg Config) (*Alerter, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Alerter{db: db, cfg: cfg, seen: map[string][]Event{}, shapes: map[string]map[string]*recentKeys{}, spent: map[string][]Event{}, last: map[string]time.Time{},
+	return &Alerter{db: db, cfg: cfg, seen: map[string][]Event{}, shapes: map[string]map[string]*recentKeys{}, spent: map[string]*burn{}, last: map[string]time.Time{},
 		http: &http.Client{Timeout: cfg.Policy.WebhookTimeout}}, nil
 }
 
@@ -147,6 +147,36 @@ func (a *Alerter) Close() { a.wg.Wait() }
 type finding struct {
 	kind, msg string
 	detail    map[string]any
+}
+
+// burn is a grant's spends within the burn window, oldest first, and
+// their sum, kept as spends come and go: a grant answering hundreds of
+// queries a second would otherwise be summed over again at each one.
+type burn struct {
+	spends []spend
+	sum    float64
+}
+
+type spend struct {
+	at      time.Time
+	epsilon float64
+}
+
+// add records a spend of epsilon at t and returns the sum of the spends
+// within window before t.
+func (b *burn) add(t time.Time, epsilon float64, window time.Duration) float64 {
+	b.spends = append(b.spends, spend{t, epsilon})
+	b.sum += epsilon
+	i := 0
+	for i < len(b.spends) && t.Sub(b.spends[i].at) > window {
+		b.sum -= b.spends[i].epsilon
+		i++
+	}
+	b.spends = b.spends[i:]
+	if len(b.spends) == 1 {
+		b.sum = b.spends[0].epsilon // what subtracting left over goes
+	}
+	return b.sum
 }
 
 // recentKeys are the two latest distinct keys of a person's answered
@@ -258,16 +288,13 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 		keys.add(e.Key, e.Time)
 	}
 	if e.Outcome == "ok" && e.GrantID != "" && e.Epsilon > 0 && e.GrantTotal > 0 {
-		spends := append(a.spent[e.GrantID], e)
-		for len(spends) > 0 && e.Time.Sub(spends[0].Time) > p.BurnWindow {
-			spends = spends[1:]
+		b := a.spent[e.GrantID]
+		if b == nil {
+			b = &burn{}
+			a.spent[e.GrantID] = b
 		}
-		a.spent[e.GrantID] = spends
+		sum := b.add(e.Time, e.Epsilon, p.BurnWindow)
 		if due("budget_burn") {
-			sum := 0.0
-			for _, x := range spends {
-				sum += x.Epsilon
-			}
 			if sum/e.GrantTotal >= p.BurnShare {
 				found = append(found, finding{"budget_burn", fmt.Sprintf("grant %s spent %.0f%% of its epsilon within %s", e.GrantID, 100*sum/e.GrantTotal, p.BurnWindow),
 					map[string]any{"grant_id": e.GrantID, "epsilon": sum, "window": p.BurnWindow.String()}})
