@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
@@ -418,7 +419,7 @@ func (s *Store) scanDataset(row interface{ Scan(...any) error }) (Dataset, error
 	in := dec.info
 	d.Source, d.Category, d.Purpose, d.Method, d.Responsible, d.CrossBorder, d.Protection =
 		in.Source, in.Category, in.Purpose, in.Method, in.Responsible, in.CrossBorder, in.Protection
-	d.Policy = dec.policy.Clone()
+	d.Policy, d.PolicyDigest = dec.policy.Clone(), dec.digest
 	d.RegisteredAt, d.UpdatedAt = parseTS(reg), parseTS(upd)
 	return d, nil
 }
@@ -437,6 +438,7 @@ type decodedDatasets struct {
 type decodedDataset struct {
 	info   datasetInfo
 	policy Policy
+	digest [32]byte // of the policy's text
 }
 
 // maxDecoded bounds the texts remembered; past it the memory starts over.
@@ -456,6 +458,7 @@ func (c *decodedDatasets) get(info, policy string) (decodedDataset, error) {
 	if err := json.Unmarshal([]byte(policy), &d.policy); err != nil {
 		return decodedDataset{}, fmt.Errorf("policy: %w", err)
 	}
+	d.digest = sha256.Sum256([]byte(policy))
 	c.mu.Lock()
 	if len(c.m) >= maxDecoded {
 		clear(c.m)

@@ -22,6 +22,11 @@ type Dataset struct {
 	// Protection lists the protection measures applied.
 	Protection string `json:"protection_measures"`
 	Policy     Policy `json:"policy"`
+	// PolicyDigest, for a dataset read from the store, is the SHA-256 of
+	// the stored text Policy was decoded from: equal digests, equal
+	// policies. It is zero for a dataset not read from the store, and a
+	// caller that changes Policy must zero it.
+	PolicyDigest [32]byte `json:"-"`
 	// Rows and Units are the dataset's scale: rows over all tables and
 	// distinct privacy units (patients).
 	Rows  int64 `json:"rows"`

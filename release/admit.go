@@ -54,7 +54,7 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 			return nil, fault.Wrap(fault.Unavailable, err, "the engine could not read the tables' columns")
 		}
 	}
-	q, err := s.analyses.analyze(ctx, s.cfg.Engine, sqlText, live, scope)
+	q, err := s.analyses.analyze(ctx, s.cfg.Engine, sqlText, live, scope, datasets)
 	if err != nil {
 		return nil, err
 	}

@@ -3,12 +3,17 @@ package release
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/hospital/gateway/catalog"
+	"github.com/hospital/gateway/policy"
 	"github.com/hospital/gateway/sandbox"
 )
 
@@ -36,9 +41,10 @@ func newAnalyses(max int) *analyses {
 
 // analyze is sandbox.Analyze through the cache. It returns a query of
 // the caller's own, which it may change (admit applies the grade rule and
-// the rank to it).
-func (a *analyses) analyze(ctx context.Context, p sandbox.Parser, sqlText string, grants []catalog.Grant, scope sandbox.Scope) (*sandbox.Query, error) {
-	key, err := analysisKey(sqlText, grants, scope)
+// the rank to it). datasets are the datasets the scope's sources were
+// built from, as read from the store (see analysisKey).
+func (a *analyses) analyze(ctx context.Context, p sandbox.Parser, sqlText string, grants []catalog.Grant, scope sandbox.Scope, datasets map[string]catalog.Dataset) (*sandbox.Query, error) {
+	key, err := analysisKey(sqlText, grants, scope, datasets)
 	if err != nil {
 		return nil, err
 	}
@@ -68,20 +74,64 @@ func (a *analyses) analyze(ctx context.Context, p sandbox.Parser, sqlText string
 	return q, nil
 }
 
-func analysisKey(sqlText string, grants []catalog.Grant, scope sandbox.Scope) ([32]byte, error) {
-	ids := make([]string, len(grants))
-	for i, g := range grants {
-		ids[i] = g.ID
+// analysisKey is the SHA-256 of everything the analysis reads: the SQL,
+// the grants' IDs and every source of the scope, each field prefixed by
+// its length. A source's table and policy are its dataset's, so they are
+// keyed by the dataset's PolicyDigest, the digest of the stored text both
+// were decoded from (scopeOf takes them from the dataset unchanged), and
+// by the table's name; a source whose dataset has no digest is keyed by
+// its policy and table in full, as JSON.
+func analysisKey(sqlText string, grants []catalog.Grant, scope sandbox.Scope, datasets map[string]catalog.Dataset) ([32]byte, error) {
+	h := sha256.New()
+	var n [8]byte
+	field := func(s string) {
+		binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		io.WriteString(h, s)
 	}
-	b, err := json.Marshal(struct {
-		SQL    string
-		Grants []string
-		Scope  sandbox.Scope
-	}{sqlText, ids, scope})
-	if err != nil {
-		return [32]byte{}, fmt.Errorf("key the analysis: %w", err)
+	count := func(c int) { field(strconv.Itoa(c)) }
+	field(sqlText)
+	count(len(grants))
+	for _, g := range grants {
+		field(g.ID)
 	}
-	return sha256.Sum256(b), nil
+	count(len(scope.Sources))
+	for _, src := range scope.Sources {
+		field(src.Dataset)
+		field(string(src.Grade))
+		field(src.Table.Name)
+		if d, ok := datasets[src.Dataset]; ok && d.PolicyDigest != [32]byte{} {
+			h.Write(d.PolicyDigest[:])
+		} else {
+			b, err := json.Marshal(struct {
+				Table  policy.Table
+				Policy policy.Policy
+			}{src.Table, src.Policy})
+			if err != nil {
+				return [32]byte{}, fmt.Errorf("key the analysis: %w", err)
+			}
+			field(string(b))
+		}
+		if src.Columns == nil {
+			field("*") // every column; a scope's names are never "*"
+		} else {
+			cols := slices.Sorted(maps.Keys(src.Columns))
+			count(len(cols))
+			for _, c := range cols {
+				field(c)
+				field(strconv.FormatBool(src.Columns[c]))
+			}
+		}
+		names := slices.Sorted(maps.Keys(src.Types))
+		count(len(names))
+		for _, c := range names {
+			field(c)
+			field(src.Types[c])
+		}
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	return key, nil
 }
 
 // copyQuery is a copy of q whose fields and lists can be changed without
