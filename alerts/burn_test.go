@@ -17,7 +17,7 @@ func TestBurnSumsTheWindow(t *testing.T) {
 	}{
 		{0, 0.1, 0.1},
 		{10 * time.Minute, 0.2, 0.3},
-		{60 * time.Minute, 0.3, 0.6},  // the first is exactly a window old: kept
+		{60 * time.Minute, 0.3, 0.6},   // the first is exactly a window old: kept
 		{61 * time.Minute, 0.05, 0.55}, // now it is past
 		{200 * time.Minute, 0.4, 0.4},  // every earlier one is past
 		{201 * time.Minute, 0.1, 0.5},

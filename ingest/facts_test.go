@@ -16,18 +16,27 @@ import (
 
 func ptr(f float64) *float64 { return &f }
 
-// TestDeclaredFactsAreChecked: a file that breaks one_row_per_unit,
-// max_distinct, a public list or a domain is refused with its counts, and leaves no table file behind.
-func TestDeclaredFactsAreChecked(t *testing.T) {
+// sourceFile writes a source file name holding body in a new directory,
+// and returns a table key to import it with, the directory and the
+// file's path.
+func sourceFile(t *testing.T, name, body string) (atrest.Key, string, string) {
+	t.Helper()
 	key, err := atrest.NewKey(atrest.SM4GCM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	csv := filepath.Join(dir, "people.csv")
-	if err := os.WriteFile(csv, []byte("patient_id,dx,los\n1,A,3\n2,B,400\n2,C,5\n3,D,1\n"), 0o600); err != nil {
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return key, dir, path
+}
+
+// TestDeclaredFactsAreChecked: a file that breaks one_row_per_unit,
+// max_distinct, a public list or a domain is refused with its counts, and leaves no table file behind.
+func TestDeclaredFactsAreChecked(t *testing.T) {
+	key, dir, csv := sourceFile(t, "people.csv", "patient_id,dx,los\n1,A,3\n2,B,400\n2,C,5\n3,D,1\n")
 	cases := []struct {
 		name  string
 		table policy.Table
@@ -74,18 +83,10 @@ func TestDeclaredFactsAreChecked(t *testing.T) {
 // TestNaNIsInNoDomain: NaN compares false with both ends of a domain, so
 // a check by "below or above" would let it through.
 func TestNaNIsInNoDomain(t *testing.T) {
-	key, err := atrest.NewKey(atrest.SM4GCM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	csv := filepath.Join(dir, "costs.csv")
-	if err := os.WriteFile(csv, []byte("patient_id,cost\n1,1.5\n2,NaN\n3,2.5\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key, dir, csv := sourceFile(t, "costs.csv", "patient_id,cost\n1,1.5\n2,NaN\n3,2.5\n")
 	table := policy.Table{Name: "costs", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit},
 		{Name: "cost", Role: policy.Attribute, Min: ptr(0), Max: ptr(10), DomainMin: ptr(0), DomainMax: ptr(100)}}}
-	_, _, err = importTable(context.Background(), csv, filepath.Join(dir, "costs.part"), table, key, io.Discard)
+	_, _, err := importTable(context.Background(), csv, filepath.Join(dir, "costs.part"), table, key, io.Discard)
 	if fault.KindOf(err) != fault.Invalid || !strings.Contains(err.Error(), "outside its declared domain") {
 		t.Fatalf("got %v, want the NaN refused as outside the domain", err)
 	}

@@ -118,7 +118,11 @@ func TestAnalysisKeyCoversTheScope(t *testing.T) {
 		{"a column scope", func(in *input) { in.scope.Sources[0].Columns = map[string]bool{"age": true} }, false},
 		{"a type", func(in *input) { in.scope.Sources[1].Types = map[string]string{"age": "BIGINT"} }, false},
 		{"the field boundaries", func(in *input) { in.scope.Sources[0].Types = map[string]string{"ag": "eINTEGER"} }, false},
-		{"the policy digest", func(in *input) { d := in.datasets[g.Datasets[0]]; d.PolicyDigest[0] = 2; in.datasets = map[string]catalog.Dataset{d.Name: d} }, false},
+		{"the policy digest", func(in *input) {
+			d := in.datasets[g.Datasets[0]]
+			d.PolicyDigest[0] = 2
+			in.datasets = map[string]catalog.Dataset{d.Name: d}
+		}, false},
 		{"the policy under the same digest", func(in *input) { in.scope.Sources[0].Policy.K++ }, true},
 		{"the policy without a digest", func(in *input) { in.datasets = nil; in.scope.Sources[0].Policy.K++ }, false},
 	}
