@@ -208,7 +208,9 @@
 //     result.
 //   - Errors while running: every researcher expression runs under DuckDB's
 //     TRY, and aggregated values are read with TRY_CAST, so no value can
-//     make a query fail. The one exception is a WHERE conjunct that cannot
+//     make a query fail (an INTEGER or BIGINT column with whole bounds is
+//     clamped in its own type instead, within maxExact, where no value can
+//     overflow). The one exception is a WHERE conjunct that cannot
 //     fail on any row (a comparison, BETWEEN, IN list or IS NULL of a
 //     column with constants of its own kind, and AND, OR, NOT of those;
 //     sandbox.cannotFail, from the column types read from the loaded

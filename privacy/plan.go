@@ -511,6 +511,62 @@ func clampSQL(expr string, lo, hi float64) string {
 	return fmt.Sprintf("CASE WHEN %s < %s THEN %s WHEN %s > %s THEN %s ELSE %s END", expr, num(lo), num(lo), expr, num(hi), num(hi), expr)
 }
 
+// maxExact bounds the constants of an exact sum (see values): values
+// clamped within it, less a centre within it, stay far inside INTEGER.
+const maxExact = 1e8
+
+// values writes the clamped values of aggregate j that rowAggregate sums:
+// clamped to [lo, hi], less centre, and the sum of such an expression.
+// By default a value is read as DOUBLE with TRY_CAST. When the column is
+// loaded as INTEGER or BIGINT and the bounds, the domain and the centre
+// are whole numbers within maxExact, it is clamped in its own type and
+// summed exactly (DuckDB's integer sum), then read as DOUBLE per group:
+// the same values, without the cast on every row that is most of a
+// clamp's cost, and no value can overflow, so none can fail.
+type values struct {
+	arg, typ string // typ is "" for DOUBLE
+}
+
+func valuesOf(j int, a sandbox.Agg) values {
+	v := values{arg: fmt.Sprintf("__a%d", j)}
+	dlo, dhi := domainOf(a)
+	if a.IntType == "" {
+		return v
+	}
+	for _, x := range []float64{a.Min, a.Max, (a.Min + a.Max) / 2, dlo, dhi} {
+		if x != math.Trunc(x) || math.Abs(x) > maxExact {
+			return v
+		}
+	}
+	v.typ = a.IntType
+	return v
+}
+
+// clamp is the value clamped to [lo, hi], less centre (none when 0).
+func (v values) clamp(lo, hi, centre float64) string {
+	if v.typ == "" {
+		e := clampSQL("TRY_CAST("+v.arg+" AS DOUBLE)", lo, hi)
+		if centre != 0 {
+			e += " - " + num(centre)
+		}
+		return e
+	}
+	lit := func(x float64) string { return fmt.Sprintf("%d::%s", int64(x), v.typ) }
+	e := fmt.Sprintf("CASE WHEN %s < %s THEN %s WHEN %s > %s THEN %s ELSE %s END", v.arg, lit(lo), lit(lo), v.arg, lit(hi), lit(hi), v.arg)
+	if centre != 0 {
+		e += " - " + lit(centre)
+	}
+	return e
+}
+
+// sum is the sum of expr, a clamp, 0 over no rows, as DOUBLE.
+func (v values) sum(expr string) string {
+	if v.typ == "" {
+		return fmt.Sprintf("coalesce(sum(%s), 0)", expr)
+	}
+	return fmt.Sprintf("coalesce(sum(%s), 0)::DOUBLE", expr)
+}
+
 // aggCol is one column of rowAggregate: its partial over rows (expr, named
 // name; none when the final column reads another's partial) and the final
 // column formed from the partials (outer, with its name; none for a
@@ -583,7 +639,7 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 			dc, ds = p.biasCols(a)
 		}
 		dlo, dhi := domainOf(a)
-		full := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", dlo, dhi)
+		vals := valuesOf(j, a)
 		c, dcn, s, f, q := fmt.Sprintf("__c%d", j), fmt.Sprintf("__dc%d", j), fmt.Sprintf("__s%d", j), fmt.Sprintf("__f%d", j), fmt.Sprintf("__q%d", j)
 		ds0 := fmt.Sprintf("__ds%d", j)
 		// count adds a count of arg's rows: kept as name, cut as __dc.
@@ -593,14 +649,16 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 				cols = append(cols, aggCol{name: dcn, outer: sumOf(c, dropped, true) + " AS " + dcn})
 			}
 		}
-		// sum adds a sum of v (clamped), and its bias over the domain
-		// (fv) less the kept rows' clamped sum.
-		sum := func(v, fv string) {
-			cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", v), name: s, outer: sumOf(s, kept, false) + " AS " + s})
+		// sum adds a sum of the values clamped to the bounds less centre,
+		// and its bias: the sum clamped to the domain instead, less the
+		// kept rows' clamped sum.
+		sum := func(centre float64) {
+			v, fv := vals.sum(vals.clamp(a.Min, a.Max, centre)), vals.sum(vals.clamp(dlo, dhi, centre))
+			cols = append(cols, aggCol{expr: v, name: s, outer: sumOf(s, kept, false) + " AS " + s})
 			if ds {
-				cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum(%s), 0)", fv), name: f,
+				cols = append(cols, aggCol{expr: fv, name: f,
 					outer:  fmt.Sprintf("%s - %s AS %s", sumOf(f, "", false), sumOf(s, kept, false), ds0),
-					direct: fmt.Sprintf("coalesce(sum(%s), 0) - coalesce(sum(%s), 0) AS %s", fv, v, ds0)})
+					direct: fmt.Sprintf("%s - %s AS %s", fv, v, ds0)})
 			}
 		}
 		switch a.Kind {
@@ -609,10 +667,10 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 		case sandbox.CountUnits:
 			cols = append(cols, aggCol{expr: users, name: c, outer: sumOf(c, kept, true) + " AS " + c})
 		case sandbox.Sum:
-			sum(clamped, full)
+			sum(0)
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 			count()
-			sum(clamped+" - "+mid, full+" - "+mid)
+			sum((a.Min + a.Max) / 2)
 			if a.Kind != sandbox.Avg {
 				cols = append(cols, aggCol{expr: fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0)", clamped, mid, clamped, mid), name: q, outer: sumOf(q, kept, false) + " AS " + q})
 			}

@@ -99,12 +99,17 @@ func (a *analyzer) aggregate(item node) (Agg, node, error) {
 	if str(arg, "class") != "COLUMN_REF" {
 		return Agg{}, nil, reject("%s takes a bare numeric column with declared bounds, not an expression", name)
 	}
-	col, _, err := a.resolve(strs(arg, "column_names"), name)
+	col, ref, err := a.resolve(strs(arg, "column_names"), name)
 	if err != nil {
 		return Agg{}, nil, err
 	}
 	if err := a.expr(arg, name); err != nil {
 		return Agg{}, nil, err
+	}
+	if ref >= 0 {
+		if t := strings.ToUpper(a.refs[ref].src.Types[strings.ToLower(col.Name)]); t == "INTEGER" || t == "BIGINT" {
+			agg.IntType = t
+		}
 	}
 	if !col.Bounded() {
 		return Agg{}, nil, reject("column %s has no declared bounds, so %s cannot be protected; ask the data steward to declare min and max", col.Name, name)

@@ -104,6 +104,10 @@ type Agg struct {
 	Q                    float64 // the quantile for Quantile
 	Disc                 bool    // quantile_disc: answer a value of the column's grid
 	Star                 bool    // COUNT(*): every row counts
+	// IntType is "INTEGER" or "BIGINT" when the engine loaded Column as
+	// that signed integer type (known from Source.Types only, never from
+	// the policy), so that its values can be clamped and summed in it.
+	IntType string
 }
 
 // Output is one output column: a group key or an aggregate.
