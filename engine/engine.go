@@ -158,7 +158,10 @@ func (e *Engine) ProcessMemoryLimit() int64 { return e.guard.limit }
 // Close releases the database and all data in it, once the rankings in
 // the background have stopped.
 func (e *Engine) Close() error {
+	// Under mu, so that no background work starts after Wait begins.
+	e.mu.Lock()
 	e.stop()
+	e.mu.Unlock()
 	e.background.Wait()
 	e.kept.drop()
 	for _, st := range []*sql.Stmt{e.serialize, e.deserialize} {
@@ -229,6 +232,9 @@ type Prepared struct {
 	e          *Engine
 	owner, sql string
 	gen        uint64
+	// ranLong: the statement ran longer than keepUnder, so Close prepares
+	// a fresh one for the owner in its place (Engine.refill).
+	ranLong bool
 }
 
 // Prepare binds sqlText against the loaded tables' schemas without reading
@@ -263,10 +269,14 @@ func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
 		return nil, classify(ctx, err)
 	}
 	res, err := read(ctx, rows, maxRows)
-	if err != nil || time.Since(start) > keepUnder {
-		// Nor one that ran long: what it saves is small beside its run,
-		// and DuckDB holds a kept statement's working memory.
+	switch {
+	case err != nil:
 		p.e = nil
+	case time.Since(start) > keepUnder:
+		// Nor one that ran long: DuckDB holds a kept statement's working
+		// memory. One that has not run holds none, so a fresh one is
+		// prepared in its place.
+		p.ranLong = true
 	}
 	return res, err
 }
@@ -274,7 +284,14 @@ func (p *Prepared) Query(ctx context.Context, maxRows int) (*Result, error) {
 // Close releases the statement and its connection, or keeps them for the
 // owner's next use (PrepareFor).
 func (p *Prepared) Close() error {
-	if p.e != nil && p.e.kept.give(p) {
+	if p.e == nil {
+		return p.release()
+	}
+	if p.ranLong {
+		p.e.refill(p.owner, p.sql, p.gen)
+		return p.release()
+	}
+	if p.e.kept.give(p) {
 		return nil
 	}
 	return p.release()

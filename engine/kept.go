@@ -14,11 +14,23 @@ import (
 // nothing of what others asked. Any change to a table (created, appended
 // to, ranked) drops every kept statement: a plan is reused only over the
 // schemas it was bound against.
+//
+// A statement that ran longer than keepUnder is not kept (DuckDB holds its
+// working memory), but one is prepared afresh in its place in the
+// background (Engine.refill), off the path of any answer: the owner's next
+// query of the same SQL, a large one asked again with another epsilon or
+// bounded at the same bound, starts bound and planned too. For a query
+// bounded by rank, whose SQL is only known once the bound is chosen, that
+// preparation is a few milliseconds. Whether a kept statement is there
+// depends only on the owner's own earlier queries and the bounds chosen
+// for them, which their answers report.
 type kept struct {
 	mu   sync.Mutex
 	gen  uint64 // moves on at each change of a table
 	idle map[keptKey][]*Prepared
 	n    int
+	// refilling marks the keys being prepared again: one at a time.
+	refilling map[keptKey]bool
 }
 
 type keptKey struct{ owner, sql string }
@@ -94,6 +106,30 @@ func (k *kept) give(p *Prepared) bool {
 	return true
 }
 
+// startRefill reports whether a statement for owner and sqlText should be
+// prepared again at generation gen, and if so marks it in progress: not
+// when a table changed since, one is kept already, or one is being
+// prepared.
+func (k *kept) startRefill(owner, sqlText string, gen uint64) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key := keptKey{owner, sqlText}
+	if gen != k.gen || len(k.idle[key]) > 0 || k.refilling[key] || k.n >= maxKept {
+		return false
+	}
+	if k.refilling == nil {
+		k.refilling = map[keptKey]bool{}
+	}
+	k.refilling[key] = true
+	return true
+}
+
+func (k *kept) endRefill(owner, sqlText string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.refilling, keptKey{owner, sqlText})
+}
+
 // drop closes every kept statement: a table changed.
 func (k *kept) drop() {
 	k.mu.Lock()
@@ -123,4 +159,28 @@ func (e *Engine) PrepareFor(ctx context.Context, owner, sqlText string) (*Prepar
 	}
 	p.e, p.owner, p.sql, p.gen = e, owner, sqlText, gen
 	return p, nil
+}
+
+// refill prepares sqlText for owner again, in the engine's background, in
+// place of a statement of generation gen that ran too long to be kept (see
+// kept). Nothing is prepared once the engine is closing.
+func (e *Engine) refill(owner, sqlText string, gen uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closing.Err() != nil || !e.kept.startRefill(owner, sqlText, gen) {
+		return
+	}
+	e.background.Add(1)
+	go func() {
+		defer e.background.Done()
+		defer e.kept.endRefill(owner, sqlText)
+		p, err := e.Prepare(e.closing, sqlText)
+		if err != nil {
+			return // the next query prepares it, and sees any error itself
+		}
+		p.e, p.owner, p.sql, p.gen = e, owner, sqlText, gen
+		if !e.kept.give(p) {
+			p.release()
+		}
+	}()
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // TestKeptStatements: a closed statement is reused by its owner for the
@@ -62,4 +63,70 @@ func TestKeptStatements(t *testing.T) {
 		t.Errorf("count after the change %d, want 11", n)
 	}
 	after.Close()
+}
+
+// TestLongRunsAreRefilled: a statement that ran longer than keepUnder is
+// not kept, but a fresh one, not yet run, takes its place for the owner's
+// next query of the same SQL; never for another owner, and not across a
+// change of the table.
+func TestLongRunsAreRefilled(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(ctx, Config{MemoryLimit: "256MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.db.ExecContext(ctx, "CREATE SCHEMA h; CREATE TABLE h.t AS SELECT range AS v FROM range(10)"); err != nil {
+		t.Fatal(err)
+	}
+	// Long enough to run past keepUnder on any machine.
+	const q = "SELECT count(*) FROM range(20000000) r, h.t WHERE r.range % 7 = h.t.v"
+	run := func(owner string) *Prepared {
+		t.Helper()
+		p, err := e.PrepareFor(ctx, owner, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := p.Query(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d <= keepUnder {
+			t.Skipf("the query ran in %v, within keepUnder", d)
+		}
+		p.Close()
+		return p
+	}
+	first := run("grt_a")
+	waitKept := func(owner string) *Prepared {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if p := e.kept.take(owner, q); p != nil {
+				return p
+			}
+		}
+		return nil
+	}
+	next := waitKept("grt_a")
+	if next == nil || next == first {
+		t.Fatalf("no fresh statement took the place of the one that ran long (got %p, first %p)", next, first)
+	}
+	if p := e.kept.take("grt_b", q); p != nil {
+		t.Error("another owner was given the refilled statement")
+	}
+	next.Close() // not run: kept again
+	if p := waitKept("grt_a"); p != next {
+		t.Error("a statement that has not run was not kept")
+	} else {
+		p.Close()
+	}
+	// Once the table changes, nothing prepared before it is given out.
+	l, err := e.NewLoader(ctx, "h", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if p := e.kept.take("grt_a", q); p != nil {
+		t.Error("a statement was kept across a change of its table")
+	}
 }
