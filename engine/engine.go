@@ -407,7 +407,7 @@ func duckType(t arrow.DataType) (string, error) {
 func (e *Engine) CreateTable(ctx context.Context, dataset, table string, schema *arrow.Schema) error {
 	var cols []string
 	for _, f := range schema.Fields() {
-		if policy.Reserved(f.Name) { // the hidden column of RankRows
+		if policy.Reserved(f.Name) { // the hidden columns of RankTables
 			return fmt.Errorf("table %s: column name %s is reserved for the gateway; rename the column", table, f.Name)
 		}
 		t, err := duckType(f.Type)

@@ -258,3 +258,72 @@ func TestRankCountsFollowTheLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestCodeColumns: RankTables builds, for a VARCHAR column with a public
+// list, the hidden column of each value's position in the list (NULL for
+// NULL and for values not in it), in the same rewrite as the ranks, on
+// tables of one row per unit too; Codes reports the lists once built, and
+// nothing once the table is loaded again, which drops the columns.
+func TestCodeColumns(t *testing.T) {
+	e := open(t)
+	ctx := context.Background()
+	if _, err := e.Query(ctx, `CREATE SCHEMA c`, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Query(ctx, `CREATE TABLE c.v AS SELECT i::BIGINT AS patient_id, (['a', 'b', 'zz', NULL])[i % 4 + 1] AS k, i AS n FROM range(8) t(i)`, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Query(ctx, `CREATE TABLE c.p AS SELECT i::BIGINT AS patient_id, (['x', 'y'])[i % 2 + 1] AS s FROM range(4) t(i)`, 1); err != nil {
+		t.Fatal(err)
+	}
+	p := policy.Policy{Tables: []policy.Table{
+		{Name: "v", Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "k", Public: []string{"b", "a"}},
+			{Name: "n", Public: []string{"1"}}}}, // not VARCHAR: no code
+		{Name: "p", OneRowPerUnit: true, Columns: []policy.Column{{Name: "patient_id", Role: policy.Unit}, {Name: "s", Public: []string{"x", "y"}}}},
+	}}
+	if got := e.Codes("c", "v"); got != nil {
+		t.Fatalf("codes before RankTables: %v", got)
+	}
+	e.RankTables("c", p)
+	if err := e.WaitTables(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Codes("c", "v"); len(got) != 1 || !slices.Equal(got["k"], []string{"b", "a"}) {
+		t.Fatalf("codes of v: %v, want only k's list", got)
+	}
+	if got := e.Codes("c", "p"); !slices.Equal(got["s"], []string{"x", "y"}) {
+		t.Fatalf("codes of p: %v", got)
+	}
+	res, err := e.Query(ctx, `SELECT k, __code_k, __rank FROM c.v ORDER BY patient_id`, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []any{uint8(2), uint8(1), nil, nil, uint8(2), uint8(1), nil, nil}
+	for i, r := range res.Rows {
+		if r[1] != want[i] {
+			t.Errorf("row %d: k %v has code %v, want %v", i, r[0], r[1], want[i])
+		}
+	}
+	if _, err := e.Query(ctx, `SELECT __code_s FROM c.p`, 10); err != nil {
+		t.Errorf("no code column on the table of one row per unit: %v", err)
+	}
+	types, err := e.ColumnTypes(ctx, "c", "v")
+	if err != nil || types["__code_k"] != "" || types["k"] == "" {
+		t.Errorf("column types show the hidden code column or miss k: %v %v", types, err)
+	}
+	// Loading the table again drops the codes, and appends match the
+	// source's columns.
+	l, err := e.NewLoader(ctx, "c", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Codes("c", "v"); got != nil {
+		t.Errorf("codes after a reload: %v", got)
+	}
+	if _, err := e.Query(ctx, `SELECT __code_k FROM c.v`, 10); err == nil {
+		t.Error("the code column survived a reload")
+	}
+}

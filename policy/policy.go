@@ -256,7 +256,7 @@ func (p Policy) Validate() error {
 				return fmt.Errorf("table %s: column name %q is empty or holds a quote or control character", t.Name, c.Name)
 			}
 			if Reserved(c.Name) {
-				return fmt.Errorf("table %s: column name %s is reserved for the gateway's hidden rank column; rename the column", t.Name, c.Name)
+				return fmt.Errorf("table %s: column name %s is reserved for the gateway's hidden columns (%s, %s...); rename the column", t.Name, c.Name, RankColumn, CodePrefix)
 			}
 			ck := strings.ToLower(c.Name)
 			if cols[ck] {
@@ -348,9 +348,20 @@ func (p Policy) Looser(old Policy) []string {
 // not from DuckDB. CreateTable refuses a table with a column of that name.
 const RankColumn = "__rank"
 
-// Reserved reports whether a column name is the hidden column.
+// CodePrefix begins the hidden code columns engine.RankTables adds to a
+// table for its columns with a public list: CodeColumn(c) holds the
+// 1-based position of c's value in the list (NULL for NULL and for a value
+// not in it), so that plans group on a small integer instead of a string.
+// Like RankColumn, researchers cannot name them and they never leave the
+// engine.
+const CodePrefix = "__code_"
+
+// CodeColumn is the hidden code column of column c.
+func CodeColumn(c string) string { return CodePrefix + strings.ToLower(c) }
+
+// Reserved reports whether a column name is one of the hidden columns.
 func Reserved(name string) bool {
-	return strings.EqualFold(name, RankColumn)
+	return strings.EqualFold(name, RankColumn) || len(name) >= len(CodePrefix) && strings.EqualFold(name[:len(CodePrefix)], CodePrefix)
 }
 
 // Clone is a deep copy of p: nothing in it shares memory with p, so

@@ -55,9 +55,9 @@ func TestIntegerColumnsSumExactly(t *testing.T) {
 			pol := policy.Policy{Tables: []policy.Table{table(tc.feeLo, tc.feeHi)},
 				Contribution: policy.Contribution{MaxGroups: 2, MaxRows: 3}, K: 2, SpecialK: 2, SpecialShare: 1}
 			src := sandbox.Source{Dataset: "s", Grade: policy.General, Table: pol.Tables[0], Policy: pol}
-			asDouble := planAtMax(t, e, tc.sql, sandbox.Scope{Sources: []sandbox.Source{src}})
+			asDouble := planMax(t, e, tc.sql, sandbox.Scope{Sources: []sandbox.Source{src}}, privacy.Cost{Epsilon: 1})
 			src.Types = types
-			typed := planAtMax(t, e, tc.sql, sandbox.Scope{Sources: []sandbox.Source{src}})
+			typed := planMax(t, e, tc.sql, sandbox.Scope{Sources: []sandbox.Source{src}}, privacy.Cost{Epsilon: 1})
 			if got := strings.Contains(typed.SQL, "::INTEGER") || strings.Contains(typed.SQL, "::BIGINT THEN"); got != tc.exact {
 				t.Fatalf("integer clamp in the plan: %v, want %v\n%s", got, tc.exact, typed.SQL)
 			}
@@ -93,15 +93,6 @@ func TestIntegerColumnsSumExactly(t *testing.T) {
 			}
 		})
 	}
-}
-
-// planAtMax plans sql at epsilon 1 (bounded by rank) and keeps the
-// policy's maximum bound, so that two plans of it differ only in SQL.
-func planAtMax(t *testing.T, e *engine.Engine, sql string, scope sandbox.Scope) *privacy.Plan {
-	t.Helper()
-	p := planFor(t, e, sql, scope, privacy.Cost{Epsilon: 1})
-	p.KeepMax()
-	return p
 }
 
 // toF reads a numeric cell, and a group key as 0.

@@ -490,8 +490,36 @@ func (p *Plan) sql(salt uint32) string {
 	if gl != "" {
 		fmt.Fprintf(&b, " GROUP BY %s", gl)
 	}
-	fmt.Fprintf(&b, " LIMIT %d", p.MaxRows)
-	return b.String()
+	out := decodeGroups(q.Groups, b.String())
+	return fmt.Sprintf("%s LIMIT %d", out, p.MaxRows)
+}
+
+// decodeGroups turns the codes of coded group keys (sandbox.Group.Coded)
+// back into their categories over the result of sql, the groups first, in
+// order, as sql has them: DuckDB groups the rows on the small integers, and
+// the lists are read on the result's few rows only. A code that is NULL
+// (a NULL or unlisted value) stays NULL, a group no answer releases.
+func decodeGroups(groups []sandbox.Group, sql string) string {
+	var keys, names []string
+	coded := false
+	for i, g := range groups {
+		name := fmt.Sprintf("__g%d", i)
+		names = append(names, name)
+		if !g.Coded {
+			keys = append(keys, name)
+			continue
+		}
+		coded = true
+		vals := make([]string, len(g.Public))
+		for j, v := range g.Public {
+			vals[j] = "'" + strings.ReplaceAll(v, "'", "''") + "'::VARCHAR"
+		}
+		keys = append(keys, fmt.Sprintf("([%s])[%s] AS %s", strings.Join(vals, ", "), name, name))
+	}
+	if !coded {
+		return sql
+	}
+	return fmt.Sprintf("SELECT %s, * EXCLUDE (%s) FROM (%s)", strings.Join(keys, ", "), strings.Join(names, ", "), sql)
 }
 
 // groupsAtMost is how many groups the query can form: the public domain,

@@ -53,6 +53,9 @@ func (s *Service) admit(ctx context.Context, p catalog.Person, sqlText, grantID 
 		if scope.Sources[i].Types, err = s.cfg.Engine.ColumnTypes(ctx, src.Dataset, src.Table.Name); err != nil {
 			return nil, fault.Wrap(fault.Unavailable, err, "the engine could not read the tables' columns")
 		}
+		// So are the code columns built so far (until they are, keys
+		// are grouped on their strings).
+		scope.Sources[i].Codes = s.cfg.Engine.Codes(src.Dataset, src.Table.Name)
 	}
 	q, err := s.analyses.analyze(ctx, s.cfg.Engine, sqlText, live, scope, datasets)
 	if err != nil {

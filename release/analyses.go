@@ -128,6 +128,15 @@ func analysisKey(sqlText string, grants []catalog.Grant, scope sandbox.Scope, da
 			field(c)
 			field(src.Types[c])
 		}
+		coded := slices.Sorted(maps.Keys(src.Codes))
+		count(len(coded))
+		for _, c := range coded {
+			field(c)
+			count(len(src.Codes[c]))
+			for _, v := range src.Codes[c] {
+				field(v)
+			}
+		}
 	}
 	var key [32]byte
 	h.Sum(key[:0])

@@ -51,6 +51,10 @@ type Source struct {
 	// without TRY only when these types say it cannot fail; without them
 	// every conjunct keeps its TRY.
 	Types map[string]string
+	// Codes is, by lower-case column name, the public list each of the
+	// table's code columns was built from (engine.Codes). A bare GROUP BY
+	// column whose list is still the policy's is grouped on its code.
+	Codes map[string][]string
 }
 
 // Scope is what a researcher's grant lets a query see.
@@ -88,6 +92,10 @@ type Group struct {
 	// Bound is how many distinct values the key can take, NULL included,
 	// known from the policy and the SQL alone (see bound); 0 when unknown.
 	Bound int64
+	// Coded: the base holds the key's 1-based position in Public (its code
+	// column, policy.CodeColumn; NULL for NULL and for a value not in the
+	// list), which the plan turns back into the category.
+	Coded bool
 }
 
 // Agg is one aggregate output.
@@ -397,10 +405,14 @@ func (a *analyzer) analyze(sel node) (*Query, node, error) {
 		}
 		groupIndex[canonical(g)] = i
 		grp := a.describeGroup(g)
-		q.Groups = append(q.Groups, grp)
 		// A key with a public list holds only listed values or NULL
 		// (registration checks the file), and privacy drops NULL.
-		baseList = append(baseList, withAlias(try(g), fmt.Sprintf("__g%d", i)))
+		key := try(g)
+		if code, ok := a.codeOf(g, grp); ok {
+			key, grp.Coded = code, true
+		}
+		q.Groups = append(q.Groups, grp)
+		baseList = append(baseList, withAlias(key, fmt.Sprintf("__g%d", i)))
 	}
 	q.GroupBound = 1
 	for _, g := range q.Groups {

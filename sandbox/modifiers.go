@@ -1,7 +1,10 @@
 package sandbox
 
 import (
+	"slices"
 	"strings"
+
+	"github.com/hospital/gateway/policy"
 )
 
 // groupKeys returns the GROUP BY expressions, resolving positions and aliases.
@@ -72,6 +75,20 @@ func (a *analyzer) describeGroup(g node) Group {
 		}
 	}
 	return out
+}
+
+// codeOf is the code column of group key g (a bare column with a public
+// list, described as grp) when the engine built it from the list the
+// policy holds now.
+func (a *analyzer) codeOf(g node, grp Group) (node, bool) {
+	if grp.Public == nil || str(g, "class") != "COLUMN_REF" {
+		return nil, false
+	}
+	col, i, err := a.resolve(strs(g, "column_names"), "GROUP BY")
+	if err != nil || i < 0 || !slices.Equal(a.refs[i].src.Codes[strings.ToLower(col.Name)], grp.Public) {
+		return nil, false
+	}
+	return columnRef(a.refs[i].alias, policy.CodeColumn(col.Name)), true
 }
 
 // modifiers accepts ORDER BY on output columns and constant LIMIT/OFFSET,

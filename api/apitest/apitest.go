@@ -198,12 +198,10 @@ func New(tb testing.TB, o Options) *Env {
 		tb.Fatal(err)
 	}
 	if !o.Unranked {
-		for _, t := range demo.Policy().Tables {
-			if u, ok := t.UnitColumn(); ok && !t.OneRowPerUnit {
-				if err := eng.RankRows(ctx, demo.Dataset, t.Name, u.Name); err != nil {
-					tb.Fatal(err)
-				}
-			}
+		// As a gateway does at load, and waits for them.
+		eng.RankTables(demo.Dataset, demo.Policy())
+		if err := eng.WaitTables(ctx, demo.Dataset); err != nil {
+			tb.Fatal(err)
 		}
 	}
 	signer, err := sm2.GenerateKey(rand.Reader)
