@@ -11,14 +11,7 @@ import (
 // across a change of the table, which drops what was kept.
 func TestKeptStatements(t *testing.T) {
 	ctx := context.Background()
-	e, err := Open(ctx, Config{MemoryLimit: "256MB", Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if _, err := e.db.ExecContext(ctx, "CREATE SCHEMA h; CREATE TABLE h.t AS SELECT range AS v FROM range(10)"); err != nil {
-		t.Fatal(err)
-	}
+	e := keptEngine(t)
 	const q = "SELECT count(*) FROM h.t"
 	count := func(p *Prepared) int64 {
 		t.Helper()
@@ -71,14 +64,7 @@ func TestKeptStatements(t *testing.T) {
 // change of the table.
 func TestLongRunsAreRefilled(t *testing.T) {
 	ctx := context.Background()
-	e, err := Open(ctx, Config{MemoryLimit: "256MB", Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if _, err := e.db.ExecContext(ctx, "CREATE SCHEMA h; CREATE TABLE h.t AS SELECT range AS v FROM range(10)"); err != nil {
-		t.Fatal(err)
-	}
+	e := keptEngine(t)
 	// Long enough to run past keepUnder on any machine.
 	const q = "SELECT count(*) FROM range(20000000) r, h.t WHERE r.range % 7 = h.t.v"
 	run := func(owner string) *Prepared {
@@ -129,4 +115,20 @@ func TestLongRunsAreRefilled(t *testing.T) {
 	if p := e.kept.take("grt_a", q); p != nil {
 		t.Error("a statement was kept across a change of its table")
 	}
+}
+
+// keptEngine is an engine with table h.t of the values 0 to 9, closed when
+// t ends.
+func keptEngine(t *testing.T) *Engine {
+	t.Helper()
+	ctx := context.Background()
+	e, err := Open(ctx, Config{MemoryLimit: "256MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if _, err := e.db.ExecContext(ctx, "CREATE SCHEMA h; CREATE TABLE h.t AS SELECT range AS v FROM range(10)"); err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
