@@ -294,7 +294,8 @@ func TestCodeColumns(t *testing.T) {
 	if got := e.Codes("c", "p"); !slices.Equal(got["s"], []string{"x", "y"}) {
 		t.Fatalf("codes of p: %v", got)
 	}
-	res, err := e.Query(ctx, `SELECT k, __code_k, __rank FROM c.v ORDER BY patient_id`, 10)
+	codeK, codeS := policy.CodeColumn("k", []string{"b", "a"}), policy.CodeColumn("s", []string{"x", "y"})
+	res, err := e.Query(ctx, `SELECT k, "`+codeK+`", __rank FROM c.v ORDER BY patient_id`, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,11 +305,11 @@ func TestCodeColumns(t *testing.T) {
 			t.Errorf("row %d: k %v has code %v, want %v", i, r[0], r[1], want[i])
 		}
 	}
-	if _, err := e.Query(ctx, `SELECT __code_s FROM c.p`, 10); err != nil {
+	if _, err := e.Query(ctx, `SELECT "`+codeS+`" FROM c.p`, 10); err != nil {
 		t.Errorf("no code column on the table of one row per unit: %v", err)
 	}
 	types, err := e.ColumnTypes(ctx, "c", "v")
-	if err != nil || types["__code_k"] != "" || types["k"] == "" {
+	if err != nil || types[codeK] != "" || types["k"] == "" {
 		t.Errorf("column types show the hidden code column or miss k: %v %v", types, err)
 	}
 	// Loading the table again drops the codes, and appends match the
@@ -323,7 +324,7 @@ func TestCodeColumns(t *testing.T) {
 	if got := e.Codes("c", "v"); got != nil {
 		t.Errorf("codes after a reload: %v", got)
 	}
-	if _, err := e.Query(ctx, `SELECT __code_k FROM c.v`, 10); err == nil {
+	if _, err := e.Query(ctx, `SELECT "`+codeK+`" FROM c.v`, 10); err == nil {
 		t.Error("the code column survived a reload")
 	}
 }

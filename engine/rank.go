@@ -24,6 +24,9 @@ const MaxRank = 65535
 // errLoading is returned by RankRows while rows are being appended.
 var errLoading = errors.New("rows are being loaded into the table")
 
+// errClosing is returned by RankRows once the engine is closing.
+var errClosing = errors.New("the engine is closing")
+
 // rankState is one table's ranking: done is closed when it is finished.
 type rankState struct {
 	done chan struct{}
@@ -97,6 +100,9 @@ func (e *Engine) RankRows(ctx context.Context, dataset, table, unit string) erro
 	}
 	select {
 	case <-st.done:
+		if st.err == nil && !st.ranked {
+			return fmt.Errorf("rank %s.%s: the table was rewritten for its codes only (one row per unit)", dataset, table)
+		}
 		return st.err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -210,6 +216,9 @@ func (e *Engine) ranking(dataset, table, unit string, codes map[string][]string)
 	key := tableKey(dataset, table)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closing.Err() != nil { // no background work starts once Close has begun
+		return nil, false, errClosing
+	}
 	if e.tables.loading[key] > 0 {
 		return nil, false, errLoading
 	}
@@ -258,7 +267,7 @@ func (e *Engine) rank(ctx context.Context, dataset, table, unit string, codes ma
 		}
 		cols = append(cols, ident(c))
 		if list, ok := codes[strings.ToLower(c)]; ok && typ == "VARCHAR" {
-			derived = append(derived, fmt.Sprintf("list_position(%s, %s)::UTINYINT AS %s", stringList(list), ident(c), ident(policy.CodeColumn(c))))
+			derived = append(derived, fmt.Sprintf("list_position(%s, %s)::UTINYINT AS %s", stringList(list), ident(c), ident(policy.CodeColumn(c, list))))
 			built[strings.ToLower(c)] = list
 		}
 	}

@@ -9,6 +9,7 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"regexp"
 	"slices"
@@ -349,15 +350,24 @@ func (p Policy) Looser(old Policy) []string {
 const RankColumn = "__rank"
 
 // CodePrefix begins the hidden code columns engine.RankTables adds to a
-// table for its columns with a public list: CodeColumn(c) holds the
-// 1-based position of c's value in the list (NULL for NULL and for a value
-// not in it), so that plans group on a small integer instead of a string.
+// table for its columns with a public list: CodeColumn(c, list) holds the
+// 1-based position of c's value in list (NULL for NULL and for a value not
+// in it), so that plans group on a small integer instead of a string.
 // Like RankColumn, researchers cannot name them and they never leave the
 // engine.
 const CodePrefix = "__code_"
 
-// CodeColumn is the hidden code column of column c.
-func CodeColumn(c string) string { return CodePrefix + strings.ToLower(c) }
+// CodeColumn is the hidden code column of column c built from list. Its
+// name carries a digest of the list, so that a plan made for one list
+// never reads positions in another: if the table is rebuilt from another
+// list meanwhile, the column it names does not exist.
+func CodeColumn(c string, list []string) string {
+	h := sha256.New()
+	for _, v := range list {
+		fmt.Fprintf(h, "%d:%s", len(v), v)
+	}
+	return fmt.Sprintf("%s%s_%x", CodePrefix, strings.ToLower(c), h.Sum(nil)[:6])
+}
 
 // Reserved reports whether a column name is one of the hidden columns.
 func Reserved(name string) bool {

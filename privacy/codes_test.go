@@ -25,11 +25,19 @@ func TestCodedGroupsAnswerAsStrings(t *testing.T) {
 	ctx := context.Background()
 	e := engineWith(t, engine.Config{MemoryLimit: "512MB", Threads: 1},
 		"CREATE SCHEMA s",
-		// Several visits per patient; dept holds listed values, an
-		// unlisted one and NULL; ward is listed too.
-		`CREATE TABLE s.visits AS SELECT (i % 70)::BIGINT AS patient_id,
+		// Several visits per patient, in several departments and wards;
+		// dept holds listed values, an unlisted one and NULL; ward is
+		// listed too.
+		`CREATE TABLE s.visits AS SELECT (i % 67)::BIGINT AS patient_id,
 			(['A', 'B', 'C', 'Z', NULL])[i % 5 + 1] AS dept,
 			(['w1', 'w2'])[i % 2 + 1] AS ward,
+			((i * 37) % 500)::DOUBLE AS cost
+		FROM range(400) t(i)`,
+		// The same with each patient in one department and one ward: a
+		// plan that picks among a patient's groups by a salted hash picks
+		// nothing here, so its results can be compared.
+		`CREATE TABLE s.single AS SELECT (i % 70)::BIGINT AS patient_id,
+			(['A', 'B', 'C', 'Z', NULL])[i % 5 + 1] AS dept,
 			((i * 37) % 500)::DOUBLE AS cost
 		FROM range(400) t(i)`,
 		`CREATE TABLE s.people AS SELECT i::BIGINT AS patient_id, (['F', 'M'])[i % 2 + 1] AS sex FROM range(70) t(i)`)
@@ -39,6 +47,11 @@ func TestCodedGroupsAnswerAsStrings(t *testing.T) {
 			{Name: "patient_id", Role: policy.Unit},
 			{Name: "dept", Role: policy.Attribute, Public: []string{"A", "B", "C"}},
 			{Name: "ward", Role: policy.Attribute, Public: []string{"w1", "w2"}},
+			{Name: "cost", Role: policy.Attribute, Min: f(0), Max: f(300), DomainMin: f(0), DomainMax: f(1000)},
+		}},
+		{Name: "single", Columns: []policy.Column{
+			{Name: "patient_id", Role: policy.Unit},
+			{Name: "dept", Role: policy.Attribute, Public: []string{"A", "B", "C"}},
 			{Name: "cost", Role: policy.Attribute, Min: f(0), Max: f(300), DomainMin: f(0), DomainMax: f(1000)},
 		}},
 		{Name: "people", OneRowPerUnit: true, Columns: []policy.Column{
@@ -75,7 +88,9 @@ func TestCodedGroupsAnswerAsStrings(t *testing.T) {
 		{"count and mean, bounded by rank", "SELECT dept, count(*) AS n, avg(cost) AS c FROM visits GROUP BY dept", pol, true, privacy.Cost{Epsilon: 1}},
 		{"two keys, the second coded", "SELECT CASE WHEN cost > 100 THEN 'hi' ELSE 'lo' END AS band, ward, count(*) AS n FROM visits GROUP BY band, ward", pol, true, privacy.Cost{Epsilon: 1}},
 		{"a filter and a sum", "SELECT ward, dept, sum(cost) AS s FROM visits WHERE cost > 50 GROUP BY ward, dept", pol, true, privacy.Cost{Epsilon: 1}},
-		{"Gaussian, per (patient, group)", "SELECT dept, count(*) AS n, sum(cost) AS s FROM visits GROUP BY dept", pol, true, privacy.Cost{Epsilon: 1, Delta: 1e-6}},
+		{"Gaussian, per (patient, group)", "SELECT dept, count(*) AS n, sum(cost) AS s FROM single GROUP BY dept", pol, true, privacy.Cost{Epsilon: 1, Delta: 1e-6}},
+		{"Gaussian, keys whose lists make at most max_groups groups", "SELECT ward, count(*) AS n, avg(cost) AS c FROM visits GROUP BY ward", pol, true, privacy.Cost{Epsilon: 1, Delta: 1e-6}},
+		{"patients by listed keys", "SELECT ward, count(DISTINCT patient_id) AS n FROM visits GROUP BY ward", pol, true, privacy.Cost{Epsilon: 1}},
 		{"a table of one row per patient", "SELECT sex, count(*) AS n FROM people GROUP BY sex", pol, true, privacy.Cost{Epsilon: 1}},
 		{"a join", "SELECT p.sex, v.dept, count(*) AS n FROM visits v JOIN people p ON v.patient_id = p.patient_id GROUP BY p.sex, v.dept", pol, true, privacy.Cost{Epsilon: 1}},
 		{"a list changed since", "SELECT dept, count(*) AS n FROM visits GROUP BY dept", changed, false, privacy.Cost{Epsilon: 1}},

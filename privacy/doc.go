@@ -140,13 +140,20 @@
 // load with the ranks, engine.RankTables) when the list the codes were
 // built from is the policy's current one, and the code is turned back into
 // the category on the result (decodeGroups); DuckDB groups on the small
-// integer several times faster than on the string. It changes no released
-// number: every listed category is the same group with the same rows, and
-// the rows whose value is NULL or not in the list (which registration
-// refuses) form one NULL group instead of several, which no answer
+// integer several times faster than on the string. Every listed category
+// is the same group with the same rows; the rows whose value is NULL or not
+// in the list form one NULL group instead of several, which no answer
 // releases either way (releasableKeys), and whose rows count in the
-// Article 11 measure alike. Whether a query runs on codes depends on the
-// policy and on whether the load's rewrite has finished, never on the rows.
+// Article 11 measure alike. Registration refuses values outside a list, so
+// unlisted values exist only where a list was narrowed after the load; a
+// plan that picks among a patient's groups (at most max_groups, by salted
+// hash) then sees fewer of that patient's groups, which changes which rows
+// are picked, not the bound or the noise. The code column's name carries a
+// digest of the list it was built from (policy.CodeColumn), so a plan never
+// reads positions in another list: a table rebuilt meanwhile from another
+// list has no such column, and the query fails like any plan over a table
+// reloaded under it. Whether a query runs on codes depends on the policy
+// and on whether the load's rewrite has finished, never on the rows.
 // Integer columns with whole bounds are clamped and summed in their own
 // type (values.clamp), which gives the same sums without a cast per row.
 //

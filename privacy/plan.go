@@ -840,6 +840,10 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		// needed.
 		var in []string
 		for i, vals := range p.public {
+			if p.Query.Groups[i].Coded { // positions in the same list
+				in = append(in, fmt.Sprintf("__g%d BETWEEN 1 AND %d", i, len(vals)))
+				continue
+			}
 			quoted := make([]string, len(vals))
 			for k, v := range vals {
 				quoted[k] = "'" + strings.ReplaceAll(v, "'", "''") + "'"

@@ -88,7 +88,7 @@ func (a *analyzer) codeOf(g node, grp Group) (node, bool) {
 	if err != nil || i < 0 || !slices.Equal(a.refs[i].src.Codes[strings.ToLower(col.Name)], grp.Public) {
 		return nil, false
 	}
-	return columnRef(a.refs[i].alias, policy.CodeColumn(col.Name)), true
+	return columnRef(a.refs[i].alias, policy.CodeColumn(col.Name, grp.Public)), true
 }
 
 // modifiers accepts ORDER BY on output columns and constant LIMIT/OFFSET,
