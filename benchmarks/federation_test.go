@@ -39,7 +39,7 @@ func BenchmarkFederated(b *testing.B) {
 			for _, agg := range []string{"plaintext", "homomorphic"} {
 				b.Run(fmt.Sprintf("nodes=%d/%s/%s", nodes, q.name, agg), func(b *testing.B) {
 					var traffic int64
-					var groups int
+					var groups, released int
 					for i := 0; i < b.N; i++ {
 						a, err := federated(c, q.sql, agg)
 						if err != nil {
@@ -47,10 +47,17 @@ func BenchmarkFederated(b *testing.B) {
 						}
 						traffic += a.Federation.Traffic.Sent + a.Federation.Traffic.Received
 						groups = len(a.Rows) + a.Privacy.SuppressedGroups
+						released = len(a.Rows)
 					}
 					b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/query")
 					b.ReportMetric(float64(traffic)/float64(b.N), "bytes/query")
 					b.ReportMetric(float64(groups), "groups")
+					// The groups the answer holds: a run that suppressed
+					// them all would time less work than an answer.
+					b.ReportMetric(float64(released), "released")
+					if released == 0 {
+						b.Fatalf("%s released no group", q.name)
+					}
 				})
 			}
 		}
