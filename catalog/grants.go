@@ -115,6 +115,7 @@ func (s *Store) Approve(ctx context.Context, id, steward string, inTx func(*sql.
 // creates the grant. The verifier must differ from the requester and from
 // the steward who approved.
 func (s *Store) Verify(ctx context.Context, id, approver string, inTx func(*sql.Tx, AccessRequest) error) (AccessRequest, error) {
+	defer s.grants.forget()
 	return s.transition(ctx, id, func(tx *sql.Tx, r *AccessRequest) error {
 		if r.State != Approved {
 			return fault.E(fault.Conflict, "request %s is %s; a steward must approve it before it can be verified", id, r.State)
@@ -230,6 +231,21 @@ func (s *Store) Grant(ctx context.Context, id string) (Grant, error) {
 
 // Grants lists grants, oldest first; researcher "" lists all.
 func (s *Store) Grants(ctx context.Context, researcher string) ([]Grant, error) {
+	if researcher == "" {
+		return s.readGrants(ctx, "")
+	}
+	if gs, ok := s.grants.get(researcher, time.Now()); ok {
+		return gs, nil
+	}
+	gen := s.grants.generation()
+	gs, err := s.readGrants(ctx, researcher)
+	if err == nil {
+		s.grants.put(researcher, gs, gen, time.Now())
+	}
+	return gs, err
+}
+
+func (s *Store) readGrants(ctx context.Context, researcher string) ([]Grant, error) {
 	// Every query lists its researcher's grants: by the index, not by a
 	// scan of every grant the hospital ever made.
 	var rows *sql.Rows
@@ -256,6 +272,7 @@ func (s *Store) Grants(ctx context.Context, researcher string) ([]Grant, error) 
 
 // Revoke ends a grant at once: the next query on it is refused.
 func (s *Store) Revoke(ctx context.Context, id string, inTx func(*sql.Tx, Grant) error) (Grant, error) {
+	defer s.grants.forget()
 	var out Grant
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		g, err := scanGrant(tx.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE id = $1`, id))
@@ -383,7 +400,7 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 	if s.dialect == Postgres {
 		lock = " FOR UPDATE" // SQLite's write transactions are exclusive already
 	}
-	var g Grant
+	var g, before Grant
 	var refusal error
 	var err error
 	for try := 0; try < 5; try++ {
@@ -391,6 +408,7 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 		err = s.reserveTx(rec)(ctx, func(tx *sql.Tx) error {
 			if known != nil && try == 0 && known.ID == grantID {
 				g = *known
+				before = g
 				_, ok, err := s.charge(ctx, tx, &g, add)
 				if err != nil || ok {
 					return s.recorded(ctx, tx, err, rec)
@@ -408,6 +426,7 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 				refusal = fault.E(fault.Forbidden, "grant %s is revoked or expired", grantID)
 				return nil
 			}
+			before = g
 			pos, ok, err := s.charge(ctx, tx, &g, add)
 			switch {
 			case err == nil && !ok && !pos.Fits:
@@ -431,6 +450,7 @@ func (s *Store) reserve(ctx context.Context, grantID string, c accountant.Charge
 	if refusal != nil {
 		return Balance{}, refusal
 	}
+	s.chargedGrant(before, g)
 	return balanceOf(g), nil
 }
 

@@ -78,6 +78,7 @@ type ProtectionOutcome struct {
 // approver's verification and nothing changes yet. inTx runs in the same
 // transaction (the audit entry).
 func (s *Store) ProposeProtection(ctx context.Context, name, by, reason string, change func(Protection) (Protection, error), inTx func(*sql.Tx, ProtectionOutcome) error) (ProtectionOutcome, error) {
+	defer s.datasets.forget()
 	if strings.TrimSpace(reason) == "" {
 		return ProtectionOutcome{}, fault.E(fault.Invalid, "give the reason for the change")
 	}
@@ -145,6 +146,7 @@ func (s *Store) applyProtection(ctx context.Context, tx *sql.Tx, d Dataset, p Pr
 // approver other than the proposer, and the dataset's protection must not
 // have changed since the proposal.
 func (s *Store) VerifyProtection(ctx context.Context, id, approver string, inTx func(*sql.Tx, ProtectionChange) error) (ProtectionChange, error) {
+	defer s.datasets.forget()
 	return s.decideProtection(ctx, id, approver, true, func(tx *sql.Tx, c *ProtectionChange) error {
 		d, err := s.loadDataset(ctx, tx, c.Dataset)
 		if err != nil {

@@ -36,9 +36,12 @@ type Store struct {
 	db, read *sql.DB
 	dialect  Dialect
 	now      func() time.Time
-	// sessions remembers authenticated tokens (SQLite only; see
-	// sessions); nil disables it.
-	sessions *sessions
+	// sessions, grants and datasets remember authenticated tokens,
+	// researchers' grants and datasets' rows (SQLite only; see memo);
+	// nil remembers nothing.
+	sessions *memo[session]
+	grants   *memo[[]Grant]
+	datasets *memo[Dataset]
 	// decoded keeps datasets' decoded descriptions and policies (see
 	// decodedDatasets).
 	decoded *decodedDatasets
@@ -67,6 +70,8 @@ func New(ctx context.Context, meta *metadb.DB) (*Store, error) {
 		decoded: &decodedDatasets{m: map[string]decodedDataset{}}}
 	if s.dialect == SQLite {
 		s.sessions = newSessions()
+		s.grants = newGrantMemo()
+		s.datasets = newDatasetMemo()
 	}
 	if err := meta.Migrate(ctx, "catalog", migrations); err != nil {
 		return nil, err
@@ -309,13 +314,10 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Person, error) 
 // that the refusal can be recorded against them.
 func (s *Store) AuthenticateToken(ctx context.Context, token string) (Person, string, error) {
 	hash := HashToken(token)
-	var gen uint64
-	if s.sessions != nil {
-		if p, id, ok := s.sessions.get(hash, time.Now()); ok {
-			return p, id, nil
-		}
-		gen = s.sessions.generation()
+	if e, ok := s.sessions.get(hash, time.Now()); ok {
+		return e.p, e.tokenID, nil
 	}
+	gen := s.sessions.generation()
 	var tokenID, revoked string
 	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+`, t.id, coalesce(t.revoked_at, '') FROM tokens t JOIN people p ON p.id = t.person_id
 		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1`, hash), &tokenID, &revoked)
@@ -331,9 +333,7 @@ func (s *Store) AuthenticateToken(ctx context.Context, token string) (Person, st
 	if !p.Active {
 		return p, tokenID, fault.E(fault.Unauthenticated, "the account of %s is not active", p.ID)
 	}
-	if s.sessions != nil {
-		s.sessions.put(hash, p, tokenID, gen, time.Now())
-	}
+	s.sessions.put(hash, session{p: p, tokenID: tokenID}, gen, time.Now())
 	return p, tokenID, nil
 }
 
@@ -356,6 +356,7 @@ func (s *Store) PutDataset(ctx context.Context, d Dataset, by string) error {
 // the new one as a proposal (returned) for an approver to verify. Exact
 // answers are never switched on here.
 func (s *Store) Reload(ctx context.Context, d Dataset, by string) (*ProtectionChange, error) {
+	defer s.datasets.forget()
 	if !d.Grade.Valid() {
 		return nil, fault.E(fault.Invalid, "grade %q is not one of core, important, general", d.Grade)
 	}
@@ -480,6 +481,21 @@ func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
 		return Dataset{}, fmt.Errorf("load dataset %s: %w", name, err)
 	}
 	return d, nil
+}
+
+// DatasetFor is Dataset for the admission of reader's queries, which
+// remembers it for reader alone (see newDatasetMemo).
+func (s *Store) DatasetFor(ctx context.Context, reader, name string) (Dataset, error) {
+	key := reader + "\x00" + name
+	if d, ok := s.datasets.get(key, time.Now()); ok {
+		return d, nil
+	}
+	gen := s.datasets.generation()
+	d, err := s.Dataset(ctx, name)
+	if err == nil {
+		s.datasets.put(key, d, gen, time.Now())
+	}
+	return d, err
 }
 
 // Datasets lists every registered dataset.

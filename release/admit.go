@@ -124,7 +124,7 @@ func (s *Service) datasetsOf(ctx context.Context, grants []catalog.Grant) (map[s
 			if _, ok := out[name]; ok {
 				continue
 			}
-			d, err := s.cfg.Store.Dataset(ctx, name)
+			d, err := s.cfg.Store.DatasetFor(ctx, g.Researcher, name)
 			if err != nil {
 				return nil, err
 			}
