@@ -285,9 +285,11 @@
 //     patient, and is named in the README as a known residual. The
 //     admission's memories (the decoded texts of a dataset's description
 //     and policy, the analyses keyed by the SQL and the caller's grants,
-//     the authenticated token) make a repeat faster; which of them hit
-//     depends on the catalog and on the caller's own earlier requests,
-//     never on a patient's rows. Whether the reservation reads its grant
+//     the authenticated token, the caller's grants and the rows of their
+//     datasets) make a repeat faster; which of them hit depends on the
+//     catalog's changes and on the caller's own earlier requests (and,
+//     for the decoded texts alone, on whether anyone read a dataset since
+//     its description or policy changed), never on a patient's rows. Whether the reservation reads its grant
 //     again (the grant moved after the admission read it) depends on the
 //     spends on that grant, which are metadata too.
 //
