@@ -121,6 +121,7 @@ type Alerter struct {
 	shapes map[string]map[string]*recentKeys
 	spent  map[string]*burn     // grant -> recent spends
 	last   map[string]time.Time // kind/person -> last alert
+	swept  time.Time            // when sweep last ran
 	wg     sync.WaitGroup       // webhook deliveries in flight
 	http   *http.Client
 }
@@ -234,6 +235,47 @@ func (a *Alerter) keysOf(person, shape string, now time.Time, window time.Durati
 	return k
 }
 
+// sweepEvery is how often Observe forgets the state no detector can use
+// any more (see sweep).
+const sweepEvery = time.Hour
+
+// sweep forgets, as of now, what no detector reads again: a person's
+// events once the newest is past every detector's window, their shapes'
+// keys past the differencing window, a grant's spends past the burn
+// window and last alerts past the cooldown. Each detector would find the
+// same in what is forgotten as in nothing, so findings do not change;
+// without it, the state of every person and grant ever seen would stay
+// for the life of the process. a.mu is held.
+func (a *Alerter) sweep(now time.Time) {
+	p := a.cfg.Policy
+	keep := max(p.BurstWindow, p.ProbeWindow, p.DiffWindow)
+	for person, events := range a.seen {
+		if len(events) == 0 || now.Sub(events[len(events)-1].Time) > keep {
+			delete(a.seen, person)
+		}
+	}
+	for person, m := range a.shapes {
+		for shape, k := range m {
+			if now.Sub(k.time[0]) > p.DiffWindow {
+				delete(m, shape)
+			}
+		}
+		if len(m) == 0 {
+			delete(a.shapes, person)
+		}
+	}
+	for grant, b := range a.spent {
+		if len(b.spends) == 0 || now.Sub(b.spends[len(b.spends)-1].at) > p.BurnWindow {
+			delete(a.spent, grant)
+		}
+	}
+	for key, t := range a.last {
+		if now.Sub(t) >= p.Cooldown {
+			delete(a.last, key)
+		}
+	}
+}
+
 // Observe runs the detectors on one query outcome and raises what they find.
 func (a *Alerter) Observe(ctx context.Context, e Event) {
 	if e.Time.IsZero() {
@@ -242,6 +284,10 @@ func (a *Alerter) Observe(ctx context.Context, e Event) {
 	p := a.cfg.Policy
 	var found []finding
 	a.mu.Lock()
+	if e.Time.Sub(a.swept) >= sweepEvery {
+		a.sweep(e.Time)
+		a.swept = e.Time
+	}
 	events := append(a.seen[e.Person], e)
 	keep := max(p.BurstWindow, p.ProbeWindow, p.DiffWindow)
 	for len(events) > 0 && e.Time.Sub(events[0].Time) > keep {
