@@ -234,15 +234,7 @@ func (s *Store) Grants(ctx context.Context, researcher string) ([]Grant, error) 
 	if researcher == "" {
 		return s.readGrants(ctx, "")
 	}
-	if gs, ok := s.grants.get(researcher, time.Now()); ok {
-		return gs, nil
-	}
-	gen := s.grants.generation()
-	gs, err := s.readGrants(ctx, researcher)
-	if err == nil {
-		s.grants.put(researcher, gs, gen, time.Now())
-	}
-	return gs, err
+	return s.grants.through(researcher, func() ([]Grant, error) { return s.readGrants(ctx, researcher) })
 }
 
 func (s *Store) readGrants(ctx context.Context, researcher string) ([]Grant, error) {

@@ -48,6 +48,20 @@ func (c *memo[V]) generation() uint64 {
 	return c.gen
 }
 
+// through returns what is remembered for key, or else what load reads,
+// which it remembers when load succeeds. A nil memo always loads.
+func (c *memo[V]) through(key string, load func() (V, error)) (V, error) {
+	if v, ok := c.get(key, time.Now()); ok {
+		return v, nil
+	}
+	gen := c.generation()
+	v, err := load()
+	if err == nil {
+		c.put(key, v, gen, time.Now())
+	}
+	return v, err
+}
+
 // get returns a copy of what is remembered for key.
 func (c *memo[V]) get(key string, now time.Time) (V, bool) {
 	var zero V

@@ -314,27 +314,27 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Person, error) 
 // that the refusal can be recorded against them.
 func (s *Store) AuthenticateToken(ctx context.Context, token string) (Person, string, error) {
 	hash := HashToken(token)
-	if e, ok := s.sessions.get(hash, time.Now()); ok {
-		return e.p, e.tokenID, nil
-	}
-	gen := s.sessions.generation()
-	var tokenID, revoked string
-	p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+`, t.id, coalesce(t.revoked_at, '') FROM tokens t JOIN people p ON p.id = t.person_id
-		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1`, hash), &tokenID, &revoked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Person{}, "", fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
-	}
-	if err != nil {
-		return Person{}, "", fmt.Errorf("authenticate: %w", err)
-	}
-	if revoked != "" {
-		return p, tokenID, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
-	}
-	if !p.Active {
-		return p, tokenID, fault.E(fault.Unauthenticated, "the account of %s is not active", p.ID)
-	}
-	s.sessions.put(hash, session{p: p, tokenID: tokenID}, gen, time.Now())
-	return p, tokenID, nil
+	e, err := s.sessions.through(hash, func() (session, error) {
+		var e session
+		var revoked string
+		p, err := scanPerson(s.read.QueryRowContext(ctx, `SELECT `+personCols+`, t.id, coalesce(t.revoked_at, '') FROM tokens t JOIN people p ON p.id = t.person_id
+		JOIN orgs o ON o.id = p.org_id WHERE t.hash = $1`, hash), &e.tokenID, &revoked)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return session{}, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
+		case err != nil:
+			return session{}, fmt.Errorf("authenticate: %w", err)
+		}
+		e.p = p
+		if revoked != "" {
+			return e, fault.E(fault.Unauthenticated, "the bearer token is unknown or revoked")
+		}
+		if !p.Active {
+			return e, fault.E(fault.Unauthenticated, "the account of %s is not active", p.ID)
+		}
+		return e, nil
+	})
+	return e.p, e.tokenID, err
 }
 
 // --- datasets ---
@@ -486,16 +486,7 @@ func (s *Store) Dataset(ctx context.Context, name string) (Dataset, error) {
 // DatasetFor is Dataset for the admission of reader's queries, which
 // remembers it for reader alone (see newDatasetMemo).
 func (s *Store) DatasetFor(ctx context.Context, reader, name string) (Dataset, error) {
-	key := reader + "\x00" + name
-	if d, ok := s.datasets.get(key, time.Now()); ok {
-		return d, nil
-	}
-	gen := s.datasets.generation()
-	d, err := s.Dataset(ctx, name)
-	if err == nil {
-		s.datasets.put(key, d, gen, time.Now())
-	}
-	return d, err
+	return s.datasets.through(reader+"\x00"+name, func() (Dataset, error) { return s.Dataset(ctx, name) })
 }
 
 // Datasets lists every registered dataset.
