@@ -355,7 +355,15 @@ func testKillMidBurst(t *testing.T, bin string) {
 			}
 		})
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Kill while a query is between its reservation and its release,
+	// which the history shows as charged_not_released until the commit:
+	// a kill at a fixed time can fall between queries on a loaded machine.
+	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); !inFlight(t, c); {
+		if time.Now().After(deadline) {
+			t.Fatal("no query was seen between its reservation and its release")
+		}
+	}
 	p.stop(t, syscall.SIGKILL)
 	close(stop)
 	wg.Wait()
@@ -382,6 +390,18 @@ func testKillMidBurst(t *testing.T, bin string) {
 	if outcomes["charged_not_released"] == 0 {
 		t.Errorf("no query was cut off by the kill (outcomes %v); the burst did not overlap it", outcomes)
 	}
+}
+
+// inFlight reports whether a query of the internal researcher is charged
+// and not yet released.
+func inFlight(t *testing.T, c creds) bool {
+	t.Helper()
+	for _, q := range historyOf(t, c, "researcher_internal").Queries {
+		if q.Outcome == "charged_not_released" {
+			return true
+		}
+	}
+	return false
 }
 
 func testShutdownMidQuery(t *testing.T, bin string) {
