@@ -10,15 +10,19 @@ import (
 // does not read and decode them from the database on every admission.
 //
 // A new grant and a revocation forget every entry once they have
-// committed; a charge that committed puts the charged grant in place of
-// the one it was charged against, or, if the memo held another state of
-// it, drops the researcher's entry (chargedGrant). An entry that is stale
-// anyway (a change by another process, at most grantTTL old) is safe
-// where it is used: the admission only chooses the grant, and the
-// reservation charges the admission's read under a condition that the
-// row still holds what was read (live, unrevoked, the same sums and
-// totals), reading it again under the transaction's lock when it does
-// not; refusals are decided from that read alone.
+// returned, before their callers are answered, so a query admitted after
+// a revocation was acknowledged sees it revoked. A charge that committed
+// puts the charged grant in place of the one it was charged against, or,
+// if the memo held another state of it (or a revoked one), drops the
+// researcher's entry (chargedGrant). What the admission reads from the
+// memo decides which grant answers, its liveness and its scope, the
+// balance a dry run shows, and an exact answer's (which charges nothing)
+// whole admission; the reservation of a charged query charges the
+// admission's read only under a condition that the row still holds it
+// (live, unrevoked, the same sums and totals), and otherwise reads it
+// again under the transaction's lock, from which budget refusals are
+// decided. Only a change by another process, which SQLite's one gateway
+// does not have, could leave an entry stale, for at most grantTTL.
 
 // grantTTL bounds how long a researcher's grants are trusted without
 // reading them again.
@@ -34,7 +38,7 @@ func newGrantMemo() *memo[[]Grant] { return newMemo(grantTTL, maxGrantEntries, c
 func (s *Store) chargedGrant(before, after Grant) {
 	s.grants.update(after.Researcher, func(gs *[]Grant) bool {
 		i := slices.IndexFunc(*gs, func(g Grant) bool { return g.ID == after.ID })
-		if i < 0 || (*gs)[i].Spent != before.Spent {
+		if i < 0 || (*gs)[i].Spent != before.Spent || (*gs)[i].RevokedAt != nil {
 			return false
 		}
 		(*gs)[i] = cloneGrant(after)
@@ -63,10 +67,9 @@ func cloneGrant(g Grant) Grant {
 // Datasets remembered: the store keeps each dataset's row, decoded,
 // between a researcher's queries (a memo keyed by the researcher and the
 // name, so that one researcher's speed does not tell whether another
-// read the dataset lately: nothing a memo holds is shared between
-// researchers). Every change to a dataset
+// read the dataset lately). Every change to a dataset
 // (a registration or reload, a protection change proposed or verified)
-// forgets every entry once it has committed, before its caller is
+// forgets every entry once it has returned, before its caller is
 // answered, so a query admitted after a steward's change was accepted
 // reads the new grade and policy.
 
