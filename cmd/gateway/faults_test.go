@@ -433,7 +433,14 @@ func testShutdownMidQuery(t *testing.T, bin string) {
 		json.NewDecoder(resp.Body).Decode(&out)
 		res <- result{resp.StatusCode, out, time.Now()}
 	}()
-	time.Sleep(500 * time.Millisecond)
+	// SIGTERM once the query is charged and running, however loaded the
+	// machine.
+	for deadline := time.Now().Add(30 * time.Second); historyOf(t, c, "researcher_internal").cutOff() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow query was not seen running")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	start := time.Now()
 	if err := p.stop(t, syscall.SIGTERM); err != nil {
 		t.Errorf("serve on SIGTERM: %v", err)
@@ -450,7 +457,7 @@ func testShutdownMidQuery(t *testing.T, bin string) {
 	if r.at.After(exited) {
 		t.Errorf("the query answered after the process ended")
 	}
-	t.Logf("SIGTERM 0.5 s into a query: it answered %v later, the process ended %v later", r.at.Sub(start).Round(time.Millisecond), exited.Sub(start).Round(time.Millisecond))
+	t.Logf("SIGTERM while a query ran: it answered %v later, the process ended %v later", r.at.Sub(start).Round(time.Millisecond), exited.Sub(start).Round(time.Millisecond))
 	p, c = serveProc(t, bin, dir, keys, c, "")
 	defer p.stop(t, syscall.SIGTERM)
 	h := historyOf(t, c, "researcher_internal")
