@@ -101,18 +101,8 @@ func TestMigrateBudgetsToUnits(t *testing.T) {
 // line carries its rho, and the lines add up to the grant's sums.
 func TestReserveByTheAccountant(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.PutOrg(ctx, Org{ID: "x", Name: "Institute", Kind: Domestic}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CreatePerson(ctx, Person{ID: "res", Org: Org{ID: "x"}, Roles: []PersonRole{Researcher}, Active: true}); err != nil {
-		t.Fatal(err)
-	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	s := researcherStore(t)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		return insertGrant(ctx, tx, Grant{ID: "grt", RequestID: "req", Researcher: "res", Datasets: []string{"ds"}, Purpose: "p",
 			EpsilonTotal: 3, DeltaTotal: 1e-5, DefaultEpsilon: 0.1, ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()})
 	})
@@ -155,4 +145,23 @@ func TestReserveByTheAccountant(t *testing.T) {
 	if len(h) != n || sum != g.Spent || math.Abs(g.EpsilonSum-0.1*float64(n)) > 1e-9 || g.RhoSpent != 0.005*float64(n) {
 		t.Errorf("%d lines adding up to %+v; grant %+v", len(h), sum, g)
 	}
+}
+
+// researcherStore is a fresh SQLite catalog, closed when t ends, with one
+// organisation x and its researcher res.
+func researcherStore(t *testing.T) *Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.PutOrg(ctx, Org{ID: "x", Name: "Institute", Kind: Domestic}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreatePerson(ctx, Person{ID: "res", Org: Org{ID: "x"}, Roles: []PersonRole{Researcher}, Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

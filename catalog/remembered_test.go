@@ -3,7 +3,6 @@ package catalog
 import (
 	"context"
 	"database/sql"
-	"path/filepath"
 	"reflect"
 	"sync"
 	"testing"
@@ -18,19 +17,9 @@ import (
 // revocation.
 func TestGrantCacheFollowsTheDatabase(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := researcherStore(t)
 	if s.grants == nil {
 		t.Fatal("no grant cache with SQLite")
-	}
-	if err := s.PutOrg(ctx, Org{ID: "x", Name: "Institute", Kind: Domestic}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CreatePerson(ctx, Person{ID: "res", Org: Org{ID: "x"}, Roles: []PersonRole{Researcher}, Active: true}); err != nil {
-		t.Fatal(err)
 	}
 	add := func(id string) {
 		t.Helper()
