@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"regexp"
 	"strings"
 
 	"github.com/hospital/gateway/engine"
@@ -416,7 +417,8 @@ func num(f float64) string { return fmt.Sprintf("%.17g::DOUBLE", f) }
 // four shapes, cheapest first:
 //
 //   - every table has one row per patient: aggregate directly, each patient
-//     is one row in one group;
+//     is one row in one group (written without the CTE of the base where
+//     the base comes apart, see flat);
 //   - rows are bounded by rank: keep rows of rank at most m, aggregate
 //     directly;
 //   - no quantiles: aggregate per (patient, group) first, clamp each
@@ -436,6 +438,9 @@ func (p *Plan) sql(salt uint32) string {
 	hasQuantile := false
 	for _, a := range q.Aggs {
 		hasQuantile = hasQuantile || a.Kind == sandbox.Quantile
+	}
+	if flat, ok := p.flat(hasQuantile); ok {
+		return fmt.Sprintf("%s LIMIT %d", decodeGroups(q.Groups, flat), p.MaxRows)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "WITH __base AS (%s)", q.Base)
@@ -492,6 +497,72 @@ func (p *Plan) sql(salt uint32) string {
 	}
 	out := decodeGroups(q.Groups, b.String())
 	return fmt.Sprintf("%s LIMIT %d", out, p.MaxRows)
+}
+
+// baseColumn is a reference to a column of the base in the SQL that
+// rowAggregate writes: the patient, a group key or an aggregate's argument.
+var baseColumn = regexp.MustCompile(`\b__(pu|g[0-9]+|a[0-9]+)\b`)
+
+// flat is the plan's SQL, without its LIMIT and group decoding, for the
+// plans that aggregate the base's rows directly in one level (one row per
+// patient, or an exact answer, over tables no rank bounds, and no quantile
+// split into leaves), written without the CTE of the base: the aggregate
+// reads the base's FROM and WHERE itself, and each reference to a base
+// column is that column's expression (sandbox.Flat). It is the same query
+// as the CTE's, which DuckDB inlines, less a projection of every row read.
+// The references are replaced in rowAggregate's own text before the FROM
+// clause goes in, so nothing the researcher wrote is rewritten.
+func (p *Plan) flat(hasQuantile bool) (string, bool) {
+	q := p.Query
+	f := q.Flat
+	if f == nil || q.Rank != nil || p.keepsCut() {
+		return "", false
+	}
+	var users string
+	var summable bool
+	switch {
+	case p.Mechanism == None:
+		users = "count(DISTINCT __pu)"
+	case q.PerUnitRows:
+		users, summable = "count(*)", true
+	default:
+		return "", false
+	}
+	if summable && hasQuantile {
+		return "", false // the leaves split the aggregate in two levels
+	}
+	var groups, keys []string
+	for i := range q.Groups {
+		name := fmt.Sprintf("__g%d", i)
+		expr, ok := f.Exprs[name]
+		if !ok {
+			return "", false
+		}
+		groups = append(groups, name)
+		keys = append(keys, "("+expr+")")
+	}
+	const from = "\x00from\x00"
+	text := p.rowAggregate(from, groups, users, summable, nil)
+	known := true
+	text = baseColumn.ReplaceAllStringFunc(text, func(ref string) string {
+		expr, ok := f.Exprs[ref]
+		if !ok {
+			known = false
+			return ref
+		}
+		if ref[2] == 'g' {
+			return "(" + expr + ") AS " + ref
+		}
+		return "(" + expr + ")"
+	})
+	if !known || strings.Count(text, from) != 1 {
+		return "", false
+	}
+	text = strings.Replace(text, "FROM "+from, f.From, 1)
+	if len(keys) > 0 {
+		text += " GROUP BY " + strings.Join(keys, ", ")
+	}
+	return text, true
 }
 
 // decodeGroups turns the codes of coded group keys (sandbox.Group.Coded)

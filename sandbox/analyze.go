@@ -156,6 +156,9 @@ type Query struct {
 	// Special is true when a special-group column (pregnancy, HIV, ...) is
 	// used anywhere in the query.
 	Special bool
+	// Flat is Base taken apart, nil when it cannot be with certainty
+	// (see flatten).
+	Flat *Flat
 	// PerUnitRows is true when every table read has at most one row per
 	// patient, so no row bounding is needed.
 	PerUnitRows bool
@@ -262,6 +265,7 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 	if q.Base, err = deserialize(ctx, p, stmts[0], base); err != nil {
 		return nil, err
 	}
+	q.Flat = flatten(q.Base, aliases(base))
 	if r := a.multiRow(); r >= 0 {
 		u, _ := a.refs[r].src.Table.UnitColumn()
 		q.Counted = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}

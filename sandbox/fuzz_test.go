@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -10,8 +11,9 @@ import (
 )
 
 // FuzzAnalyze feeds arbitrary SQL to the analyser. It must never panic,
-// every refusal must carry a caller-facing kind, and no accepted query may
-// select an identifier column in its base query.
+// every refusal must carry a caller-facing kind, no accepted query may
+// select an identifier column in its base query, and a flat form must put
+// back together into the base exactly.
 func FuzzAnalyze(f *testing.F) {
 	for _, s := range []string{
 		"SELECT sex, count(*) FROM patients GROUP BY sex",
@@ -22,6 +24,8 @@ func FuzzAnalyze(f *testing.F) {
 		"WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r",
 		"SELECT * FROM read_csv('/etc/passwd')",
 		"SELECT count(*) FROM patients; DROP TABLE patients",
+		"SELECT sex, count(*) FROM patients WHERE province <> ' AS __a0 FROM ' GROUP BY sex",
+		"SELECT count(*) FROM patients WHERE province = ' AS __pu, ' OR province = ' FROM '",
 	} {
 		f.Add(s)
 	}
@@ -41,5 +45,27 @@ func FuzzAnalyze(f *testing.F) {
 				t.Fatalf("accepted %q selects identifier %s: %s", sql, id, q.Base)
 			}
 		}
+		if q.Flat != nil {
+			if back := unflatten(q); back != q.Base {
+				t.Fatalf("the flat form of %q puts back together as\n%s\nnot\n%s", sql, back, q.Base)
+			}
+		}
 	})
+}
+
+// unflatten writes q's flat form back as the base it was taken from: the
+// base's columns in their order (patient, groups, arguments), then FROM.
+func unflatten(q *sandbox.Query) string {
+	names := []string{"__pu"}
+	for i := range q.Groups {
+		names = append(names, fmt.Sprintf("__g%d", i))
+	}
+	for i := range q.Aggs {
+		names = append(names, fmt.Sprintf("__a%d", i))
+	}
+	var cols []string
+	for _, n := range names {
+		cols = append(cols, q.Flat.Exprs[n]+" AS "+n)
+	}
+	return "SELECT " + strings.Join(cols, ", ") + " " + q.Flat.From
 }
