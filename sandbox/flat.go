@@ -21,8 +21,9 @@ type Flat struct {
 // expressions named names (as "expr AS name, ..."), into those expressions
 // and the FROM clause onwards. The split is certain only where every
 // delimiter, " AS name, " or, for the last, " AS name FROM ", occurs in the
-// text exactly once: DuckDB always prints the real ones, so a delimiter
-// found once is the real one, whatever string constants the query holds.
+// text exactly once, overlapping occurrences counted: DuckDB always prints
+// the real ones, so a delimiter found once is the real one, whatever
+// string constants the query holds.
 // A text where any occurs more than once (or not at all) has no flat form,
 // and privacy keeps the CTE.
 func flatten(base string, names []string) *Flat {
@@ -37,7 +38,7 @@ func flatten(base string, names []string) *Flat {
 		if i == len(names)-1 {
 			delim = " AS " + name + " FROM "
 		}
-		if strings.Count(base, delim) != 1 {
+		if occurrences(base, delim) != 1 {
 			return nil
 		}
 		end := strings.Index(base, delim)
@@ -53,6 +54,22 @@ func flatten(base string, names []string) *Flat {
 	}
 	f.From = "FROM " + base[at:]
 	return f
+}
+
+// occurrences counts where sub occurs in s, overlapping ones included
+// (strings.Count skips those, and a delimiter that begins and ends with a
+// space could overlap another by that space).
+func occurrences(s, sub string) int {
+	n := 0
+	for i := strings.Index(s, sub); i >= 0; {
+		n++
+		j := strings.Index(s[i+1:], sub)
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return n
 }
 
 // aliases are the names of sel's select list, in order.

@@ -29,6 +29,10 @@ func TestFlatten(t *testing.T) {
 			name: "a constant holding an earlier delimiter",
 			base: "SELECT p.patient_id AS __pu, (p.sex || ' AS __pu, ') AS __g0, 1 AS __a0 FROM s.patients AS p",
 		},
+		{
+			name: "a delimiter overlapping another by its space",
+			base: "SELECT p.patient_id AS __pu, x AS __g0, AS __g0, 1 AS __a0 FROM s.patients AS p",
+		},
 		{name: "not a select", base: "FROM s.patients SELECT p.patient_id AS __pu, p.sex AS __g0, 1 AS __a0"},
 		{name: "a column missing", base: "SELECT p.patient_id AS __pu, 1 AS __a0 FROM s.patients AS p"},
 		{name: "columns out of order", base: "SELECT p.sex AS __g0, p.patient_id AS __pu, 1 AS __a0 FROM s.patients AS p"},
@@ -40,5 +44,22 @@ func TestFlatten(t *testing.T) {
 				t.Errorf("flatten(%q) = %+v, want %+v", c.base, got, c.want)
 			}
 		})
+	}
+}
+
+func TestOccurrences(t *testing.T) {
+	for _, c := range []struct {
+		s, sub string
+		want   int
+	}{
+		{"", " a ", 0},
+		{" a ", " a ", 1},
+		{" a  a ", " a ", 2},
+		{" a a ", " a ", 2}, // overlapping by the space
+		{"aaaa", "aa", 3},
+	} {
+		if got := occurrences(c.s, c.sub); got != c.want {
+			t.Errorf("occurrences(%q, %q) = %d, want %d", c.s, c.sub, got, c.want)
+		}
 	}
 }
