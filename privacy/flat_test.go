@@ -57,6 +57,10 @@ func TestFlatPlansAggregateWhatTheCTEDoes(t *testing.T) {
 		// the WHERE clause's.
 		{sql: "SELECT count(*) AS n FROM people WHERE ward = ' FROM '", flat: true},
 		{sql: "SELECT sex, count(*) AS n, sum(age) AS s FROM people WHERE age BETWEEN 10 AND 90 GROUP BY sex", exact: true, flat: true},
+		// A constant key: GROUP BY (2) would be a position.
+		{sql: "SELECT 2 AS k, count(*) AS n FROM people GROUP BY k", flat: true},
+		{sql: "SELECT 3 AS k, sex, count(*) AS n FROM people GROUP BY k, sex", flat: true},
+		{sql: "SELECT 0 AS k, ward, sum(age) AS s FROM people GROUP BY k, ward", exact: true, flat: true},
 	}
 	for _, c := range cases {
 		t.Run(c.sql, func(t *testing.T) {

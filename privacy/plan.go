@@ -531,15 +531,17 @@ func (p *Plan) flat(hasQuantile bool) (string, bool) {
 	if summable && hasQuantile {
 		return "", false // the leaves split the aggregate in two levels
 	}
+	// The groups lead rowAggregate's select list, in order, so the GROUP
+	// BY names them by position: DuckDB would read a key that is a bare
+	// integer constant, (2), as a position too.
 	var groups, keys []string
 	for i := range q.Groups {
 		name := fmt.Sprintf("__g%d", i)
-		expr, ok := f.Exprs[name]
-		if !ok {
+		if _, ok := f.Exprs[name]; !ok {
 			return "", false
 		}
 		groups = append(groups, name)
-		keys = append(keys, "("+expr+")")
+		keys = append(keys, fmt.Sprint(i+1))
 	}
 	const from = "\x00from\x00"
 	text := p.rowAggregate(from, groups, users, summable, nil)
