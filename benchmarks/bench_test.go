@@ -22,16 +22,20 @@ import (
 var queries = []struct {
 	name string
 	sql  string
+	// delta, when set, is asked for with each query: Gaussian noise.
+	delta float64
 }{
-	{"count_group_by", "SELECT department, count(*) AS n FROM encounters GROUP BY department"},
-	{"sum_avg_join", "SELECT p.province, sum(e.cost_yuan) AS cost, avg(e.length_of_stay_days) AS los FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.province"},
-	{"quantile", "SELECT p.sex, median(e.cost_yuan) AS median_cost FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.sex"},
-	{"filtered_avg", "SELECT department, avg(cost_yuan) AS cost FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
-	{"count_distinct", "SELECT department, count(DISTINCT patient_id) AS n FROM encounters GROUP BY department"},
-	{"patients_filtered", "SELECT count(*) AS n FROM patients WHERE age > 50"},
-	{"filtered_join", "SELECT p.province, count(*) AS n, avg(e.cost_yuan) AS cost FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE e.admit_date >= DATE '2023-01-01' AND p.age > 50 GROUP BY p.province"},
-	{"partition_selected", "SELECT diagnosis_icd10, count(*) AS n FROM encounters GROUP BY diagnosis_icd10"},
-	{"filtered_quantile", "SELECT department, median(cost_yuan) AS median_cost FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
+	{name: "count_group_by", sql: "SELECT department, count(*) AS n FROM encounters GROUP BY department"},
+	{name: "sum_avg_join", sql: "SELECT p.province, sum(e.cost_yuan) AS cost, avg(e.length_of_stay_days) AS los FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.province"},
+	{name: "quantile", sql: "SELECT p.sex, median(e.cost_yuan) AS median_cost FROM encounters e JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.sex"},
+	{name: "filtered_avg", sql: "SELECT department, avg(cost_yuan) AS cost FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
+	{name: "count_distinct", sql: "SELECT department, count(DISTINCT patient_id) AS n FROM encounters GROUP BY department"},
+	{name: "patients_filtered", sql: "SELECT count(*) AS n FROM patients WHERE age > 50"},
+	{name: "filtered_join", sql: "SELECT p.province, count(*) AS n, avg(e.cost_yuan) AS cost FROM encounters e JOIN patients p ON e.patient_id = p.patient_id WHERE e.admit_date >= DATE '2023-01-01' AND p.age > 50 GROUP BY p.province"},
+	{name: "partition_selected", sql: "SELECT diagnosis_icd10, count(*) AS n FROM encounters GROUP BY diagnosis_icd10"},
+	{name: "filtered_quantile", sql: "SELECT department, median(cost_yuan) AS median_cost FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department"},
+	{name: "gaussian_count", sql: "SELECT department, count(*) AS n FROM encounters GROUP BY department", delta: 1e-8},
+	{name: "gaussian_filtered_avg", sql: "SELECT department, avg(cost_yuan) AS cost FROM encounters WHERE admit_date >= DATE '2023-01-01' GROUP BY department", delta: 1e-8},
 }
 
 // coreQueries are the first three shapes, which the overhead benchmark
@@ -84,8 +88,11 @@ func BenchmarkGatewayVsDuckDB(b *testing.B) {
 					var out map[string]any
 					// A distinct epsilon per iteration defeats the answer
 					// cache, so every iteration is a fresh, charged query.
-					status, err := env.Do("POST", "/v1/queries", "researcher_internal",
-						map[string]any{"sql": q.sql, "epsilon": fresh(0.2, i)}, &out)
+					body := map[string]any{"sql": q.sql, "epsilon": fresh(0.2, i)}
+					if q.delta > 0 {
+						body["delta"] = q.delta
+					}
+					status, err := env.Do("POST", "/v1/queries", "researcher_internal", body, &out)
 					if err != nil || status != 200 {
 						b.Fatalf("gateway: %d %v %v", status, err, out)
 					}

@@ -85,7 +85,14 @@
 // patient count is that of the patients whose rank-1 row the filter lets
 // through (each in one group, L0 1: an undercount, which only errs towards
 // suppressing). COUNT(DISTINCT patient), Gaussian noise over several groups
-// per patient and outer joins keep per-group bounding.
+// per patient and outer joins keep per-group bounding. For Gaussian noise
+// the rank would be sound too (m rows move the groups by m in L2), and
+// fast, but per-group bounds move them by only sqrt(MaxGroups)*MaxRows in
+// L2, and measured, that is what researchers need: on the demo's 100,000
+// patients at epsilon 0.5 and delta 1e-8, 20 releases each, a rank bound
+// of floor(sqrt(MaxGroups)*MaxRows), chosen down from the data as usual,
+// doubled the median error of counts by department (8.3% against 4.1%)
+// and of mean stays (49% against 20%).
 //
 // # Choosing the bound, and what it cut
 //
