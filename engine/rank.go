@@ -17,6 +17,11 @@ import (
 // policy.RankColumn).
 const RankColumn = policy.RankColumn
 
+// RowsColumn is the hidden column RankRows adds beside RankColumn: the
+// unit's number of rows in the table, at most MaxRank (see
+// policy.RowsColumn).
+const RowsColumn = policy.RowsColumn
+
 // MaxRank is the largest rank stored; later rows of a unit share it. A plan
 // may bound rows by rank only below it.
 const MaxRank = 65535
@@ -80,11 +85,12 @@ func (e *Engine) forget(key string, loading int) {
 	}
 }
 
-// RankRows makes sure dataset.table has RankColumn: for each value of unit,
-// its rows are numbered 1, 2, ... in an order given by a keyed hash of the
-// row's values under a 64-bit key from crypto/rand, which is used once and
-// not kept. A patient's ranks thus depend only on their own rows and the
-// key: adding or removing another patient changes none of them. The
+// RankRows makes sure dataset.table has RankColumn and RowsColumn: for
+// each value of unit, its rows are numbered 1, 2, ... in an order given by
+// a keyed hash of the row's values under a 64-bit key from crypto/rand,
+// which is used once and not kept, and each row holds how many rows its
+// unit has. A patient's ranks and count thus depend only on their own rows
+// and the key: adding or removing another patient changes none of them. The
 // ranking is done once per load of the table (it costs a rewrite of the
 // table, about 3 s for 10M rows on two cores) and reused by every query
 // until the table is created or appended to again; concurrent callers wait
@@ -92,7 +98,9 @@ func (e *Engine) forget(key string, loading int) {
 // goes on when they stop waiting. It fails while rows are being appended.
 //
 // Plans use it to bound each patient's rows with a plain filter instead of
-// a per-query window or per-patient aggregation (see privacy).
+// a per-query window or per-patient aggregation, and the count to leave
+// out of per-patient aggregation the patients whose rows no bound can cut
+// (see privacy).
 func (e *Engine) RankRows(ctx context.Context, dataset, table, unit string) error {
 	st, _, err := e.ranking(dataset, table, unit, nil)
 	if err != nil {
@@ -283,7 +291,8 @@ func (e *Engine) rank(ctx context.Context, dataset, table, unit string, codes ma
 	list := strings.Join(cols, ", ")
 	if unit != "" {
 		derived = append(derived, fmt.Sprintf("least(row_number() OVER (PARTITION BY %s ORDER BY hash(%s, %d::UBIGINT)), %d)::USMALLINT AS %s",
-			ident(unit), list, salt, MaxRank, ident(RankColumn)))
+			ident(unit), list, salt, MaxRank, ident(RankColumn)),
+			fmt.Sprintf("least(count(*) OVER (PARTITION BY %s), %d)::USMALLINT AS %s", ident(unit), MaxRank, ident(RowsColumn)))
 	}
 	if len(derived) == 0 {
 		return nil, nil

@@ -257,7 +257,7 @@ func (p Policy) Validate() error {
 				return fmt.Errorf("table %s: column name %q is empty or holds a quote or control character", t.Name, c.Name)
 			}
 			if Reserved(c.Name) {
-				return fmt.Errorf("table %s: column name %s is reserved for the gateway's hidden columns (%s, %s...); rename the column", t.Name, c.Name, RankColumn, CodePrefix)
+				return fmt.Errorf("table %s: column name %s is reserved for the gateway's hidden columns (%s, %s, %s...); rename the column", t.Name, c.Name, RankColumn, RowsColumn, CodePrefix)
 			}
 			ck := strings.ToLower(c.Name)
 			if cols[ck] {
@@ -349,6 +349,12 @@ func (p Policy) Looser(old Policy) []string {
 // not from DuckDB. CreateTable refuses a table with a column of that name.
 const RankColumn = "__rank"
 
+// RowsColumn is the hidden column engine.RankRows adds beside RankColumn:
+// how many rows the row's privacy unit has in the table (at most the
+// largest rank). It depends on that unit's own rows only, and like
+// RankColumn researchers cannot name it and it never leaves the engine.
+const RowsColumn = "__rows"
+
 // CodePrefix begins the hidden code columns engine.RankTables adds to a
 // table for its columns with a public list: CodeColumn(c, list) holds the
 // 1-based position of c's value in list (NULL for NULL and for a value not
@@ -371,7 +377,8 @@ func CodeColumn(c string, list []string) string {
 
 // Reserved reports whether a column name is one of the hidden columns.
 func Reserved(name string) bool {
-	return strings.EqualFold(name, RankColumn) || len(name) >= len(CodePrefix) && strings.EqualFold(name[:len(CodePrefix)], CodePrefix)
+	return strings.EqualFold(name, RankColumn) || strings.EqualFold(name, RowsColumn) ||
+		len(name) >= len(CodePrefix) && strings.EqualFold(name[:len(CodePrefix)], CodePrefix)
 }
 
 // Clone is a deep copy of p: nothing in it shares memory with p, so

@@ -94,6 +94,29 @@
 // doubled the median error of counts by department (8.3% against 4.1%)
 // and of mean stays (49% against 20%).
 //
+// Light patients. Per-group bounding aggregates per (patient, group)
+// before it clamps, which costs a hash aggregation over every pair. The
+// engine stores beside the rank each row's patient's number of rows in the
+// table (engine.RowsColumn), a function of that patient's rows alone. A
+// patient with at most MaxRows rows has at most MaxRows in any group, and
+// with at most MaxGroups rows (or when the listed values make no more than
+// MaxGroups groups) at most MaxGroups groups: the bounds cannot cut any of
+// their rows, so their partials are their rows as they are, and the plan
+// sums them per group directly (Plan.partialAggregate), the others'
+// through the partials as before, and adds the two. For any neighbouring
+// pair, every other patient is on the same side of that line and adds the
+// same rows, and the patient who differs adds at most what the bounds
+// allow on either side: the sensitivities are those of per-group bounds,
+// and every sum, count and bias quantity is the same number the partials
+// alone give (TestLightPatientsSkipThePartials). Only the k rule's patient
+// count changes: every patient, light or heavy, is counted in the group
+// of their rank-1 row only, as when bounding by rank (L0 1 instead of
+// MaxGroups, so that count's noise is MaxGroups times smaller, and an
+// undercount that errs towards suppressing). On the demo's 100,000
+// patients (Gaussian, 20 releases each) that lost no department where
+// counting every patient in every group lost 10% to 16% at epsilon 0.1,
+// and 13% of diagnoses where it lost 61%.
+//
 // # Choosing the bound, and what it cut
 //
 // The steward's max_rows and max_groups are the largest bound a query may

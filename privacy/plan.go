@@ -278,12 +278,6 @@ func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan
 		cost.Delta = limits.PartitionDelta
 		p.psDelta = limits.PartitionDelta
 	}
-	p.thresholdL0 = p.groupsPerUnit
-	if q.PerUnitRows || p.rowBound > 0 {
-		// One row per patient, or the count of patients whose rank-1 row
-		// is in the group: each patient is counted in one group only.
-		p.thresholdL0 = 1
-	}
 	p.Cost = cost
 	p.noiseEps, p.valueEps, p.deltaTotal = noiseEps, noiseEps, want.Delta
 	bound := int64(0)
@@ -322,8 +316,15 @@ func NewPlanWith(q *sandbox.Query, want Cost, opt Options, limits Limits) (*Plan
 	return p, nil
 }
 
-// rebuild writes the plan's SQL for its current bound.
+// rebuild writes the plan's SQL for its current bound, and sets what the
+// SQL's patient count is.
 func (p *Plan) rebuild() {
+	p.thresholdL0 = p.groupsPerUnit
+	if p.Query.PerUnitRows || p.rowBound > 0 || p.lightRows() > 0 {
+		// One row per patient, or the count of patients whose rank-1 row
+		// is in the group: each patient is counted in one group only.
+		p.thresholdL0 = 1
+	}
 	p.SQL = p.sql(p.salt)
 	if p.units != nil {
 		p.SQL = fmt.Sprintf("SELECT * EXCLUDE (__bits), CASE WHEN row_number() OVER () = 1 THEN (bit_or(__bits) OVER ())::VARCHAR END AS __units FROM (%s)", p.SQL)
@@ -851,12 +852,37 @@ func (p *Plan) rowAggregate(from string, groups []string, users string, summable
 
 // partialAggregate aggregates per (patient, group), clamps the partials and
 // sums them per group.
+//
+// Where the base has each row's patient's row count (__n, see lightRows),
+// only the patients with more rows than lightRows go through the partials:
+// the others' rows cannot reach the bounds, so their partials would be
+// their rows as they are, and they are summed per group directly, in one
+// scan without a per-patient aggregation. The two parts are then added up
+// per group. Every value is the one the partials alone give, but the
+// patients' count, which only the k rule reads: it is then the count of
+// the patients whose rank-1 row is in the group, as when bounding by rank,
+// each patient in one group only (L0 1, where counting every patient in
+// each of their groups is L0 MaxGroups): an undercount, which errs towards
+// suppressing, under noise MaxGroups times smaller.
 func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 	C := float64(p.rowsPerGroup)
 	keys := append([]string{"__pu"}, groups...)
 	partial := append([]string{}, keys...)
 	final := append([]string{}, groups...)
-	final = append(final, "count(*) AS __users")
+	t := p.lightRows()
+	if t > 0 {
+		// Every patient is counted in the group of their rank-1 row only,
+		// the light as the heavy (L0 1, see rebuild).
+		partial = append(partial, "min(__rk) AS __pr")
+		final = append(final, "count_if(__pr = 1)::BIGINT AS __users")
+	} else {
+		final = append(final, "count(*) AS __users")
+	}
+	// light are the light patients' rows summed per group directly;
+	// counts and sums name the columns the two parts add up.
+	light := []string{"count_if(__rk = 1)::BIGINT AS __users"}
+	counts := []string{"__users"}
+	var sums []string
 	for j, a := range p.Query.Aggs {
 		arg := fmt.Sprintf("__a%d", j)
 		clamped := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", a.Min, a.Max)
@@ -866,15 +892,20 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 		case sandbox.Count:
 			partial = append(partial, fmt.Sprintf("count(%s) AS __pc%d", arg, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
+			light = append(light, fmt.Sprintf("count(%s) AS __c%d", arg, j))
+			counts = append(counts, fmt.Sprintf("__c%d", j))
 			if dc, _ := p.biasCols(a); dc && p.biasQuantities > 0 {
 				// The rows the bound cut, up to the maximum per group.
 				final = append(final, fmt.Sprintf("coalesce(sum(least(greatest(__pc%d - %d, 0), %d)), 0)::BIGINT AS __dc%d", j, p.rowsPerGroup, p.cutMax()-p.rowsPerGroup, j))
+				counts = append(counts, fmt.Sprintf("__dc%d", j)) // the bound cuts no light patient's rows
 			}
 		case sandbox.CountUnits:
 			final = append(final, fmt.Sprintf("count(*) AS __c%d", j))
 		case sandbox.Sum:
 			partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS __ps%d", clamped, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
+			light = append(light, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clamped, j))
+			sums = append(sums, fmt.Sprintf("__s%d", j))
 			if _, ds := p.biasCols(a); ds && p.biasQuantities > 0 {
 				// The pair's sum up to the maximum (over the domain when
 				// clamping cuts), less its clamped sum up to the bound.
@@ -883,9 +914,14 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 				full := fmt.Sprintf("__ps%d", j)
 				if valuesCut(a) {
 					full = fmt.Sprintf("__pd%d", j)
-					partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS %s", clampSQL("TRY_CAST("+arg+" AS DOUBLE)", dlo, dhi), full))
+					wide := clampSQL("TRY_CAST("+arg+" AS DOUBLE)", dlo, dhi)
+					partial = append(partial, fmt.Sprintf("coalesce(sum(%s), 0) AS %s", wide, full))
+					// A light pair's sums reach neither clamp: what the
+					// domain adds is its values' own.
+					light = append(light, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __ds%d", wide, clamped, j))
 				}
 				final = append(final, fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __ds%d", clampSQL(full, M*math.Min(dlo, 0), M*math.Max(dhi, 0)), clampSQL(fmt.Sprintf("__ps%d", j), C*math.Min(a.Min, 0), C*math.Max(a.Max, 0)), j))
+				sums = append(sums, fmt.Sprintf("__ds%d", j))
 			}
 		case sandbox.Avg, sandbox.VarSamp, sandbox.VarPop, sandbox.StddevSamp, sandbox.StddevPop:
 			// A patient with n > MaxRows rows in the group counts as
@@ -898,32 +934,35 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 			partial = append(partial, fmt.Sprintf("coalesce(sum(%s - %s) * %s, 0) AS __ps%d", clamped, num(mid), scale, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(least(__pc%d, %d)), 0)::BIGINT AS __c%d", j, p.rowsPerGroup, j))
 			final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __s%d", clampSQL(fmt.Sprintf("__ps%d", j), -C*half, C*half), j))
+			light = append(light, fmt.Sprintf("count(%s) AS __c%d", arg, j), fmt.Sprintf("coalesce(sum(%s - %s), 0) AS __s%d", clamped, num(mid), j))
+			counts, sums = append(counts, fmt.Sprintf("__c%d", j)), append(sums, fmt.Sprintf("__s%d", j))
 			if a.Kind != sandbox.Avg {
 				partial = append(partial, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)) * %s, 0) AS __pq%d", clamped, num(mid), clamped, num(mid), scale, j))
 				final = append(final, fmt.Sprintf("coalesce(sum(%s), 0) AS __q%d", clampSQL(fmt.Sprintf("__pq%d", j), 0, C*half*half), j))
+				light = append(light, fmt.Sprintf("coalesce(sum((%s - %s) * (%s - %s)), 0) AS __q%d", clamped, num(mid), clamped, num(mid), j))
+				sums = append(sums, fmt.Sprintf("__q%d", j))
 			}
 		}
 	}
-	from, where, listed := "__partial", "", ""
+	from, where := "__partial", ""
+	var listed []string
 	switch {
 	case p.groupsPerUnit > 1 && p.public != nil && p.domain <= p.groupsPerUnit:
 		// Every key has a public list, and the lists make at most MaxGroups
 		// groups: keeping only rows of listed values (the only groups ever
 		// released), no patient can reach more, and no threshold is
 		// needed.
-		var in []string
 		for i, vals := range p.public {
 			if p.Query.Groups[i].Coded { // positions in the same list
-				in = append(in, fmt.Sprintf("__g%d BETWEEN 1 AND %d", i, len(vals)))
+				listed = append(listed, fmt.Sprintf("__g%d BETWEEN 1 AND %d", i, len(vals)))
 				continue
 			}
 			quoted := make([]string, len(vals))
 			for k, v := range vals {
 				quoted[k] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
 			}
-			in = append(in, fmt.Sprintf("__g%d::VARCHAR IN (%s)", i, strings.Join(quoted, ", ")))
+			listed = append(listed, fmt.Sprintf("__g%d::VARCHAR IN (%s)", i, strings.Join(quoted, ", ")))
 		}
-		listed = " WHERE " + strings.Join(in, " AND ")
 	case p.groupsPerUnit > 1:
 		// Each (patient, group) pair gets a salted hash; a patient keeps
 		// the pairs whose hash is among their MaxGroups smallest. The
@@ -936,9 +975,61 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 			p.groupsPerUnit, p.groupsPerUnit)
 		where = " WHERE __th IS NULL OR __h <= __th"
 	}
-	out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base%s GROUP BY %s)", strings.Join(partial, ", "), listed, strings.Join(keys, ", "))
 	if bits := p.unitBits(); bits != "" {
 		final = append(final, bits+" AS __bits")
 	}
-	return fmt.Sprintf("%s SELECT %s FROM %s%s", out, strings.Join(final, ", "), from, where)
+	filter := func(conds []string) string {
+		if len(conds) == 0 {
+			return ""
+		}
+		return " WHERE " + strings.Join(conds, " AND ")
+	}
+	if t == 0 {
+		out := fmt.Sprintf(", __partial AS (SELECT %s FROM __base%s GROUP BY %s)", strings.Join(partial, ", "), filter(listed), strings.Join(keys, ", "))
+		return fmt.Sprintf("%s SELECT %s FROM %s%s", out, strings.Join(final, ", "), from, where)
+	}
+	by := ""
+	if len(groups) > 0 {
+		by = " GROUP BY " + strings.Join(groups, ", ")
+	}
+	heavy := append([]string{fmt.Sprintf("__n > %d", t)}, listed...)
+	lightOnly := append([]string{fmt.Sprintf("__n <= %d", t)}, listed...)
+	outer := append([]string{}, groups...)
+	for _, c := range counts {
+		outer = append(outer, fmt.Sprintf("coalesce(sum(%s), 0)::BIGINT AS %s", c, c))
+	}
+	for _, c := range sums {
+		outer = append(outer, fmt.Sprintf("coalesce(sum(%s), 0) AS %s", c, c))
+	}
+	return fmt.Sprintf(", __partial AS (SELECT %s FROM __base%s GROUP BY %s), __heavy AS (SELECT %s FROM %s%s%s), __light AS (SELECT %s FROM __base%s%s)"+
+		" SELECT %s FROM (SELECT * FROM __heavy UNION ALL BY NAME SELECT * FROM __light)",
+		strings.Join(partial, ", "), filter(heavy), strings.Join(keys, ", "),
+		strings.Join(final, ", "), from, where, by,
+		strings.Join(append(append([]string{}, groups...), light...), ", "), filter(lightOnly), by,
+		strings.Join(outer, ", "))
+}
+
+// lightRows is how many rows a patient may have in the table of the rank
+// for the bounds of partialAggregate to leave all their rows as they are:
+// at most MaxRows in any group, and no more groups than MaxGroups (which
+// the listed values ensure by themselves when they make no more). It is 0
+// where the split does not apply: the base has no row counts (the table
+// is not ranked yet, or an outer join reads it), a count of distinct
+// patients (no part of which is a plain sum), a measured release (its
+// patients' bits), or a federated share (its patient counts must be
+// exact).
+func (p *Plan) lightRows() int64 {
+	q := p.Query
+	if !q.RowRank || p.rowBound > 0 || p.units != nil || p.releasesUsers || p.groupsPerUnit <= 1 {
+		return 0
+	}
+	for _, a := range q.Aggs {
+		if a.Kind == sandbox.CountUnits || a.Kind == sandbox.Quantile {
+			return 0
+		}
+	}
+	if p.public != nil && p.domain <= p.groupsPerUnit {
+		return p.rowsPerGroup
+	}
+	return min(p.rowsPerGroup, p.groupsPerUnit)
 }

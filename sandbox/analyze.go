@@ -183,7 +183,9 @@ type Query struct {
 	// of them do, ranked 1, 2, ..., so privacy may bound each patient's
 	// rows by __rk; when one does, the rows that reach Base are some of
 	// the patient's, each with its rank among all of them, and bounding by
-	// __rk keeps those of them among the patient's first m.
+	// __rk keeps those of them among the patient's first m. Base then
+	// also selects __n, the patient's number of rows in that table
+	// (engine.RowsColumn), which bounds how many of them reach Base.
 	RowRank bool
 	// Filtered is true when a filter reads the table of Rank.
 	Filtered bool
@@ -274,7 +276,8 @@ func Analyze(ctx context.Context, p Parser, sql string, scope Scope) (*Query, er
 		u, _ := a.refs[r].src.Table.UnitColumn()
 		q.Rank = &RankRef{Dataset: a.refs[r].src.Dataset, Table: a.refs[r].src.Table.Name, Unit: u.Name}
 		q.Filtered = a.filtered(r)
-		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"))
+		base["select_list"] = append(list(base, "select_list"), withAlias(columnRef(a.refs[r].alias, policy.RankColumn), "__rk"),
+			withAlias(columnRef(a.refs[r].alias, policy.RowsColumn), "__n"))
 		base["where_clause"] = a.balanceEstimates(r, base["where_clause"])
 		if q.rankedBase, err = deserialize(ctx, p, stmts[0], base); err != nil {
 			return nil, err
