@@ -84,6 +84,24 @@ func TestLightPatientsSkipThePartials(t *testing.T) {
 	}
 }
 
+// TestNoLightPatientsBeyondTheLargestCount: the engine counts a patient's
+// rows up to engine.MaxRank only, so a policy whose bounds reach it never
+// splits, or a patient with more rows would be summed as light, unclamped.
+func TestNoLightPatientsBeyondTheLargestCount(t *testing.T) {
+	e := loadVisits(t)
+	for _, rows := range []int{engine.MaxRank - 1, engine.MaxRank, engine.MaxRank + 10} {
+		s := visitsScope()
+		pol := s.Sources[0].Policy
+		pol.Tables[0].Columns[1].Public = []string{"A", "B", "C", "D", "E", "F"}
+		pol.Contribution = policy.Contribution{MaxGroups: 6, MaxRows: rows}
+		s.Sources[0].Policy, s.Sources[0].Table = pol, pol.Tables[0]
+		p := planFor(t, e, "SELECT dept, count(*) AS n FROM visits GROUP BY dept", s, privacy.Cost{Epsilon: 1, Delta: 1e-6})
+		if split := strings.Contains(p.SQL, "__light"); split != (rows < engine.MaxRank) {
+			t.Errorf("max_rows %d: split %v", rows, split)
+		}
+	}
+}
+
 // planUnranked plans sql as the release does before the table's ranks
 // are built: with per-group bounds, over a base without the ranks.
 func planUnranked(t *testing.T, e *engine.Engine, sql string, scope sandbox.Scope, cost privacy.Cost) *privacy.Plan {

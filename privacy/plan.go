@@ -1014,7 +1014,8 @@ func (p *Plan) partialAggregate(groups []string, salt uint32) string {
 // at most MaxRows in any group, and no more groups than MaxGroups (which
 // the listed values ensure by themselves when they make no more). It is 0
 // where the split does not apply: the base has no row counts (the table
-// is not ranked yet, or an outer join reads it), a count of distinct
+// is not ranked yet, or an outer join reads it), a line at or above the
+// engine's largest count (engine.MaxRank), a count of distinct
 // patients (no part of which is a plain sum), a measured release (its
 // patients' bits), or a federated share (its patient counts must be
 // exact).
@@ -1028,8 +1029,14 @@ func (p *Plan) lightRows() int64 {
 			return 0
 		}
 	}
+	t := min(p.rowsPerGroup, p.groupsPerUnit)
 	if p.public != nil && p.domain <= p.groupsPerUnit {
-		return p.rowsPerGroup
+		t = p.rowsPerGroup
 	}
-	return min(p.rowsPerGroup, p.groupsPerUnit)
+	if t >= engine.MaxRank {
+		// The engine counts rows up to MaxRank only: a patient with more
+		// would look light.
+		return 0
+	}
+	return t
 }
