@@ -308,7 +308,11 @@
 //     release draws a noisy count for every candidate group whatever the
 //     exact k test says. A quantile draws the nodes of its tree that its
 //     descent and its interval pick from nodes already noised, so how
-//     many it draws is post-processing too. The residual, measured by TestTimingOfOnePatient
+//     many it draws is post-processing too. Under per-group bounds,
+//     whether a patient's rows go through the partials or are summed
+//     directly depends on their own row count alone, and either way each
+//     row costs a bounded amount, so one patient moves the time by their
+//     rows' share either way. The residual, measured by TestTimingOfOnePatient
 //     and quoted in the README, is a fraction of a millisecond. DuckDB's
 //     statistics (zone maps) can still skip row groups whose range excludes
 //     a constant; that reveals the range of a block of rows, not a chosen
