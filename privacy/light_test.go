@@ -50,7 +50,7 @@ func TestLightPatientsSkipThePartials(t *testing.T) {
 	} {
 		t.Run(sql, func(t *testing.T) {
 			split := planFor(t, e, sql, scope, cost)
-			whole := planUnranked(t, e, sql, scope, cost)
+			whole := planRanked(t, e, sql, scope, cost, false)
 			if !strings.Contains(split.SQL, "__light") || strings.Contains(whole.SQL, "__light") {
 				t.Fatalf("want one plan split and one not:\n%s\n%s", split.SQL, whole.SQL)
 			}
@@ -100,19 +100,4 @@ func TestNoLightPatientsBeyondTheLargestCount(t *testing.T) {
 			t.Errorf("max_rows %d: split %v", rows, split)
 		}
 	}
-}
-
-// planUnranked plans sql as the release does before the table's ranks
-// are built: with per-group bounds, over a base without the ranks.
-func planUnranked(t *testing.T, e *engine.Engine, sql string, scope sandbox.Scope, cost privacy.Cost) *privacy.Plan {
-	t.Helper()
-	q, err := sandbox.Analyze(context.Background(), e, sql, scope)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := privacy.NewPlan(q, cost, privacy.Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
